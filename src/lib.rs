@@ -1,0 +1,30 @@
+//! routewatch: probe a service's core and auxiliary HTTP routes, judge whether it is really
+//! serving, and, when its core routes are hung, SIGKILL the unit's main process so systemd
+//! restarts it.
+//!
+//! The data flows through the modules in this order:
+//!
+//! ```text
+//! YAML -config-> Plan -probe-> [TargetResult] -verdict-> Verdict -recovery-> [Recovery] -report-> text/json/…
+//! ```
+//!
+//! Only `config` (the probe file), `probe` (sockets), `systemd` (D-Bus, pidfd), `state` (the
+//! state file) and `log` (stderr) touch the outside world; everything else is plain data in,
+//! data out.
+
+pub mod config;
+pub mod demo;
+pub mod log;
+pub mod outcome;
+pub mod plan;
+pub mod probe;
+pub mod recovery;
+pub mod report;
+pub mod retry;
+pub mod run;
+pub mod state;
+pub mod systemd;
+pub mod verdict;
+
+/// The default User-Agent: `routewatch/<version>`.
+pub const DEFAULT_USER_AGENT: &str = concat!("routewatch/", env!("CARGO_PKG_VERSION"));

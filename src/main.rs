@@ -1,0 +1,513 @@
+//! The edge: parse arguments, load the plan, run, print, map the result to an exit code.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use routewatch::log::{self, Level};
+use routewatch::plan::Plan;
+use routewatch::report::{self, Format};
+use routewatch::{config, demo, run, state};
+
+/// Exit codes; README "Exit codes" mirrors this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Every core route OK (auxiliary failures and 429 contention are warnings).
+    Healthy = 0,
+    /// A core route failed and was not brought back.
+    Unhealthy = 1,
+    /// Usage or configuration error: nothing was probed.
+    Usage = 2,
+    /// A core failure was found, recovery ran, and the re-probe passed.
+    Recovered = 3,
+    /// A runtime error stopped the check itself.
+    CouldNotRun = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+fn exit_from_code(code: u8) -> Exit {
+    match code {
+        0 => Exit::Healthy,
+        3 => Exit::Recovered,
+        _ => Exit::Unhealthy,
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "routewatch", version, about = "Probe a service's core and auxiliary HTTP routes; SIGKILL a hung systemd unit so it restarts.", long_about = None)]
+#[command(arg_required_else_help = true, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Probe every route, judge, recover hung units, report (the main job)
+    Check(CheckArgs),
+    /// Parse and lint a probe file without sending any traffic (exit 0 or 2)
+    Validate {
+        /// Probe file [default: $ROUTEWATCH_CONFIG, ./probes.yaml, /etc/routewatch/probes.yaml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run the engine against an embedded local server: healthy, 429, slow and hung routes
+    Demo,
+    /// Show what the state file remembers: streaks, last verdicts, recent actions
+    Status {
+        /// State directory [default: $STATE_DIRECTORY, /var/lib/routewatch as root, else $XDG_STATE_HOME/routewatch]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Probe file [default: $ROUTEWATCH_CONFIG, ./probes.yaml, /etc/routewatch/probes.yaml]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "aux_url"])]
+    config: Option<PathBuf>,
+    /// Probe this URL as a core route, without a probe file (repeatable)
+    #[arg(long, value_name = "URL")]
+    url: Vec<String>,
+    /// Probe this URL as an auxiliary route (repeatable; needs --url)
+    #[arg(long, value_name = "URL", requires = "url")]
+    aux_url: Vec<String>,
+    /// Report format on stdout
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
+    /// Write the report to FILE (atomically: temp file, then rename) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Decide and confirm, print what recovery would do and why; signal nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Never recover: probe and report only
+    #[arg(long)]
+    no_recover: bool,
+    /// State directory [default: $STATE_DIRECTORY, /var/lib/routewatch as root, else $XDG_STATE_HOME/routewatch]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// No progress bar, no text report, only error log lines (the exit code tells)
+    #[arg(long, short)]
+    quiet: bool,
+    /// More log lines on stderr (-v info, -vv debug)
+    #[arg(long, short, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Text,
+    Json,
+    Junit,
+    Prometheus,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Text => Format::Text,
+            FormatArg::Json => Format::Json,
+            FormatArg::Junit => Format::Junit,
+            FormatArg::Prometheus => Format::Prometheus,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Healthy.into()
+            };
+        }
+    };
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let (quiet, verbose) = match &cli.command {
+        Command::Check(a) => (a.quiet, a.verbose),
+        _ => (false, 0),
+    };
+    let level = if quiet {
+        Level::Error
+    } else {
+        [Level::Warn, Level::Info, Level::Debug][usize::from(verbose.min(2))]
+    };
+    log::init(level, journald);
+    match cli.command {
+        Command::Check(args) => check(args),
+        Command::Validate { config } => validate(config),
+        Command::Demo => run_demo(),
+        Command::Status { state_dir } => status(state_dir),
+    }
+    .into()
+}
+
+fn fail(exit: Exit, message: impl std::fmt::Display) -> Exit {
+    eprintln!("routewatch: {message}");
+    exit
+}
+
+fn env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `--config`, then `$ROUTEWATCH_CONFIG`, then `./probes.yaml`, then `/etc/routewatch/probes.yaml`.
+fn find_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    if let Some(p) = env("ROUTEWATCH_CONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    for p in ["probes.yaml", "/etc/routewatch/probes.yaml"] {
+        if Path::new(p).exists() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    Err("no probe file: none given with --config, $ROUTEWATCH_CONFIG is unset, and neither ./probes.yaml nor /etc/routewatch/probes.yaml exists (or use --url URL)".into())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn check(args: CheckArgs) -> Exit {
+    let ad_hoc = !args.url.is_empty();
+    let plan = if ad_hoc {
+        config::ad_hoc(&args.url, &args.aux_url)
+    } else {
+        match find_config(args.config.clone()) {
+            Ok(path) => config::load(&path, &env),
+            Err(e) => return fail(Exit::Usage, e),
+        }
+    };
+    let plan = match plan {
+        Ok(p) => Arc::new(p),
+        Err(e) => return fail(Exit::Usage, e),
+    };
+    // Ad hoc runs (CI smoke checks) keep no state unless asked to.
+    let state_dir = match (&args.state_dir, ad_hoc) {
+        (Some(d), _) => Some(d.clone()),
+        (None, true) => None,
+        (None, false) => Some(state::default_dir(&env, is_root())),
+    };
+    let format: Format = args.format.into();
+    let progress = progress_bar(&plan, args.quiet);
+    let observer = make_observer(progress.clone());
+    let opts = run::Options {
+        dry_run: args.dry_run,
+        no_recover: args.no_recover,
+        state_dir,
+        lock_wait: Duration::from_secs(2),
+        observer: Some(observer),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!("cannot start the async runtime: {e}"),
+            );
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run::check(Arc::clone(&plan), opts) => Some(r),
+            sig = stop_signal() => {
+                log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
+                None
+            }
+        }
+    });
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    // Abandon whatever is still in flight (a hung socket); nothing is signalled after a stop.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    let report = match result {
+        None => {
+            return fail(
+                Exit::CouldNotRun,
+                "interrupted before the check finished; nothing was recovered after the signal",
+            );
+        }
+        Some(Err(e)) => return fail(Exit::CouldNotRun, e),
+        Some(Ok(r)) => r,
+    };
+    if args.quiet && format == Format::Text && args.output.is_none() {
+        return exit_from_code(report.exit_code);
+    }
+    let colour = format == Format::Text
+        && args.output.is_none()
+        && std::io::stdout().is_terminal()
+        && env("NO_COLOR").is_none_or(|v| v.is_empty())
+        && env("TERM").as_deref() != Some("dumb");
+    let text = report::render(&report, format, colour);
+    if let Err(e) = emit(&text, args.output.as_deref()) {
+        return fail(Exit::CouldNotRun, e);
+    }
+    exit_from_code(report.exit_code)
+}
+
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Print to stdout (a closed pipe is not an error) or write the file atomically.
+fn emit(text: &str, output: Option<&Path>) -> Result<(), String> {
+    match output {
+        Some(path) => state::write_atomic(path, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(format!("cannot write the report: {e}"))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
+    let pb = indicatif::ProgressBar::new(total as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} probing {pos}/{len} routes [{elapsed}] {wide_bar}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.enable_steady_tick(Duration::from_millis(120));
+    Some(pb)
+}
+
+/// Per finished route: advance the bar, and one log line per failed probe.
+fn make_observer(pb: Option<indicatif::ProgressBar>) -> routewatch::probe::Observer {
+    Arc::new(move |target, r| {
+        let line = || {
+            if r.outcome.is_pass() && r.outcome != routewatch::outcome::Outcome::Slow {
+                if r.outcome == routewatch::outcome::Outcome::RateLimited {
+                    log::emit(
+                        Level::Info,
+                        "probe_rate_limited",
+                        &[
+                            ("target", &target.name),
+                            ("route", &r.path),
+                            ("class", &r.class.as_str()),
+                            ("attempts", &r.attempts),
+                        ],
+                    );
+                }
+                return;
+            }
+            let elapsed = r.elapsed.as_millis();
+            let status = r.status_code.map_or("-".to_string(), |c| c.to_string());
+            log::emit(
+                Level::Warn,
+                "probe_failed",
+                &[
+                    ("target", &target.name),
+                    ("route", &r.path),
+                    ("class", &r.class.as_str()),
+                    ("outcome", &r.outcome),
+                    ("attempts", &r.attempts),
+                    ("elapsed_ms", &elapsed),
+                    ("status", &status),
+                    ("error", &r.error.as_deref().unwrap_or("")),
+                ],
+            );
+        };
+        match &pb {
+            Some(pb) => {
+                pb.suspend(line);
+                pb.inc(1);
+            }
+            None => line(),
+        }
+    })
+}
+
+fn validate(config_path: Option<PathBuf>) -> Exit {
+    let path = match find_config(config_path) {
+        Ok(p) => p,
+        Err(e) => return fail(Exit::Usage, e),
+    };
+    // validate sends no traffic and needs no secrets: an unset ${VAR} is a warning here
+    // (check refuses it).
+    let missing = std::cell::RefCell::new(Vec::new());
+    let lenient = |var: &str| {
+        env(var).or_else(|| {
+            missing.borrow_mut().push(var.to_string());
+            Some(String::new())
+        })
+    };
+    let plan = match config::load(&path, &lenient) {
+        Ok(p) => p,
+        Err(e) => return fail(Exit::Usage, e),
+    };
+    for var in missing.borrow().iter() {
+        eprintln!(
+            "routewatch: warning: environment variable {var} is not set; `check` will refuse this file until it is"
+        );
+    }
+    let routes: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
+    let units: Vec<&str> = plan
+        .targets
+        .iter()
+        .filter_map(|t| t.unit.as_deref())
+        .collect();
+    for t in &plan.targets {
+        for r in &t.routes {
+            if r.timing.timeout > plan.run_timeout {
+                eprintln!(
+                    "routewatch: warning: {} {}: timeout {:?} is longer than run_timeout {:?}",
+                    t.name, r.path, r.timing.timeout, plan.run_timeout
+                );
+            }
+        }
+        if t.unit.is_some()
+            && !t
+                .routes
+                .iter()
+                .any(|r| r.class == routewatch::plan::Class::Core)
+        {
+            eprintln!(
+                "routewatch: warning: {}: has a unit but no core route; recovery can never trigger",
+                t.name
+            );
+        }
+    }
+    println!(
+        "{}: ok ({} target(s), {routes} route(s){})",
+        path.display(),
+        plan.targets.len(),
+        if units.is_empty() {
+            String::new()
+        } else {
+            format!("; recovery may act on {}", units.join(", "))
+        }
+    );
+    Exit::Healthy
+}
+
+fn run_demo() -> Exit {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!("cannot start the async runtime: {e}"),
+            );
+        }
+    };
+    println!(
+        "routewatch demo: a local server on 127.0.0.1 with healthy, 429, slow and hung routes.\n"
+    );
+    let result = rt.block_on(demo::run(None));
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(report) => {
+            let colour = std::io::stdout().is_terminal() && env("NO_COLOR").is_none();
+            let _ = emit(&report::text(&report, colour), None);
+            let _ = emit(
+                &format!(
+                    "\n{}\nA real `routewatch check` with this result exits {}.\n",
+                    demo::EXPLANATION,
+                    report.exit_code
+                ),
+                None,
+            );
+            Exit::Healthy
+        }
+        Err(e) => fail(Exit::CouldNotRun, e),
+    }
+}
+
+fn status(state_dir: Option<PathBuf>) -> Exit {
+    let dir = state_dir.unwrap_or_else(|| state::default_dir(&env, is_root()));
+    let path = dir.join(state::STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "{}: no state yet (no check has run with this state directory)",
+                path.display()
+            );
+            return Exit::Healthy;
+        }
+        Err(e) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!("cannot read {}: {e}", path.display()),
+            );
+        }
+    };
+    let st: state::State = match serde_json::from_slice(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!(
+                    "{} is corrupt ({e}); the next check sets it aside",
+                    path.display()
+                ),
+            );
+        }
+    };
+    let now = state::unix_secs(std::time::SystemTime::now());
+    let ago =
+        |t: u64| humantime::format_duration(Duration::from_secs(now.saturating_sub(t))).to_string();
+    println!("{}", path.display());
+    for (name, t) in &st.targets {
+        println!(
+            "{name}: last verdict {} ({} ago), {} consecutive unhealthy run(s)",
+            t.last_verdict.map_or("-", |v| v.as_str()),
+            t.last_run.map_or("never".into(), ago),
+            t.consecutive_unhealthy
+        );
+        for a in &t.actions {
+            println!(
+                "  {} ago: {} {} (PID {}): {}",
+                ago(a.at),
+                a.action.as_str(),
+                a.unit,
+                a.pid.map_or("-".into(), |p| p.to_string()),
+                a.outcome
+            );
+        }
+    }
+    Exit::Healthy
+}

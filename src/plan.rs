@@ -1,0 +1,215 @@
+//! The resolved probe plan: every default applied, every URL, duration and pattern validated.
+//! Nothing downstream of `config` sees an `Option<Duration>` or an unparsed URL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use reqwest::header::{HeaderName, HeaderValue};
+
+use crate::outcome::Outcome;
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub user_agent: String,
+    /// Hard limit on the whole probing phase; what is still running then ends as `timeout`.
+    pub run_timeout: Duration,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub endpoint: Endpoint,
+    pub unit: Option<String>,
+    pub recovery: Option<RecoveryPolicy>,
+    /// Requests in flight at once for this target.
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    /// Use `HTTP_PROXY`/`HTTPS_PROXY` from the environment (off by default).
+    pub use_env_proxy: bool,
+    pub tls: Tls,
+    pub ip: IpFamily,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpFamily {
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `http://…` or `https://…`; no trailing slash.
+    Http { base: String },
+    /// HTTP over a Unix stream socket (`unix:/run/app/rpc.sock`).
+    Unix { socket: PathBuf },
+    /// Plain TCP connect probe (`tcp: host:port`).
+    Tcp { addr: String },
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Liveness: its failure makes the target unhealthy.
+    Core,
+    /// Heavy or optional pages: reported, never unhealthy, never recovered.
+    Auxiliary,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Core => "core",
+            Class::Auxiliary => "auxiliary",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Request target as written (`/api/health`), or `host:port` for TCP.
+    pub path: String,
+    /// What the report shows: the full URL (`unix:/run/x.sock:/health` for sockets).
+    pub url: String,
+    pub class: Class,
+    pub method: reqwest::Method,
+    pub body: Option<String>,
+    pub headers: Vec<Header>,
+    pub expect: Expect,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+    /// The value came from `${VAR}`: it is never printed.
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// The whole attempt: connect, headers and body.
+    pub timeout: Duration,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    /// Inclusive ranges; default 200–399.
+    pub status: Vec<(u16, u16)>,
+    pub body_contains: Option<String>,
+    pub body_regex: Option<Regex>,
+    /// Dotted field path → expected JSON value.
+    pub json: Vec<(String, serde_json::Value)>,
+    /// Header name → pattern the value must match.
+    pub headers: Vec<(HeaderName, Regex)>,
+    /// Slower than this (and otherwise fine) is `slow`: degraded, never unhealthy.
+    pub max_latency: Option<Duration>,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            status: vec![(200, 399)],
+            body_contains: None,
+            body_regex: None,
+            json: Vec::new(),
+            headers: Vec::new(),
+            max_latency: None,
+        }
+    }
+}
+
+impl Expect {
+    pub fn status_ok(&self, code: u16) -> bool {
+        self.status
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&code))
+    }
+
+    /// Whether the body must be read and checked (as opposed to only drained).
+    pub fn needs_body(&self) -> bool {
+        self.body_contains.is_some() || self.body_regex.is_some() || !self.json.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// SIGKILL the unit's main process through a pidfd; systemd's `Restart=` brings it back.
+    Kill,
+    /// `RestartUnit(unit, "replace")` over D-Bus.
+    Restart,
+    /// Report only.
+    None,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Kill => "kill",
+            Action::Restart => "restart",
+            Action::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryPolicy {
+    pub action: Action,
+    pub after_failed_runs: u32,
+    /// Outcomes of a failing core route that mean "hung".
+    pub on: Vec<Outcome>,
+    pub startup_grace: Duration,
+    pub cooldown: Duration,
+    pub max_actions: u32,
+    pub window: Duration,
+    pub verify_timeout: Duration,
+}
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        RecoveryPolicy {
+            action: Action::Kill,
+            after_failed_runs: 1,
+            on: vec![Outcome::Timeout, Outcome::EmptyReply, Outcome::Reset],
+            startup_grace: Duration::from_secs(120),
+            cooldown: Duration::from_secs(15 * 60),
+            max_actions: 3,
+            window: Duration::from_secs(6 * 3600),
+            verify_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_CONCURRENCY: usize = 4;
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(5 * 60);

@@ -1,0 +1,800 @@
+//! Probing: the only module that opens sockets to targets. Every route of a run is in flight
+//! at once, bounded per target by `concurrency` and overall by the file-descriptor limit. A
+//! failed probe is a [`RouteResult`] with its outcome; `Err` means the check could not run.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::outcome::Outcome;
+use crate::plan::{Class, Endpoint, IpFamily, Plan, Route, Target};
+use crate::retry::{self, AttemptFacts, Next};
+
+/// What one route came to after its attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteResult {
+    pub path: String,
+    pub url: String,
+    pub class: Class,
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    pub attempts: u32,
+    #[serde(rename = "elapsed_ms", serialize_with = "as_millis")]
+    pub elapsed: Duration,
+    /// Why it failed (or why it is only a warning); `None` when ok.
+    pub error: Option<String>,
+}
+
+pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("target {target:?}: cannot set up the HTTP client: {reason}")]
+    Client { target: String, reason: String },
+}
+
+/// Probes the routes of a plan. Holds one connection pool per target.
+pub struct Prober {
+    plan: Arc<Plan>,
+    targets: Vec<TargetClient>,
+    /// Connections in flight across all targets, bounded by `RLIMIT_NOFILE`.
+    global: Arc<Semaphore>,
+}
+
+struct TargetClient {
+    http: Option<reqwest::Client>,
+    limit: Arc<Semaphore>,
+}
+
+/// Called as each route finishes (progress bar, log lines).
+pub type Observer = Arc<dyn Fn(&Target, &RouteResult) + Send + Sync>;
+
+impl Prober {
+    pub fn new(plan: Arc<Plan>) -> Result<Prober, SetupError> {
+        install_crypto_provider();
+        let targets = plan
+            .targets
+            .iter()
+            .map(|t| {
+                Ok(TargetClient {
+                    http: match t.endpoint {
+                        Endpoint::Tcp { .. } => None,
+                        _ => Some(build_client(&plan.user_agent, t)?),
+                    },
+                    limit: Arc::new(Semaphore::new(t.concurrency)),
+                })
+            })
+            .collect::<Result<_, SetupError>>()?;
+        Ok(Prober {
+            plan,
+            targets,
+            global: Arc::new(Semaphore::new(fd_budget())),
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Probe every route of every target; results are indexed like the plan.
+    pub async fn probe_all(
+        self: &Arc<Self>,
+        deadline: Instant,
+        observer: Option<Observer>,
+    ) -> Vec<Vec<RouteResult>> {
+        let picks: Vec<(usize, usize)> = self
+            .plan
+            .targets
+            .iter()
+            .enumerate()
+            .flat_map(|(ti, t)| (0..t.routes.len()).map(move |ri| (ti, ri)))
+            .collect();
+        let results = self.probe_picks(&picks, deadline, observer).await;
+        let mut out: Vec<Vec<RouteResult>> = self
+            .plan
+            .targets
+            .iter()
+            .map(|t| Vec::with_capacity(t.routes.len()))
+            .collect();
+        for ((ti, _), r) in picks.into_iter().zip(results) {
+            out[ti].push(r);
+        }
+        out
+    }
+
+    /// Probe some routes of one target again (recovery's confirm and verify steps).
+    pub async fn probe_routes(
+        self: &Arc<Self>,
+        target: usize,
+        routes: &[usize],
+        deadline: Instant,
+    ) -> Vec<RouteResult> {
+        let picks: Vec<(usize, usize)> = routes.iter().map(|&r| (target, r)).collect();
+        self.probe_picks(&picks, deadline, None).await
+    }
+
+    /// The one place where probes run concurrently: a task per route, each attempt holding a
+    /// permit of its target and one of the global budget.
+    async fn probe_picks(
+        self: &Arc<Self>,
+        picks: &[(usize, usize)],
+        deadline: Instant,
+        observer: Option<Observer>,
+    ) -> Vec<RouteResult> {
+        let mut set = JoinSet::new();
+        for (i, &(ti, ri)) in picks.iter().enumerate() {
+            let me = Arc::clone(self);
+            let observer = observer.clone();
+            set.spawn(async move {
+                let r = me.probe_route(ti, ri, deadline).await;
+                if let Some(obs) = observer {
+                    obs(&me.plan.targets[ti], &r);
+                }
+                (i, r)
+            });
+        }
+        let mut slots: Vec<Option<RouteResult>> = vec![None; picks.len()];
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, r)) => slots[i] = Some(r),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        slots
+            .into_iter()
+            .map(|r| r.expect("every spawned probe reports"))
+            .collect()
+    }
+
+    async fn probe_route(&self, ti: usize, ri: usize, deadline: Instant) -> RouteResult {
+        let target = &self.plan.targets[ti];
+        let route = &target.routes[ri];
+        let client = &self.targets[ti];
+        let start = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
+            attempts += 1;
+            let a = if remaining.is_zero() {
+                Attempt::fail(
+                    Outcome::Timeout,
+                    "run deadline reached before the attempt".into(),
+                )
+            } else {
+                let _target_permit = client
+                    .limit
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed");
+                let _global_permit = self.global.acquire().await.expect("semaphore never closed");
+                let budget = route
+                    .timing
+                    .timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                match &client.http {
+                    Some(http) => attempt_http(http, target, route, budget).await,
+                    None => attempt_tcp(target, route, budget).await,
+                }
+            };
+            let facts = AttemptFacts {
+                outcome: a.outcome,
+                status: a.status,
+                retry_after: a.retry_after,
+                elapsed: now.elapsed(),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match retry::next(
+                &facts,
+                attempts,
+                route.timing.retries,
+                route.timing.backoff,
+                route.timing.max_backoff,
+                remaining,
+                fastrand::f64(),
+            ) {
+                Next::RetryAfter(delay) => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                Next::Stop => {
+                    return RouteResult {
+                        path: route.path.clone(),
+                        url: route.url.clone(),
+                        class: route.class,
+                        outcome: a.outcome,
+                        status_code: a.status,
+                        attempts,
+                        elapsed: start.elapsed(),
+                        error: a.error,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// rustls needs one process-wide crypto provider; installing twice is harmless.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// How many connections may be open at once: the soft `RLIMIT_NOFILE` minus a reserve for
+/// the process's own files, sockets to D-Bus, stdio.
+fn fd_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    (limit.saturating_sub(64) as usize).clamp(8, 1 << 16)
+}
+
+fn build_client(user_agent: &str, t: &Target) -> Result<reqwest::Client, SetupError> {
+    let err = |reason: String| SetupError::Client {
+        target: t.name.clone(),
+        reason,
+    };
+    let mut b = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .connect_timeout(t.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(t.concurrency)
+        .pool_idle_timeout(Duration::from_secs(30));
+    if !t.use_env_proxy {
+        b = b.no_proxy();
+    }
+    if let Endpoint::Unix { socket } = &t.endpoint {
+        b = b.unix_socket(socket.clone());
+    }
+    if t.ip != IpFamily::Any {
+        b = b.dns_resolver(Arc::new(FamilyResolver(t.ip)));
+    }
+    if let Some(ca) = &t.tls.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| err(format!("cannot read tls.ca_file {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            err(format!(
+                "tls.ca_file {} is not PEM certificates: {e}",
+                ca.display()
+            ))
+        })?;
+        b = b.tls_certs_merge(certs);
+    }
+    if t.tls.insecure {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| err(error_chain(&e)))
+}
+
+/// Resolves names to one address family only (`ip: v4 | v6`).
+struct FamilyResolver(IpFamily);
+
+impl reqwest::dns::Resolve for FamilyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let family = self.0;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| match family {
+                    IpFamily::V4 => a.is_ipv4(),
+                    IpFamily::V6 => a.is_ipv6(),
+                    IpFamily::Any => true,
+                })
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{host} has no {} address",
+                    if family == IpFamily::V4 {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    }
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// One attempt's result.
+#[derive(Debug)]
+struct Attempt {
+    outcome: Outcome,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    error: Option<String>,
+}
+
+impl Attempt {
+    fn fail(outcome: Outcome, error: String) -> Attempt {
+        Attempt {
+            outcome,
+            status: None,
+            retry_after: None,
+            error: Some(error),
+        }
+    }
+}
+
+async fn attempt_tcp(target: &Target, route: &Route, budget: Duration) -> Attempt {
+    let Endpoint::Tcp { addr } = &target.endpoint else {
+        unreachable!("tcp attempt on a tcp target")
+    };
+    let connect_budget = budget.min(target.connect_timeout);
+    match tokio::time::timeout(
+        connect_budget,
+        tokio::net::TcpStream::connect(addr.as_str()),
+    )
+    .await
+    {
+        Err(_) => Attempt::fail(
+            Outcome::ConnectTimeout,
+            format!("no connection to {} within {connect_budget:?}", route.path),
+        ),
+        Ok(Ok(_)) => Attempt {
+            outcome: Outcome::Ok,
+            status: None,
+            retry_after: None,
+            error: None,
+        },
+        Ok(Err(e)) => {
+            let outcome = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+                std::io::ErrorKind::TimedOut => Outcome::ConnectTimeout,
+                _ if e.to_string().contains("lookup")
+                    || e.to_string().contains("resolve")
+                    || e.to_string().contains("Name or service") =>
+                {
+                    Outcome::Dns
+                }
+                _ => Outcome::Refused,
+            };
+            Attempt::fail(outcome, e.to_string())
+        }
+    }
+}
+
+fn request_url(target: &Target, route: &Route) -> String {
+    match &target.endpoint {
+        // The socket path is the transport; the URL only carries the request target.
+        Endpoint::Unix { .. } => format!("http://localhost{}", route.path),
+        _ => route.url.clone(),
+    }
+}
+
+async fn attempt_http(
+    http: &reqwest::Client,
+    target: &Target,
+    route: &Route,
+    budget: Duration,
+) -> Attempt {
+    let started = Instant::now();
+    let run = async {
+        let mut req = http.request(route.method.clone(), request_url(target, route));
+        for h in &route.headers {
+            req = req.header(h.name.clone(), h.value.clone());
+        }
+        if let Some(body) = &route.body {
+            req = req.body(body.clone());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let (outcome, error) = classify(&e);
+                return Attempt::fail(outcome, error);
+            }
+        };
+        judge_response(resp, route, started).await
+    };
+    match tokio::time::timeout(budget, run).await {
+        Ok(a) => a,
+        Err(_) => Attempt::fail(
+            Outcome::Timeout,
+            format!("no complete response within {}", fmt_duration(budget)),
+        ),
+    }
+}
+
+async fn judge_response(mut resp: reqwest::Response, route: &Route, started: Instant) -> Attempt {
+    let status = resp.status().as_u16();
+    let expect = &route.expect;
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let base = Attempt {
+        outcome: Outcome::Ok,
+        status: Some(status),
+        retry_after,
+        error: None,
+    };
+
+    if status == 429 && !(expect.status_ok(429) && expect.status != [(200, 399)]) {
+        let note = match retry_after {
+            Some(d) => format!("429 Too Many Requests (Retry-After {})", fmt_duration(d)),
+            None => "429 Too Many Requests".to_string(),
+        };
+        return Attempt {
+            outcome: Outcome::RateLimited,
+            error: Some(note),
+            ..base
+        };
+    }
+
+    let mismatch = expect.headers.iter().find_map(|(name, pattern)| {
+        let value = resp
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        match value {
+            None => Some(format!("header {name}: missing, expected /{pattern}/")),
+            Some(v) if !pattern.is_match(&v) => Some(format!(
+                "header {name}: {:?} does not match /{pattern}/",
+                truncate(&v, 80)
+            )),
+            Some(_) => None,
+        }
+    });
+
+    // Read the body under the attempt's deadline (a trickling body times out), at most
+    // `max_body` bytes; beyond that we stop reading and close the connection.
+    let max = route.timing.max_body;
+    let mut body: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max.saturating_sub(body.len());
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let (outcome, error) = classify(&e);
+                let outcome = if outcome == Outcome::EmptyReply {
+                    Outcome::ProtocolError
+                } else {
+                    outcome
+                };
+                return Attempt {
+                    outcome,
+                    error: Some(format!("reading the body after status {status}: {error}")),
+                    ..base
+                };
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+
+    if !expect.status_ok(status) {
+        let reason = resp.status().canonical_reason().unwrap_or("");
+        let outcome = if status == 429 {
+            Outcome::RateLimited
+        } else {
+            Outcome::HttpError
+        };
+        return Attempt {
+            outcome,
+            error: Some(
+                format!(
+                    "status {status} {reason}, expected {}",
+                    fmt_status_ranges(&expect.status)
+                )
+                .trim()
+                .to_string(),
+            ),
+            ..base
+        };
+    }
+    if let Some(reason) = mismatch {
+        return Attempt {
+            outcome: Outcome::BodyMismatch,
+            error: Some(reason),
+            ..base
+        };
+    }
+    if expect.needs_body() {
+        if truncated {
+            return Attempt {
+                outcome: Outcome::TooLarge,
+                error: Some(format!(
+                    "body larger than max_body ({max} bytes); the body check could not be done"
+                )),
+                ..base
+            };
+        }
+        if let Some(reason) = check_body(expect, &body) {
+            return Attempt {
+                outcome: Outcome::BodyMismatch,
+                error: Some(reason),
+                ..base
+            };
+        }
+    }
+    if let Some(max_latency) = expect.max_latency
+        && elapsed > max_latency
+    {
+        return Attempt {
+            outcome: Outcome::Slow,
+            error: Some(format!(
+                "answered in {}, over max_latency {}",
+                fmt_duration(elapsed),
+                fmt_duration(max_latency)
+            )),
+            ..base
+        };
+    }
+    base
+}
+
+/// Body, regex and JSON expectations; `Some(reason)` on the first mismatch. Pure.
+pub fn check_body(expect: &crate::plan::Expect, body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    if let Some(needle) = &expect.body_contains
+        && !text.contains(needle.as_str())
+    {
+        return Some(format!(
+            "body does not contain {:?} (body starts {:?})",
+            needle,
+            truncate(&text, 60)
+        ));
+    }
+    if let Some(re) = &expect.body_regex
+        && !re.is_match(&text)
+    {
+        return Some(format!(
+            "body does not match /{re}/ (body starts {:?})",
+            truncate(&text, 60)
+        ));
+    }
+    if !expect.json.is_empty() {
+        let doc: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(format!(
+                    "body is not JSON ({e}); starts {:?}",
+                    truncate(&text, 60)
+                ));
+            }
+        };
+        for (path, want) in &expect.json {
+            let got = path.split('.').try_fold(&doc, |v, key| match v {
+                serde_json::Value::Object(m) => m.get(key),
+                serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+                _ => None,
+            });
+            match got {
+                None => return Some(format!("json {path}: missing, expected {want}")),
+                Some(got) if !json_matches(got, want) => {
+                    return Some(format!(
+                        "json {path}: {}, expected {want}",
+                        truncate(&got.to_string(), 60)
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    None
+}
+
+/// YAML `ok` and JSON `"ok"` are equal; so are YAML `200` and JSON `200.0`.
+fn json_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match (got, want) {
+        (V::Number(a), V::Number(b)) => a.as_f64() == b.as_f64(),
+        (V::String(a), V::Number(b)) => a == &b.to_string(),
+        (V::String(a), V::Bool(b)) => a == &b.to_string(),
+        _ => got == want,
+    }
+}
+
+/// Map a reqwest error to an outcome by walking its source chain. Pure.
+fn classify(e: &reqwest::Error) -> (Outcome, String) {
+    let detail = error_chain(e);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    let mut outcome = None;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                outcome = Some(Outcome::Tls);
+                break;
+            }
+            outcome = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                    Some(Outcome::Refused)
+                }
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe => Some(Outcome::Reset),
+                std::io::ErrorKind::TimedOut if e.is_connect() => Some(Outcome::ConnectTimeout),
+                std::io::ErrorKind::TimedOut => Some(Outcome::Timeout),
+                std::io::ErrorKind::PermissionDenied => Some(Outcome::Refused),
+                _ => outcome,
+            };
+            if outcome.is_some() {
+                break;
+            }
+        }
+        if s.is::<rustls::Error>() {
+            outcome = Some(Outcome::Tls);
+            break;
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                outcome = Some(Outcome::EmptyReply);
+                break;
+            }
+            if h.is_parse() || h.is_parse_status() {
+                outcome = Some(Outcome::ProtocolError);
+                break;
+            }
+        }
+        source = s.source();
+    }
+    let outcome = outcome.unwrap_or_else(|| {
+        if e.is_timeout() {
+            if e.is_connect() {
+                Outcome::ConnectTimeout
+            } else {
+                Outcome::Timeout
+            }
+        } else if e.is_connect() {
+            if detail.contains("dns error") || detail.contains("failed to lookup") {
+                Outcome::Dns
+            } else if detail.contains("certificate")
+                || detail.contains("tls")
+                || detail.contains("TLS")
+            {
+                Outcome::Tls
+            } else {
+                Outcome::Refused
+            }
+        } else {
+            Outcome::ProtocolError
+        }
+    });
+    (outcome, detail)
+}
+
+/// `error sending request: client error (Connect): tcp connect error: Connection refused`, with
+/// the URL left out (the report shows it next to the error already).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    let joined = parts.join(": ");
+    // reqwest's top-level message repeats the URL: "error sending request for url (…)".
+    match (joined.find(" for url ("), joined.find("): ")) {
+        (Some(a), Some(b)) if b > a => format!("{}{}", &joined[..a], &joined[b + 1..]),
+        _ => joined,
+    }
+}
+
+fn fmt_status_ranges(ranges: &[(u16, u16)]) -> String {
+    ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Expect;
+    use serde_json::json;
+
+    fn expect_json(pairs: &[(&str, serde_json::Value)]) -> Expect {
+        Expect {
+            json: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            ..Expect::default()
+        }
+    }
+
+    #[test]
+    fn json_expectations_walk_dotted_paths() {
+        let body = br#"{"status":"healthy","checks":{"db":"ok","n":3},"list":[{"a":true}]}"#;
+        assert_eq!(
+            check_body(&expect_json(&[("status", json!("healthy"))]), body),
+            None
+        );
+        assert_eq!(
+            check_body(
+                &expect_json(&[("checks.db", json!("ok")), ("checks.n", json!(3))]),
+                body
+            ),
+            None
+        );
+        assert_eq!(
+            check_body(&expect_json(&[("list.0.a", json!(true))]), body),
+            None
+        );
+        let why = check_body(&expect_json(&[("status", json!("degraded"))]), body).unwrap();
+        assert!(
+            why.contains("json status") && why.contains("healthy"),
+            "{why}"
+        );
+        let why = check_body(&expect_json(&[("checks.cache", json!("ok"))]), body).unwrap();
+        assert!(why.contains("missing"), "{why}");
+        let why = check_body(&expect_json(&[("status", json!("healthy"))]), b"<html>").unwrap();
+        assert!(why.contains("not JSON"), "{why}");
+    }
+
+    #[test]
+    fn body_contains_and_regex() {
+        let e = Expect {
+            body_contains: Some("ready".into()),
+            ..Expect::default()
+        };
+        assert_eq!(check_body(&e, b"all ready"), None);
+        assert!(
+            check_body(&e, b"starting")
+                .unwrap()
+                .contains("does not contain")
+        );
+        let e = Expect {
+            body_regex: Some(regex::Regex::new("^v[0-9]+").unwrap()),
+            ..Expect::default()
+        };
+        assert_eq!(check_body(&e, b"v12 ok"), None);
+        assert!(check_body(&e, b"x").is_some());
+    }
+
+    #[test]
+    fn status_ranges_print_compactly() {
+        assert_eq!(fmt_status_ranges(&[(200, 399)]), "200-399");
+        assert_eq!(fmt_status_ranges(&[(200, 200), (302, 302)]), "200, 302");
+    }
+}

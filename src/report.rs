@@ -1,0 +1,392 @@
+//! Reports: the run's data rendered as text (people), JSON (scripts), JUnit (CI) or the
+//! Prometheus text exposition (node_exporter's textfile collector). Pure: data in, string out.
+
+use std::fmt::Write as _;
+
+use crate::outcome::Outcome;
+use crate::probe::fmt_duration;
+use crate::recovery;
+use crate::run::RunReport;
+use crate::verdict::{RunStatus, Verdict};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Junit,
+    Prometheus,
+}
+
+pub fn render(report: &RunReport, format: Format, colour: bool) -> String {
+    match format {
+        Format::Text => text(report, colour),
+        Format::Json => json(report),
+        Format::Junit => junit(report),
+        Format::Prometheus => prometheus(report),
+    }
+}
+
+pub fn json(report: &RunReport) -> String {
+    let mut s = serde_json::to_string_pretty(report).expect("report serialises");
+    s.push('\n');
+    s
+}
+
+fn paint(colour: bool, code: &str, s: &str) -> String {
+    if colour {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+fn outcome_colour(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "32",
+        Outcome::RateLimited | Outcome::Slow => "33",
+        _ => "31",
+    }
+}
+
+pub fn text(report: &RunReport, colour: bool) -> String {
+    let mut rows: Vec<[String; 7]> = vec![[
+        "TARGET".into(),
+        "ROUTE".into(),
+        "CLASS".into(),
+        "OUTCOME".into(),
+        "CODE".into(),
+        "TRIES".into(),
+        "TIME".into(),
+    ]];
+    let mut outcomes = vec![None];
+    for t in &report.targets {
+        for r in &t.routes {
+            rows.push([
+                t.name.clone(),
+                r.path.clone(),
+                r.class.as_str().into(),
+                r.outcome.as_str().into(),
+                r.status_code.map_or("-".into(), |c| c.to_string()),
+                r.attempts.to_string(),
+                fmt_duration(r.elapsed),
+            ]);
+            outcomes.push(Some(r.outcome));
+        }
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (row, outcome) in rows.iter().zip(outcomes) {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let padded = format!("{cell:<w$}", w = widths[c]);
+            let cell = match (c, outcome) {
+                (3, Some(o)) => paint(colour, outcome_colour(o), &padded),
+                (_, None) => paint(colour, "1", &padded),
+                _ => padded,
+            };
+            line.push_str(&cell);
+            line.push_str("  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    // Why things failed, one line each, below the table.
+    let failures: Vec<String> = report
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.routes
+                .iter()
+                .filter(|r| r.outcome != Outcome::Ok)
+                .map(move |r| (t, r))
+        })
+        .filter_map(|(t, r)| {
+            r.error
+                .as_ref()
+                .map(|e| format!("  {} {}: {} — {e}", t.name, r.path, r.outcome))
+        })
+        .collect();
+    if !failures.is_empty() {
+        out.push('\n');
+        for f in failures {
+            out.push_str(&f);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    for t in &report.targets {
+        let v = match t.verdict {
+            Verdict::Healthy => paint(colour, "32", "healthy"),
+            Verdict::Degraded | Verdict::Unknown => paint(colour, "33", t.verdict.as_str()),
+            Verdict::Unhealthy => paint(colour, "31", "unhealthy"),
+        };
+        let why = match t.verdict {
+            Verdict::Unknown => " (every core route rate-limited: contention, not proof of a hang)",
+            Verdict::Degraded => " (core routes fine; auxiliary failures or slow routes)",
+            _ => "",
+        };
+        let _ = writeln!(out, "{}: {v}{why}", t.name);
+        if let Some(r) = &t.recovery {
+            let _ = writeln!(
+                out,
+                "  recovery ({} {}): {}",
+                r.action.as_str(),
+                r.unit,
+                recovery::story(r)
+            );
+        }
+    }
+    for w in &report.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let status = match report.status {
+        RunStatus::Healthy => paint(colour, "32", "HEALTHY"),
+        RunStatus::Degraded | RunStatus::Unknown => {
+            paint(colour, "33", &report.status.as_str().to_uppercase())
+        }
+        RunStatus::Recovered => paint(colour, "33", "RECOVERED"),
+        RunStatus::Unhealthy => paint(colour, "31", "UNHEALTHY"),
+    };
+    let _ = writeln!(
+        out,
+        "\n{status}: {} ({} routes in {})",
+        report.summary.line,
+        report.summary.counts.routes,
+        fmt_duration(std::time::Duration::from_millis(report.elapsed_ms))
+    );
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 forbids most control characters even when escaped.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One `<testsuite>` per target, one `<testcase>` per route. A failing core route is a
+/// `<failure>`; auxiliary failures and 429s pass with a `<system-out>` note.
+pub fn junit(report: &RunReport) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let total: usize = report.targets.iter().map(|t| t.routes.len()).sum();
+    let failed = |t: &crate::run::TargetReport| {
+        t.routes
+            .iter()
+            .filter(|r| r.class == crate::plan::Class::Core && !r.outcome.is_pass())
+            .count()
+    };
+    let all_failed: usize = report.targets.iter().map(failed).sum();
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"routewatch\" tests=\"{total}\" failures=\"{all_failed}\" errors=\"0\" time=\"{:.3}\">",
+        report.elapsed_ms as f64 / 1000.0
+    );
+    for t in &report.targets {
+        let time: f64 = t.routes.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\" time=\"{time:.3}\">",
+            xml_escape(&t.name),
+            t.routes.len(),
+            failed(t)
+        );
+        for r in &t.routes {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\"",
+                xml_escape(&t.name),
+                r.class.as_str(),
+                xml_escape(&r.path),
+                r.elapsed.as_secs_f64()
+            );
+            let detail = format!(
+                "{} after {} attempt(s){}{}",
+                r.outcome,
+                r.attempts,
+                r.status_code
+                    .map_or(String::new(), |c| format!(", status {c}")),
+                r.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+            );
+            if r.class == crate::plan::Class::Core && !r.outcome.is_pass() {
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
+                    xml_escape(&detail),
+                    r.outcome,
+                    xml_escape(&r.url)
+                );
+            } else if r.outcome != Outcome::Ok {
+                let _ = writeln!(
+                    out,
+                    ">\n      <system-out>{}</system-out>\n    </testcase>",
+                    xml_escape(&format!("warning ({}): {detail}", r.class.as_str()))
+                );
+            } else {
+                out.push_str("/>\n");
+            }
+        }
+        if let Some(rec) = &t.recovery {
+            let _ = writeln!(
+                out,
+                "    <system-out>{}</system-out>",
+                xml_escape(&format!("recovery: {}", recovery::story(rec)))
+            );
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Text exposition format 0.0.4, for node_exporter's textfile collector.
+pub fn prometheus(report: &RunReport) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let route_labels = |t: &crate::run::TargetReport, r: &crate::probe::RouteResult| {
+        format!(
+            "{{target=\"{}\",route=\"{}\",class=\"{}\"}}",
+            label(&t.name),
+            label(&r.path),
+            r.class.as_str()
+        )
+    };
+    let routes: Vec<_> = report
+        .targets
+        .iter()
+        .flat_map(|t| t.routes.iter().map(move |r| (t, r)))
+        .collect();
+    family(
+        "routewatch_route_up",
+        "gauge",
+        "1 if the route passed (ok, rate-limited or slow), else 0.",
+        routes
+            .iter()
+            .map(|(t, r)| {
+                (
+                    route_labels(t, r),
+                    u8::from(r.outcome.is_pass()).to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "routewatch_route_duration_seconds",
+        "gauge",
+        "Time spent on the route, all attempts included.",
+        routes
+            .iter()
+            .map(|(t, r)| {
+                (
+                    route_labels(t, r),
+                    format!("{:.6}", r.elapsed.as_secs_f64()),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "routewatch_route_attempts",
+        "gauge",
+        "Attempts made for the route in the last run.",
+        routes
+            .iter()
+            .map(|(t, r)| (route_labels(t, r), r.attempts.to_string()))
+            .collect(),
+    );
+    family(
+        "routewatch_route_outcome",
+        "gauge",
+        "1 for the route's outcome in the last run.",
+        routes
+            .iter()
+            .map(|(t, r)| {
+                (
+                    format!(
+                        "{{target=\"{}\",route=\"{}\",class=\"{}\",outcome=\"{}\"}}",
+                        label(&t.name),
+                        label(&r.path),
+                        r.class.as_str(),
+                        r.outcome
+                    ),
+                    "1".to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "routewatch_target_healthy",
+        "gauge",
+        "1 if the target's verdict is healthy, degraded or unknown (no core route failed), else 0.",
+        report
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    format!(
+                        "{{target=\"{}\",verdict=\"{}\"}}",
+                        label(&t.name),
+                        t.verdict.as_str()
+                    ),
+                    u8::from(t.verdict != Verdict::Unhealthy).to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "routewatch_recoveries_total",
+        "counter",
+        "Recovery actions taken in this run, by outcome (the textfile collector exports the last run).",
+        report
+            .targets
+            .iter()
+            .filter_map(|t| t.recovery.as_ref().map(|r| (t, r)))
+            .filter(|(_, r)| r.decision == recovery::Decision::Act)
+            .map(|(t, r)| {
+                let outcome = match r.outcome {
+                    Some(recovery::RecoveryOutcome::Recovered) => "recovered",
+                    _ => "not_recovered",
+                };
+                (
+                    format!("{{target=\"{}\",outcome=\"{outcome}\"}}", label(&t.name)),
+                    "1".to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "routewatch_last_run_timestamp_seconds",
+        "gauge",
+        "Unix time when the last run started.",
+        vec![(String::new(), report.started_at.to_string())],
+    );
+    family(
+        "routewatch_exit_code",
+        "gauge",
+        "Exit code of the last run (0 healthy, 1 unhealthy, 3 recovered).",
+        vec![(String::new(), report.exit_code.to_string())],
+    );
+    out
+}

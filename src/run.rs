@@ -1,0 +1,228 @@
+//! One `check` run: probe everything, judge, recover what is hung, remember. Returns the
+//! report data; printing is the caller's business.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::log::Level;
+use crate::log_event;
+use crate::outcome::Summary;
+use crate::plan::Plan;
+use crate::probe::{Observer, Prober, RouteResult};
+use crate::recovery::{Case, Recoverer, RecoveryOutcome, RecoveryReport};
+use crate::state::{Loaded, State, StateError, Store};
+use crate::verdict::{self, RunStatus, Verdict};
+
+#[derive(Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub no_recover: bool,
+    /// `None`: run without a state file (ad hoc `--url` runs).
+    pub state_dir: Option<PathBuf>,
+    /// How long to wait for another run's lock before going on without it.
+    pub lock_wait: Duration,
+    pub observer: Option<Observer>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub name: String,
+    pub verdict: Verdict,
+    pub unit: Option<String>,
+    pub routes: Vec<RouteResult>,
+    pub recovery: Option<RecoveryReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub version: u32,
+    pub status: RunStatus,
+    pub exit_code: u8,
+    /// Unix seconds when the run started.
+    pub started_at: u64,
+    pub elapsed_ms: u64,
+    pub summary: SummaryDoc,
+    pub targets: Vec<TargetReport>,
+    /// Things an operator should know that are not route outcomes (corrupt state file, lock).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryDoc {
+    #[serde(flatten)]
+    pub counts: Summary,
+    pub line: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Setup(#[from] crate::probe::SetupError),
+}
+
+pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let mut warnings = Vec::new();
+
+    // State first: an unusable state directory stops the run before any traffic (exit 4).
+    let mut store = match &opts.state_dir {
+        Some(dir) => Some(Store::open(dir)?),
+        None => None,
+    };
+    let mut lock_held_elsewhere = false;
+    if let Some(store) = store.as_mut()
+        && !store.lock(opts.lock_wait)?
+    {
+        lock_held_elsewhere = true;
+        let w = format!(
+            "another routewatch run holds the lock in {}; probing anyway, no recovery and no state update",
+            store.dir().display()
+        );
+        log_event!(Level::Warn, "state_locked", "dir" = store.dir().display());
+        warnings.push(w);
+    }
+    let mut state = match &store {
+        None => State::default(),
+        Some(s) => match s.load()? {
+            Loaded::Fresh(st) | Loaded::Existing(st) => st,
+            Loaded::Corrupt {
+                state,
+                set_aside,
+                reason,
+            } => {
+                log_event!(
+                    Level::Warn,
+                    "state_corrupt",
+                    "file" = s.path().display(),
+                    "set_aside" = set_aside.display(),
+                    "reason" = reason
+                );
+                warnings.push(format!(
+                    "state file {} was corrupt ({reason}); set aside as {} and replaced",
+                    s.path().display(),
+                    set_aside.display()
+                ));
+                state
+            }
+        },
+    };
+
+    let prober = Arc::new(Prober::new(Arc::clone(&plan))?);
+    let results = prober
+        .probe_all(Instant::now() + plan.run_timeout, opts.observer.clone())
+        .await;
+
+    let mut targets: Vec<TargetReport> = plan
+        .targets
+        .iter()
+        .zip(results)
+        .map(|(t, routes)| TargetReport {
+            name: t.name.clone(),
+            verdict: verdict::target_verdict(routes.iter().map(|r| (r.class, r.outcome))),
+            unit: t.unit.clone(),
+            routes,
+            recovery: None,
+        })
+        .collect();
+
+    let now = SystemTime::now();
+    for t in &targets {
+        state.record_verdict(&t.name, t.verdict, now);
+    }
+
+    let recoverer = Recoverer {
+        prober: &prober,
+        dry_run: opts.dry_run,
+    };
+    for (i, t) in targets.iter_mut().enumerate() {
+        if plan.targets[i].unit.is_none()
+            || !matches!(t.verdict, Verdict::Unhealthy | Verdict::Unknown)
+        {
+            continue;
+        }
+        if opts.no_recover {
+            t.recovery = Some(RecoveryReport {
+                action: plan.targets[i]
+                    .recovery
+                    .as_ref()
+                    .map_or(crate::plan::Action::None, |p| p.action),
+                decision: crate::recovery::Decision::Disabled,
+                reason: "--no-recover".into(),
+                unit: t.unit.clone().unwrap_or_default(),
+                pid: None,
+                new_pid: None,
+                outcome: None,
+                confirm_ms: None,
+                act_ms: None,
+                verify_ms: None,
+                total_ms: 0,
+            });
+            continue;
+        }
+        let target_state = state.targets.get(&t.name).cloned().unwrap_or_default();
+        let case = Case {
+            target_index: i,
+            verdict: t.verdict,
+            routes: &t.routes,
+            lock_held_elsewhere,
+        };
+        let name = t.name.clone();
+        let mut record = |rec: crate::state::ActionRecord| {
+            let actions = &mut state.target_mut(&name).actions;
+            match actions
+                .iter_mut()
+                .rev()
+                .find(|a| a.outcome == "pending" && a.unit == rec.unit)
+            {
+                Some(pending) => pending.outcome = rec.outcome,
+                None => actions.push(rec),
+            }
+            // Persist at once: a second run must see this action even if we die verifying.
+            if let Some(s) = &store
+                && s.is_locked()
+                && let Err(e) = s.save(&state)
+            {
+                log_event!(Level::Error, "state_write_failed", "error" = e);
+            }
+        };
+        t.recovery = Some(recoverer.run(case, &target_state, &mut record).await);
+    }
+
+    if let Some(s) = &store
+        && s.is_locked()
+    {
+        s.save(&state)?;
+    }
+
+    let status = verdict::run_status(targets.iter().map(|t| {
+        let recovered = t
+            .recovery
+            .as_ref()
+            .is_some_and(|r| r.outcome == Some(RecoveryOutcome::Recovered));
+        (t.verdict, recovered)
+    }));
+    let counts = Summary::from_outcomes(
+        targets
+            .iter()
+            .flat_map(|t| t.routes.iter().map(|r| r.outcome)),
+    );
+    Ok(RunReport {
+        version: 1,
+        status,
+        exit_code: status.exit_code(),
+        started_at: crate::state::unix_secs(started_at),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        summary: SummaryDoc {
+            line: counts.line(),
+            counts,
+        },
+        targets,
+        warnings,
+    })
+}

@@ -1,0 +1,405 @@
+//! The state file: what routewatch remembers across runs (consecutive unhealthy runs, last
+//! verdict, recent recovery actions). Written atomically (temp file, fsync, rename) and
+//! guarded by an advisory lock so a timer run and an operator run never act twice. A missing
+//! file starts fresh; a corrupt one is set aside and replaced.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Action;
+use crate::verdict::Verdict;
+
+pub const STATE_FILE: &str = "state.json";
+pub const LOCK_FILE: &str = "lock";
+/// Actions older than this are forgotten (longer than any sensible `window`).
+const KEEP_ACTIONS: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    /// Consecutive runs that found the target unhealthy (0 after any other verdict).
+    pub consecutive_unhealthy: u32,
+    pub last_verdict: Option<Verdict>,
+    /// Unix seconds of the last run that saw this target.
+    pub last_run: Option<u64>,
+    /// Recent recovery actions, oldest first.
+    #[serde(default)]
+    pub actions: Vec<ActionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// Unix seconds when the action was taken.
+    pub at: u64,
+    pub unit: String,
+    pub action: Action,
+    pub pid: Option<u32>,
+    /// `recovered`, `not_recovered`, or `pending` while it is being verified.
+    pub outcome: String,
+}
+
+impl State {
+    pub fn target_mut(&mut self, name: &str) -> &mut TargetState {
+        self.targets.entry(name.to_string()).or_default()
+    }
+
+    /// Record a run's verdict for a target: the unhealthy streak grows or resets.
+    pub fn record_verdict(&mut self, name: &str, verdict: Verdict, now: SystemTime) {
+        let t = self.target_mut(name);
+        t.consecutive_unhealthy = if verdict == Verdict::Unhealthy {
+            t.consecutive_unhealthy.saturating_add(1)
+        } else {
+            0
+        };
+        t.last_verdict = Some(verdict);
+        t.last_run = Some(unix_secs(now));
+        let horizon = unix_secs(now).saturating_sub(KEEP_ACTIONS.as_secs());
+        t.actions.retain(|a| a.at >= horizon);
+    }
+}
+
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {dir}: {what}: {source}")]
+    Io {
+        dir: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("state directory {dir}: {what}")]
+    Unsafe { dir: PathBuf, what: String },
+}
+
+/// The default state directory: `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
+/// `/var/lib/routewatch` as root, else `$XDG_STATE_HOME/routewatch` (`~/.local/state/routewatch`).
+pub fn default_dir(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
+    if let Some(d) = env("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd passes a colon-separated list when several are configured.
+        return PathBuf::from(d.split(':').next().unwrap_or(&d));
+    }
+    if is_root {
+        return PathBuf::from("/var/lib/routewatch");
+    }
+    if let Some(x) = env("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Path::new(&x).join("routewatch");
+    }
+    let home = env("HOME").unwrap_or_else(|| "/tmp".into());
+    Path::new(&home).join(".local/state/routewatch")
+}
+
+/// An opened state directory.
+pub struct Store {
+    dir: PathBuf,
+    lock: Option<File>,
+}
+
+/// What loading found.
+pub enum Loaded {
+    Fresh(State),
+    Existing(State),
+    /// The file could not be parsed; it was renamed to `set_aside` and a fresh state is used.
+    Corrupt {
+        state: State,
+        set_aside: PathBuf,
+        reason: String,
+    },
+}
+
+impl Store {
+    /// Create (mode 0700) or open the directory. A symlink in place of the directory or of
+    /// the state file is refused.
+    pub fn open(dir: &Path) -> Result<Store, StateError> {
+        let io = |what: &'static str| {
+            move |source| StateError::Io {
+                dir: dir.to_path_buf(),
+                what,
+                source,
+            }
+        };
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                // A symlinked directory is acceptable only when it resolves to a directory
+                // owned by us; systemd's StateDirectory= with DynamicUser uses such links.
+                let target = std::fs::metadata(dir).map_err(io("cannot follow symlink"))?;
+                if !target.is_dir() {
+                    return Err(StateError::Unsafe {
+                        dir: dir.into(),
+                        what: "is a symlink to a non-directory".into(),
+                    });
+                }
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(StateError::Unsafe {
+                    dir: dir.into(),
+                    what: "exists and is not a directory".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                std::fs::create_dir_all(dir).map_err(io("cannot create"))?;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            lock: None,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Take the advisory lock, waiting at most `wait`. `Ok(false)` when another run holds it.
+    pub fn lock(&mut self, wait: Duration) -> Result<bool, StateError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(|source| StateError::Io {
+                dir: self.dir.clone(),
+                what: "cannot open the lock file",
+                source,
+            })?;
+        let start = Instant::now();
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    self.lock = Some(file);
+                    return Ok(true);
+                }
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    if start.elapsed() >= wait {
+                        return Ok(false);
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Err(e) => {
+                    return Err(StateError::Io {
+                        dir: self.dir.clone(),
+                        what: "cannot lock",
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    pub fn load(&self) -> Result<Loaded, StateError> {
+        let path = self.path();
+        let bytes = match read_nofollow(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Loaded::Fresh(fresh()));
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    dir: self.dir.clone(),
+                    what: "cannot read state.json",
+                    source,
+                });
+            }
+        };
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(s) if s.version == 1 => Ok(Loaded::Existing(s)),
+            other => {
+                let reason = match other {
+                    Ok(s) => format!("unknown version {}", s.version),
+                    Err(e) => e.to_string(),
+                };
+                let set_aside = self.dir.join(format!(
+                    "{STATE_FILE}.corrupt-{}",
+                    unix_secs(SystemTime::now())
+                ));
+                std::fs::rename(&path, &set_aside).map_err(|source| StateError::Io {
+                    dir: self.dir.clone(),
+                    what: "cannot set aside the corrupt state.json",
+                    source,
+                })?;
+                Ok(Loaded::Corrupt {
+                    state: fresh(),
+                    set_aside,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Write atomically: a new temp file in the same directory, fsync, rename, fsync the dir.
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let data = serde_json::to_vec_pretty(state).expect("state serialises");
+        write_atomic(&self.path(), &data).map_err(|source| StateError::Io {
+            dir: self.dir.clone(),
+            what: "cannot write state.json",
+            source,
+        })
+    }
+}
+
+fn fresh() -> State {
+    State {
+        version: 1,
+        targets: BTreeMap::new(),
+    }
+}
+
+fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut buf)?;
+    Ok(buf)
+}
+
+/// Replace `path` with `data` so a reader sees the old or the new file, never half of one.
+/// An existing symlink at `path` is refused, not followed.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is a symlink; refusing to replace it", path.display()),
+        ));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streak_grows_on_unhealthy_and_resets_otherwise() {
+        let mut s = fresh();
+        let now = SystemTime::now();
+        s.record_verdict("api", Verdict::Unhealthy, now);
+        s.record_verdict("api", Verdict::Unhealthy, now);
+        assert_eq!(s.targets["api"].consecutive_unhealthy, 2);
+        s.record_verdict("api", Verdict::Unknown, now);
+        assert_eq!(s.targets["api"].consecutive_unhealthy, 0);
+        assert_eq!(s.targets["api"].last_verdict, Some(Verdict::Unknown));
+    }
+
+    #[test]
+    fn save_load_round_trip_and_corrupt_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("st")).unwrap();
+        assert!(matches!(store.load().unwrap(), Loaded::Fresh(_)));
+        let mut s = fresh();
+        s.record_verdict("api", Verdict::Unhealthy, SystemTime::now());
+        store.save(&s).unwrap();
+        match store.load().unwrap() {
+            Loaded::Existing(back) => assert_eq!(back, s),
+            _ => panic!("expected the saved state"),
+        }
+        std::fs::write(store.path(), b"{\"version\":1,\"targ").unwrap();
+        match store.load().unwrap() {
+            Loaded::Corrupt {
+                state, set_aside, ..
+            } => {
+                assert!(state.targets.is_empty());
+                assert_eq!(std::fs::read(&set_aside).unwrap(), b"{\"version\":1,\"targ");
+                assert!(!store.path().exists());
+            }
+            _ => panic!("expected corrupt"),
+        }
+    }
+
+    #[test]
+    fn a_symlink_at_the_target_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = dir.path().join("out.prom");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write_atomic(&link, b"x").is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_between_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Store::open(dir.path()).unwrap();
+        let mut b = Store::open(dir.path()).unwrap();
+        assert!(a.lock(Duration::ZERO).unwrap());
+        assert!(!b.lock(Duration::from_millis(30)).unwrap());
+        drop(a);
+        assert!(b.lock(Duration::ZERO).unwrap());
+    }
+
+    #[test]
+    fn default_dir_prefers_systemd_then_root_then_xdg() {
+        let env = |k: &str| match k {
+            "STATE_DIRECTORY" => Some("/var/lib/rw:/other".to_string()),
+            "XDG_STATE_HOME" => Some("/home/u/.state".to_string()),
+            _ => None,
+        };
+        assert_eq!(default_dir(&env, false), PathBuf::from("/var/lib/rw"));
+        let env = |k: &str| (k == "XDG_STATE_HOME").then(|| "/home/u/.state".to_string());
+        assert_eq!(
+            default_dir(&env, true),
+            PathBuf::from("/var/lib/routewatch")
+        );
+        assert_eq!(
+            default_dir(&env, false),
+            PathBuf::from("/home/u/.state/routewatch")
+        );
+    }
+}

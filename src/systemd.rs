@@ -1,0 +1,334 @@
+//! systemd over the system D-Bus (zbus) and the kill itself (pidfd). The only module that
+//! talks to systemd or signals a process. `DBUS_SYSTEM_BUS_ADDRESS` is honoured.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use zbus::OwnedObjectPath;
+use zbus::proxy::CacheProperties;
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Unit {
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    /// Microseconds since the epoch (CLOCK_REALTIME); 0 when never active.
+    #[zbus(property)]
+    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
+    #[zbus(property, name = "InvocationID")]
+    fn invocation_id(&self) -> zbus::Result<Vec<u8>>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Service {
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn restart(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> zbus::Result<u32>;
+}
+
+/// What systemd says about a unit, read fresh (never from a property cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFacts {
+    pub unit: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub active_enter: Option<SystemTime>,
+    /// Hex; empty when the unit has never run.
+    pub invocation_id: String,
+    pub main_pid: u32,
+    /// `Restart=` (no, always, on-failure, …).
+    pub restart: String,
+    pub control_group: String,
+    pub n_restarts: u32,
+}
+
+impl UnitFacts {
+    /// Whether systemd restarts the unit after its main process dies of SIGKILL.
+    pub fn restarts_after_kill(&self) -> bool {
+        matches!(
+            self.restart.as_str(),
+            "always" | "on-failure" | "on-abnormal" | "on-abort"
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error(
+        "cannot connect to the system D-Bus ({address}): {reason} (is dbus running? run as root, or see README \"Permissions\")"
+    )]
+    Connect { address: String, reason: String },
+    #[error(
+        "unit {unit:?}: access denied over D-Bus: {reason} (run as root, or see README \"Permissions\")"
+    )]
+    AccessDenied { unit: String, reason: String },
+    #[error("unit {unit:?}: D-Bus call failed: {reason}")]
+    Call { unit: String, reason: String },
+}
+
+#[derive(Clone)]
+pub struct Systemd {
+    conn: zbus::Connection,
+}
+
+impl Systemd {
+    /// Connect to the system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else the default socket).
+    pub async fn connect() -> Result<Systemd, SystemdError> {
+        let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+            .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".into());
+        let conn = tokio::time::timeout(Duration::from_secs(5), zbus::Connection::system())
+            .await
+            .map_err(|_| SystemdError::Connect {
+                address: address.clone(),
+                reason: "timed out after 5s".into(),
+            })?
+            .map_err(|e| SystemdError::Connect {
+                address,
+                reason: e.to_string(),
+            })?;
+        Ok(Systemd { conn })
+    }
+
+    fn call_error(unit: &str, e: zbus::Error) -> SystemdError {
+        let text = e.to_string();
+        let denied = matches!(&e, zbus::Error::MethodError(name, _, _) if name.as_str().ends_with("AccessDenied") || name.as_str().ends_with("InteractiveAuthorizationRequired"));
+        if denied {
+            SystemdError::AccessDenied {
+                unit: unit.into(),
+                reason: text,
+            }
+        } else {
+            SystemdError::Call {
+                unit: unit.into(),
+                reason: text,
+            }
+        }
+    }
+
+    /// Read the unit's facts. `LoadUnit` never fails for a missing unit: it reports
+    /// `LoadState=not-found`, which the decision refuses.
+    pub async fn facts(&self, unit: &str) -> Result<UnitFacts, SystemdError> {
+        let err = |e| Self::call_error(unit, e);
+        let manager = ManagerProxy::new(&self.conn).await.map_err(err)?;
+        let path = manager.load_unit(unit).await.map_err(err)?;
+        let u = UnitProxy::builder(&self.conn)
+            .path(path.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(err)?;
+        let load_state = u.load_state().await.map_err(err)?;
+        let active_state = u.active_state().await.map_err(err)?;
+        let sub_state = u.sub_state().await.map_err(err)?;
+        let enter = u.active_enter_timestamp().await.map_err(err)?;
+        let invocation_id = u
+            .invocation_id()
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut facts = UnitFacts {
+            unit: unit.into(),
+            load_state,
+            active_state,
+            sub_state,
+            active_enter: (enter > 0).then(|| UNIX_EPOCH + Duration::from_micros(enter)),
+            invocation_id,
+            main_pid: 0,
+            restart: String::new(),
+            control_group: String::new(),
+            n_restarts: 0,
+        };
+        if facts.load_state == "loaded" {
+            let s = ServiceProxy::builder(&self.conn)
+                .path(path)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await
+                .map_err(err)?;
+            facts.main_pid = s.main_pid().await.map_err(err)?;
+            facts.restart = s.restart().await.map_err(err)?;
+            facts.control_group = s.control_group().await.map_err(err)?;
+            facts.n_restarts = s.n_restarts().await.map_err(err)?;
+        }
+        Ok(facts)
+    }
+
+    /// `RestartUnit(unit, "replace")`; returns the job path.
+    pub async fn restart(&self, unit: &str) -> Result<String, SystemdError> {
+        let err = |e| Self::call_error(unit, e);
+        let manager = ManagerProxy::new(&self.conn).await.map_err(err)?;
+        let job = manager.restart_unit(unit, "replace").await.map_err(err)?;
+        Ok(job.to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("pidfd_open({pid}) failed: {source} (the process is gone, or CAP_KILL is missing)")]
+    Open { pid: u32, source: std::io::Error },
+    #[error(
+        "PID {pid} is no longer in the unit's cgroup {expected:?} (it is in {found:?}); not signalling it"
+    )]
+    WrongCgroup {
+        pid: u32,
+        expected: String,
+        found: String,
+    },
+    #[error("MainPID changed from {was} to {now} before the kill; not signalling")]
+    PidChanged { was: u32, now: u32 },
+    #[error("pidfd_send_signal(SIGKILL) to PID {pid} failed: {source}")]
+    Signal { pid: u32, source: std::io::Error },
+    #[error("{0}")]
+    Facts(#[from] SystemdError),
+}
+
+/// The unified-hierarchy cgroup of a process (`0::/system.slice/app.service`), from
+/// `/proc/<pid>/cgroup`.
+pub fn process_cgroup(pid: u32) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    Ok(parse_unified_cgroup(&text).unwrap_or_default())
+}
+
+/// The `0::` line of a `/proc/<pid>/cgroup` file. Pure.
+pub fn parse_unified_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_string())
+}
+
+/// Whether a process cgroup path is the unit's cgroup or below it. Pure.
+pub fn cgroup_within(process: &str, unit: &str) -> bool {
+    !unit.is_empty()
+        && (process == unit
+            || process
+                .strip_prefix(unit)
+                .is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// SIGKILL the unit's main process with no PID-reuse race: open a pidfd first, then check
+/// that the process behind it is still in the unit's cgroup and still its MainPID, then
+/// signal through the pidfd (a recycled PID can never receive it).
+pub async fn kill_main_process(systemd: &Systemd, facts: &UnitFacts) -> Result<(), KillError> {
+    let pid = facts.main_pid;
+    let raw = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or(KillError::PidChanged { was: pid, now: 0 })?;
+    let pidfd =
+        rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).map_err(|e| {
+            KillError::Open {
+                pid,
+                source: e.into(),
+            }
+        })?;
+    let found = process_cgroup(pid).map_err(|e| KillError::Open { pid, source: e })?;
+    if !cgroup_within(&found, &facts.control_group) {
+        return Err(KillError::WrongCgroup {
+            pid,
+            expected: facts.control_group.clone(),
+            found,
+        });
+    }
+    let now = systemd.facts(&facts.unit).await?;
+    if now.main_pid != pid {
+        return Err(KillError::PidChanged {
+            was: pid,
+            now: now.main_pid,
+        });
+    }
+    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).map_err(|e| {
+        KillError::Signal {
+            pid,
+            source: e.into(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unified_cgroup_line_is_found_on_hybrid_and_pure_v2_hosts() {
+        let hybrid = "12:pids:/system.slice/app.service\n1:name=systemd:/system.slice/app.service\n0::/system.slice/app.service\n";
+        assert_eq!(
+            parse_unified_cgroup(hybrid).as_deref(),
+            Some("/system.slice/app.service")
+        );
+        assert_eq!(parse_unified_cgroup("0::/\n").as_deref(), Some("/"));
+        assert_eq!(parse_unified_cgroup("1:cpu:/x\n"), None);
+    }
+
+    #[test]
+    fn cgroup_membership_is_exact_or_below() {
+        assert!(cgroup_within(
+            "/system.slice/app.service",
+            "/system.slice/app.service"
+        ));
+        assert!(cgroup_within(
+            "/system.slice/app.service/worker",
+            "/system.slice/app.service"
+        ));
+        assert!(!cgroup_within(
+            "/system.slice/app.service2",
+            "/system.slice/app.service"
+        ));
+        assert!(!cgroup_within(
+            "/system.slice/other.service",
+            "/system.slice/app.service"
+        ));
+        assert!(!cgroup_within("/", ""));
+    }
+
+    #[test]
+    fn only_restart_policies_that_fire_on_sigkill_count() {
+        let mut f = UnitFacts {
+            unit: "a.service".into(),
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            active_enter: None,
+            invocation_id: String::new(),
+            main_pid: 10,
+            restart: String::new(),
+            control_group: String::new(),
+            n_restarts: 0,
+        };
+        for (policy, want) in [
+            ("always", true),
+            ("on-failure", true),
+            ("on-abnormal", true),
+            ("on-abort", true),
+            ("no", false),
+            ("on-success", false),
+            ("on-watchdog", false),
+        ] {
+            f.restart = policy.into();
+            assert_eq!(f.restarts_after_kill(), want, "{policy}");
+        }
+    }
+}
