@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use regex::Regex;
 use reqwest::header::{HeaderName, HeaderValue};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_saphyr::Spanned;
+use std::borrow::Cow;
 
 use crate::outcome::Outcome;
 use crate::plan::{
@@ -48,16 +50,20 @@ impl std::error::Error for ConfigError {}
 // ---------------------------------------------------------------------------------------------
 // The file, as written.
 
-#[derive(Debug, Deserialize)]
+/// A routewatch probe file.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "routewatch probe file")]
 struct RawFile {
     /// User-Agent of every request; default `routewatch/<version>`.
     user_agent: Option<String>,
     defaults: Option<RawDefaults>,
+    /// The services to probe.
+    #[schemars(with = "Vec<RawTarget>")]
     targets: Vec<Spanned<RawTarget>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
     timeout: Option<Dur>,
@@ -73,17 +79,29 @@ struct RawDefaults {
     proxy: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
     name: String,
+    /// `http://host[:port]`, `https://…`, or `unix:/path/to.sock` (HTTP over a Unix socket).
+    #[schemars(with = "Option<String>")]
     base_url: Option<Spanned<String>>,
+    /// `host:port`: a plain TCP connect probe instead of HTTP.
+    #[schemars(with = "Option<String>")]
     tcp: Option<Spanned<String>>,
+    /// The systemd service to recover (`name.service`); needed for recovery.
+    #[schemars(with = "Option<String>")]
     unit: Option<Spanned<String>>,
+    /// Request headers for every route; `${VAR}` is taken from the environment and never printed.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     headers: BTreeMap<String, Spanned<String>>,
+    /// What to do when core routes are hung (needs `unit`).
+    #[schemars(with = "Option<RawRecovery>")]
     recovery: Option<Spanned<RawRecovery>>,
+    /// The HTTP routes to probe (none for a `tcp` target).
     #[serde(default)]
+    #[schemars(with = "Vec<RawRoute>")]
     routes: Vec<Spanned<RawRoute>>,
     // Per-target overrides of `defaults`.
     timeout: Option<Dur>,
@@ -98,7 +116,7 @@ struct RawTarget {
     ip: Option<RawIp>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
     ca_file: Option<PathBuf>,
@@ -106,7 +124,8 @@ struct RawTls {
     insecure: bool,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// Address family: any (default), v4 or v6.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum RawIp {
     Any,
@@ -114,15 +133,23 @@ enum RawIp {
     V6,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
+    /// Request target, e.g. `/api/health`.
+    #[schemars(with = "String")]
     path: Spanned<String>,
+    /// `core` (liveness; default) or `auxiliary` (heavy, optional; never unhealthy).
     #[serde(default = "default_class")]
     class: Class,
+    /// HTTP method (default GET).
+    #[schemars(with = "Option<String>")]
     method: Option<Spanned<String>>,
+    /// Request body, e.g. a JSON-RPC health call.
     body: Option<String>,
+    /// Extra request headers for this route.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     headers: BTreeMap<String, Spanned<String>>,
     expect: Option<RawExpect>,
     timeout: Option<Dur>,
@@ -136,24 +163,35 @@ fn default_class() -> Class {
     Class::Core
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawExpect {
+    /// Accepted statuses: a code, a range "200-299", or a list; default 200-399.
     status: Option<StatusSpec>,
+    /// A substring the body must contain.
     body_contains: Option<String>,
+    /// A regular expression the body must match.
+    #[schemars(with = "Option<String>")]
     body_regex: Option<Spanned<String>>,
+    /// Dotted JSON field path → expected value.
     #[serde(default)]
     json: BTreeMap<String, serde_json::Value>,
+    /// Response header name → regular expression its value must match.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     header: BTreeMap<String, Spanned<String>>,
     max_latency: Option<Dur>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRecovery {
+    /// kill (default) | restart | none.
     action: Option<Action>,
+    /// Consecutive unhealthy runs before acting (default 1).
     after_failed_runs: Option<Count>,
+    /// Outcomes that mean "hung" (default [timeout, empty_reply, reset]).
+    #[schemars(with = "Option<Vec<String>>")]
     on: Option<Vec<Spanned<String>>>,
     startup_grace: Option<Dur>,
     cooldown: Option<Dur>,
@@ -320,6 +358,60 @@ impl<'de> Deserialize<'de> for StatusSpec {
         }
         d.deserialize_any(V)
     }
+}
+
+impl JsonSchema for Dur {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "description": "A duration: 500ms, 10s, 2m, 1h", "pattern": "^\\s*[0-9]" })
+    }
+}
+
+impl JsonSchema for Count {
+    fn schema_name() -> Cow<'static, str> {
+        "Count".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "integer", "minimum": 0 })
+    }
+}
+
+impl JsonSchema for Size {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Bytes: 65536, 64KiB, 1MiB",
+            "anyOf": [ { "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|K|KiB|M|MiB|G|GiB|kB|KB|MB|GB)?\\s*$" } ]
+        })
+    }
+}
+
+impl JsonSchema for StatusSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "StatusSpec".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A status code, a range like \"200-299\", or a list of them",
+            "anyOf": [
+                { "type": "integer", "minimum": 100, "maximum": 599 },
+                { "type": "string", "pattern": "^\\s*[1-5][0-9][0-9]\\s*(-\\s*[1-5][0-9][0-9]\\s*)?$" },
+                { "type": "array", "minItems": 1, "items": { "anyOf": [
+                    { "type": "integer", "minimum": 100, "maximum": 599 },
+                    { "type": "string", "pattern": "^\\s*[1-5][0-9][0-9]\\s*(-\\s*[1-5][0-9][0-9]\\s*)?$" }
+                ] } }
+            ]
+        })
+    }
+}
+
+/// The JSON Schema of the probe file, generated from the same structs the loader uses.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RawFile)).expect("schema serialises")
 }
 
 // ---------------------------------------------------------------------------------------------

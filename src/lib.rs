@@ -24,6 +24,7 @@ pub mod retry;
 pub mod run;
 pub mod state;
 pub mod systemd;
+pub mod trust;
 pub mod verdict;
 
 /// The default User-Agent: `routewatch/<version>`.

@@ -67,6 +67,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Print the JSON Schema of the probe file (for editors and CI linters)
+    Schema,
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +110,9 @@ struct CheckArgs {
     /// More log lines on stderr (-v info, -vv debug)
     #[arg(long, short, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// As root, allow recovery even if the probe file or state directory is writable by others
+    #[arg(long)]
+    insecure_config: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -150,8 +162,36 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(config),
         Command::Demo => run_demo(),
         Command::Status { state_dir } => status(state_dir),
+        Command::Schema => print_and_exit(&format!("{:#}\n", config::schema())),
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "routewatch",
+                &mut buf,
+            );
+            print_and_exit(&String::from_utf8_lossy(&buf))
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut buf) {
+                Ok(()) => print_and_exit(&String::from_utf8_lossy(&buf)),
+                Err(e) => fail(
+                    Exit::CouldNotRun,
+                    format!("cannot render the man page: {e}"),
+                ),
+            }
+        }
     }
     .into()
+}
+
+fn print_and_exit(text: &str) -> Exit {
+    match emit(text, None) {
+        Ok(()) => Exit::Healthy,
+        Err(e) => fail(Exit::CouldNotRun, e),
+    }
 }
 
 fn fail(exit: Exit, message: impl std::fmt::Display) -> Exit {
@@ -203,18 +243,43 @@ fn check(args: CheckArgs) -> Exit {
         Ok(p) => Arc::new(p),
         Err(e) => return fail(Exit::Usage, e),
     };
+    let config_path = if ad_hoc {
+        None
+    } else {
+        find_config(args.config.clone()).ok()
+    };
     // Ad hoc runs (CI smoke checks) keep no state unless asked to.
     let state_dir = match (&args.state_dir, ad_hoc) {
         (Some(d), _) => Some(d.clone()),
         (None, true) => None,
         (None, false) => Some(state::default_dir(&env, is_root())),
     };
+    let recovery_blocked = if is_root() {
+        untrusted(
+            config_path.as_deref(),
+            state_dir.as_deref(),
+            args.insecure_config,
+        )
+    } else {
+        None
+    };
+    let may_act = !args.no_recover
+        && recovery_blocked.is_none()
+        && plan.targets.iter().any(|t| {
+            t.recovery
+                .as_ref()
+                .is_some_and(|r| r.action != routewatch::plan::Action::None)
+        });
+    if is_root() && !may_act {
+        drop_privileges();
+    }
     let format: Format = args.format.into();
     let progress = progress_bar(&plan, args.quiet);
     let observer = make_observer(progress.clone());
     let opts = run::Options {
         dry_run: args.dry_run,
         no_recover: args.no_recover,
+        recovery_blocked,
         state_dir,
         lock_wait: Duration::from_secs(2),
         observer: Some(observer),
@@ -265,6 +330,56 @@ fn check(args: CheckArgs) -> Exit {
         return fail(Exit::CouldNotRun, e);
     }
     exit_from_code(report.exit_code)
+}
+
+/// As root: the probe file and state directory must be root's and not writable by others,
+/// or recovery is off for this run (probing still happens). `Some(reason)` when off.
+fn untrusted(config: Option<&Path>, state_dir: Option<&Path>, insecure: bool) -> Option<String> {
+    if insecure {
+        log::emit(
+            Level::Warn,
+            "trust_checks_disabled",
+            &[("reason", &"--insecure-config")],
+        );
+        return None;
+    }
+    let mut problems = Vec::new();
+    if let Some(c) = config
+        && let Err(e) = routewatch::trust::check_chain(c)
+    {
+        problems.push(format!("probe file: {e}"));
+    }
+    if let Some(d) = state_dir.filter(|d| d.exists())
+        && let Err(e) = routewatch::trust::check_chain(d)
+    {
+        problems.push(format!("state directory: {e}"));
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    let reason = format!(
+        "recovery disabled: {} (fix the ownership/mode, or pass --insecure-config)",
+        problems.join("; ")
+    );
+    log::emit(Level::Error, "untrusted_config", &[("reason", &reason)]);
+    Some(reason)
+}
+
+/// Running as root with nothing to recover: give up every capability (and the ability to
+/// regain any) before any traffic. The probe file has been read; the state directory is
+/// root's own, which needs no capability.
+fn drop_privileges() {
+    use rustix::thread::{CapabilitySet, CapabilitySets, set_capabilities, set_no_new_privs};
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    let _ = set_no_new_privs(true);
+    match set_capabilities(None, none) {
+        Ok(()) => log::emit(Level::Debug, "capabilities_dropped", &[]),
+        Err(e) => log::emit(Level::Warn, "capabilities_not_dropped", &[("error", &e)]),
+    }
 }
 
 async fn stop_signal() -> &'static str {

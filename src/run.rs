@@ -20,6 +20,8 @@ use crate::verdict::{self, RunStatus, Verdict};
 pub struct Options {
     pub dry_run: bool,
     pub no_recover: bool,
+    /// Recovery is off for this run for this reason (an untrusted probe file or state dir).
+    pub recovery_blocked: Option<String>,
     /// `None`: run without a state file (ad hoc `--url` runs).
     pub state_dir: Option<PathBuf>,
     /// How long to wait for another run's lock before going on without it.

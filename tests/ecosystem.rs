@@ -1,0 +1,245 @@
+//! Fitting other people's tooling: JSON Schema of the probe file, completions, man page,
+//! JUnit and Prometheus outputs checked by independent parsers.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command as Std;
+
+use assert_cmd::Command;
+
+const PY: &str = "/usr/bin/python3";
+
+fn rw() -> Command {
+    let mut c = Command::cargo_bin("routewatch").unwrap();
+    c.env_remove("ROUTEWATCH_CONFIG")
+        .env_remove("JOURNAL_STREAM");
+    c
+}
+
+/// The independent parsers (Debian's python3-jsonschema, -yaml, -prometheus-client) are
+/// installed by `.ci/run`; elsewhere a missing one skips with a reason.
+fn python_ready() -> bool {
+    let ok = Std::new(PY)
+        .args(["-c", "import jsonschema, yaml, prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("ROUTEWATCH_CI").is_none(),
+            "CI must have python3-jsonschema, python3-yaml, python3-prometheus-client"
+        );
+        eprintln!("skipping: install python3-jsonschema python3-yaml python3-prometheus-client");
+    }
+    ok
+}
+
+fn checker(args: &[&std::ffi::OsStr]) -> String {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/check_outputs.py");
+    let o = Std::new(PY).arg(tool).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `/ok` 200, `/busy` 429, everything else 503; closes after each reply.
+fn server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let path = String::from_utf8_lossy(&got)
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_string();
+                let reply: &[u8] = match path.as_str() {
+                    "/ok" => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    "/busy" => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    _ => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                };
+                let _ = s.write_all(reply);
+            });
+        }
+    });
+    port
+}
+
+fn mixed_probe_file(dir: &Path, port: u16) -> std::path::PathBuf {
+    let p = dir.join("probes.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "defaults: {{ timeout: 300ms, retries: 1, backoff: 5ms }}\ntargets:\n  - name: \"web \\\"one\\\"\"\n    base_url: http://127.0.0.1:{port}\n    routes:\n      - {{ path: /ok, class: core }}\n      - {{ path: /busy, class: core }}\n      - {{ path: /down, class: auxiliary }}\n  - name: api\n    base_url: http://127.0.0.1:{port}\n    routes:\n      - {{ path: \"/down?x=<&>\", class: core }}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn probes_yaml_validates_against_the_printed_schema() {
+    let o = rw().arg("schema").output().unwrap();
+    assert!(o.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(schema["title"], "routewatch probe file");
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown keys are errors in the schema too"
+    );
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let committed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("probes.schema.json")).unwrap()).unwrap();
+    assert_eq!(
+        committed, schema,
+        "probes.schema.json is stale: run `routewatch schema > probes.schema.json`"
+    );
+    let first = std::fs::read_to_string(repo.join("probes.yaml")).unwrap();
+    assert!(
+        first.starts_with("# yaml-language-server: $schema="),
+        "probes.yaml names its schema for editors"
+    );
+    if !python_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schema.json");
+    std::fs::write(&path, &o.stdout).unwrap();
+    checker(&[
+        "schema".as_ref(),
+        path.as_os_str(),
+        repo.join("probes.yaml").as_os_str(),
+    ]);
+}
+
+#[test]
+fn completions_and_man_page_mention_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = rw().args(["completions", shell]).output().unwrap();
+        assert!(o.status.success());
+        let text = String::from_utf8(o.stdout).unwrap();
+        for sub in ["check", "validate", "demo", "status", "schema"] {
+            assert!(text.contains(sub), "{shell} completion mentions {sub}");
+        }
+        assert!(text.contains("dry-run"), "{shell} completes check's flags");
+    }
+    let o = rw().arg("man").output().unwrap();
+    assert!(o.status.success());
+    let man = String::from_utf8(o.stdout).unwrap();
+    assert!(man.starts_with(".ie") || man.contains(".TH"), "roff");
+    for sub in ["check", "validate", "demo", "status"] {
+        assert!(man.contains(sub), "man page mentions {sub}");
+    }
+}
+
+#[test]
+fn junit_output_is_valid_and_marks_only_core_failures() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mixed_probe_file(dir.path(), port);
+    let out = dir.path().join("junit.xml");
+    let o = rw()
+        .args(["check", "--format", "junit", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let xml = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        xml.contains("web &quot;one&quot;") && xml.contains("/down?x=&lt;&amp;&gt;"),
+        "escaped: {xml}"
+    );
+    if !python_ready() {
+        return;
+    }
+    let parsed: serde_json::Value =
+        serde_json::from_str(&checker(&["junit".as_ref(), out.as_os_str()])).unwrap();
+    let cases = parsed.as_array().unwrap();
+    let find = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {parsed}"))
+    };
+    assert!(find("/ok")["failure"].is_null());
+    assert!(find("/busy")["failure"].is_null(), "429 passes");
+    assert!(
+        find("/busy")["note"]
+            .as_str()
+            .unwrap()
+            .contains("rate_limited")
+    );
+    assert!(
+        find("/down")["failure"].is_null(),
+        "auxiliary failures pass"
+    );
+    assert!(
+        find("/down")["note"]
+            .as_str()
+            .unwrap()
+            .contains("http_error")
+    );
+    assert_eq!(find("/down?x=<&>")["failure"], "http_error");
+}
+
+#[test]
+fn prometheus_output_parses_with_the_reference_client() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mixed_probe_file(dir.path(), port);
+    let o = rw()
+        .args(["check", "--format", "prometheus", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains(
+            "routewatch_route_up{target=\"web \\\"one\\\"\",route=\"/ok\",class=\"core\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("routewatch_target_healthy{target=\"api\",verdict=\"unhealthy\"} 0"),
+        "{text}"
+    );
+    if !python_ready() {
+        return;
+    }
+    let path = dir.path().join("m.prom");
+    std::fs::write(&path, &text).unwrap();
+    let fams: serde_json::Value =
+        serde_json::from_str(&checker(&["prometheus".as_ref(), path.as_os_str()])).unwrap();
+    let up = fams["routewatch_route_up"].as_array().unwrap();
+    assert_eq!(up.len(), 4);
+    let busy = up.iter().find(|s| s[0]["route"] == "/busy").unwrap();
+    assert_eq!(busy[1], 1.0, "a rate-limited route is up");
+    let aux = up.iter().find(|s| s[0]["route"] == "/down").unwrap();
+    assert_eq!(aux[1], 0.0);
+}
