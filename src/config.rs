@@ -478,6 +478,9 @@ fn yaml_options() -> serde_saphyr::Options {
     budget.max_documents = 1;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // An alias bomb expands through replays: cap them well below what hurts.
+    options.alias_limits.max_total_replayed_events = 50_000;
+    options.alias_limits.max_alias_expansions_per_anchor = 1_000;
     options
 }
 
@@ -493,6 +496,19 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
         _ => plain,
     };
     let message = message.replace('`', "'");
+    let message = if message.starts_with("budget breached") || message.contains("replay") {
+        let detail = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        format!(
+            "the document is too large or too deeply aliased ({detail}); a probe file may use at most {} aliases and {} nodes",
+            1_000, 500_000
+        )
+    } else {
+        message
+    };
     let message = if message.starts_with("missing field") {
         format!("{message} (required)")
     } else {

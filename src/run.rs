@@ -148,14 +148,22 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         {
             continue;
         }
-        if opts.no_recover {
+        let off = match (&opts.recovery_blocked, opts.no_recover) {
+            (Some(why), _) => Some((crate::recovery::Decision::Refuse, why.clone())),
+            (None, true) => Some((
+                crate::recovery::Decision::Disabled,
+                "--no-recover".to_string(),
+            )),
+            (None, false) => None,
+        };
+        if let Some((decision, reason)) = off {
             t.recovery = Some(RecoveryReport {
                 action: plan.targets[i]
                     .recovery
                     .as_ref()
                     .map_or(crate::plan::Action::None, |p| p.action),
-                decision: crate::recovery::Decision::Disabled,
-                reason: "--no-recover".into(),
+                decision,
+                reason,
                 unit: t.unit.clone().unwrap_or_default(),
                 pid: None,
                 new_pid: None,
