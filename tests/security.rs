@@ -234,6 +234,10 @@ fn unit_names_must_be_plain_services() {
 }
 
 /// Peak RSS of a finished child, from `wait4`'s rusage (KiB on Linux).
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4 below, which also reports its peak RSS"
+)]
 fn run_measured(cfg: &Path) -> (i32, String, Duration, u64) {
     use std::os::unix::process::ExitStatusExt;
     let bin = assert_cmd::cargo::cargo_bin("routewatch");
@@ -245,7 +249,7 @@ fn run_measured(cfg: &Path) -> (i32, String, Duration, u64) {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id() as libc_pid;
+    let pid = child.id() as i32;
     let mut stderr = String::new();
     child.stderr.unwrap().read_to_string(&mut stderr).unwrap();
     let (status, rss_kib) = wait4(pid);
@@ -255,9 +259,6 @@ fn run_measured(cfg: &Path) -> (i32, String, Duration, u64) {
         .unwrap_or(-1);
     (code, stderr, elapsed, rss_kib)
 }
-
-#[allow(non_camel_case_types)]
-type libc_pid = i32;
 
 fn wait4(pid: i32) -> (i32, u64) {
     // SAFETY: plain syscall wrappers on a child we spawned and have not waited for.
