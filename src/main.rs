@@ -275,7 +275,25 @@ fn check(args: CheckArgs) -> Exit {
     }
     let format: Format = args.format.into();
     let progress = progress_bar(&plan, args.quiet);
-    let observer = make_observer(progress.clone());
+    // What finished so far, to report if a stop signal cuts the run short.
+    let finished: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let observer = {
+        let log_and_bar = make_observer(progress.clone());
+        let finished = Arc::clone(&finished);
+        let observer: routewatch::probe::Observer = Arc::new(move |target, r| {
+            log_and_bar(target, r);
+            if let Ok(mut f) = finished.lock() {
+                f.push(format!(
+                    "{} {} {} {}",
+                    target.name,
+                    r.path,
+                    r.class.as_str(),
+                    r.outcome
+                ));
+            }
+        });
+        observer
+    };
     let opts = run::Options {
         dry_run: args.dry_run,
         no_recover: args.no_recover,
@@ -309,9 +327,20 @@ fn check(args: CheckArgs) -> Exit {
     rt.shutdown_timeout(Duration::from_millis(100));
     let report = match result {
         None => {
+            let done = finished.lock().map(|f| f.clone()).unwrap_or_default();
+            let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "routewatch: interrupted after {} of {total} routes:",
+                done.len()
+            );
+            for line in &done {
+                let _ = writeln!(err, "  {line}");
+            }
             return fail(
                 Exit::CouldNotRun,
-                "interrupted before the check finished; nothing was recovered after the signal",
+                "interrupted before the check finished; nothing is signalled after a stop",
             );
         }
         Some(Err(e)) => return fail(Exit::CouldNotRun, e),

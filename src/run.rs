@@ -115,6 +115,13 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         },
     };
 
+    for t in plan.targets.iter().filter(|t| t.tls.insecure) {
+        log_event!(Level::Warn, "tls_insecure", "target" = t.name);
+        warnings.push(format!(
+            "target {}: TLS certificate verification is OFF (tls.insecure: true)",
+            t.name
+        ));
+    }
     let prober = Arc::new(Prober::new(Arc::clone(&plan))?);
     let results = prober
         .probe_all(Instant::now() + plan.run_timeout, opts.observer.clone())

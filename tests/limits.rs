@@ -1,0 +1,300 @@
+//! Bounded time, memory and file descriptors, and a clean stop on SIGTERM/SIGINT. These run
+//! the real binary against a local tokio server (port 0).
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `/ok*` 200 keep-alive, `/huge` 500 MB of zeros as fast as the socket takes them,
+/// `/hang` never answers. Runs on its own runtime thread.
+fn server() -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap().port()).unwrap();
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut used = 0;
+                    loop {
+                        let Ok(n) = s.read(&mut buf[used..]).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        used += n;
+                        let Some(end) = buf[..used].windows(4).position(|w| w == b"\r\n\r\n")
+                        else {
+                            continue;
+                        };
+                        let path = String::from_utf8_lossy(&buf[..end])
+                            .split_whitespace()
+                            .nth(1)
+                            .unwrap_or("/")
+                            .to_string();
+                        buf.copy_within(end + 4..used, 0);
+                        used -= end + 4;
+                        if path.starts_with("/hang") {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            return;
+                        }
+                        if path.starts_with("/huge") {
+                            let total: u64 = 500 * 1024 * 1024;
+                            let head =
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+                            if s.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = vec![0u8; 64 * 1024];
+                            let mut sent = 0;
+                            while sent < total {
+                                if s.write_all(&chunk).await.is_err() {
+                                    return;
+                                }
+                                sent += chunk.len() as u64;
+                            }
+                            return;
+                        }
+                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("routewatch")
+}
+
+fn probe_file(dir: &Path, port: u16, defaults: &str, routes: &[String]) -> PathBuf {
+    let p = dir.join("probes.yaml");
+    let mut text = format!(
+        "defaults: {{ {defaults} }}\ntargets:\n  - name: t\n    base_url: http://127.0.0.1:{port}\n    routes:\n"
+    );
+    for r in routes {
+        text.push_str(&format!("      - {r}\n"));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Wait for a child and return (exit status, peak RSS in KiB) from `wait4`.
+fn wait_measured(child: Child) -> (std::process::ExitStatus, u64) {
+    #[repr(C)]
+    struct Rusage {
+        utime: [i64; 2],
+        stime: [i64; 2],
+        maxrss: i64,
+        rest: [i64; 13],
+    }
+    unsafe extern "C" {
+        fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
+    }
+    let pid = child.id() as i32;
+    let mut status = 0;
+    let mut ru = std::mem::MaybeUninit::<Rusage>::zeroed();
+    // SAFETY: waiting once for our own child; `Child` is forgotten so it never waits again.
+    let r = unsafe { wait4(pid, &mut status, 0, ru.as_mut_ptr()) };
+    std::mem::forget(child);
+    assert_eq!(r, pid);
+    // SAFETY: wait4 filled it in.
+    let maxrss = unsafe { ru.assume_init() }.maxrss as u64;
+    (std::process::ExitStatus::from_raw(status), maxrss)
+}
+
+fn json_of(child: &mut Child) -> serde_json::Value {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn a_500_mb_response_is_read_only_up_to_max_body_in_bounded_memory() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = probe_file(
+        dir.path(),
+        port,
+        "timeout: 3s, retries: 0, max_body: 64KiB",
+        &[
+            "{ path: /huge, class: core }".into(),
+            "{ path: /huge/checked, class: core, expect: { body_contains: needle } }".into(),
+        ],
+    );
+    let start = Instant::now();
+    let mut child = Command::new(bin())
+        .args(["check", "--format", "json", "--no-recover", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let doc = json_of(&mut child);
+    let (status, rss_kib) = wait_measured(child);
+    let elapsed = start.elapsed();
+    let routes = &doc["targets"][0]["routes"];
+    assert_eq!(routes[0]["outcome"], "ok", "{doc}");
+    assert_eq!(routes[1]["outcome"], "too_large", "{doc}");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "stopped reading early: {elapsed:?}"
+    );
+    assert!(rss_kib < 48 * 1024, "peak RSS {rss_kib} KiB");
+}
+
+#[test]
+fn two_thousand_routes_under_ulimit_256_complete_without_emfile() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let routes: Vec<String> = (0..2000)
+        .map(|i| format!("{{ path: /ok/{i}, class: core }}"))
+        .collect();
+    let cfg = probe_file(
+        dir.path(),
+        port,
+        "timeout: 5s, retries: 0, concurrency: 1000",
+        &routes,
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" check --format json --no-recover --config \"$1\" --state-dir \"$2\"")
+        .arg(bin())
+        .arg(&cfg)
+        .arg(dir.path().join("st"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let doc = json_of(&mut child);
+    let (status, _) = wait_measured(child);
+    assert_eq!(status.code(), Some(0), "{}", doc["summary"]);
+    assert_eq!(doc["summary"]["ok"], 2000, "{}", doc["summary"]);
+}
+
+#[test]
+fn the_whole_run_deadline_ends_what_is_left_as_timeout() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = probe_file(
+        dir.path(),
+        port,
+        "timeout: 10s, retries: 3, run_timeout: 300ms",
+        &[
+            "{ path: /hang, class: core }".into(),
+            "{ path: /ok, class: core }".into(),
+        ],
+    );
+    let start = Instant::now();
+    let mut child = Command::new(bin())
+        .args(["check", "--format", "json", "--no-recover", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let doc = json_of(&mut child);
+    let (status, _) = wait_measured(child);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(doc["targets"][0]["routes"][0]["outcome"], "timeout");
+    assert_eq!(doc["targets"][0]["routes"][1]["outcome"], "ok");
+}
+
+fn interrupted_by(signal: &str) {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = probe_file(
+        dir.path(),
+        port,
+        "timeout: 20s, retries: 0",
+        &[
+            "{ path: /hang, class: core }".into(),
+            "{ path: /ok, class: core }".into(),
+        ],
+    );
+    let st = dir.path().join("st");
+    let child = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&st)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the quick route has finished (its state dir and lock exist by then).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !st.join("lock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    let sent = Instant::now();
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(took < Duration::from_secs(1), "stopped in {took:?}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains(&format!("event=interrupted signal=SIG{signal}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("interrupted after 1 of 2 routes") && stderr.contains("t /ok core ok"),
+        "prints what it had: {stderr}"
+    );
+    // The state file is never half-written: absent (the run did not get that far) or valid.
+    if let Ok(bytes) = std::fs::read(st.join("state.json")) {
+        serde_json::from_slice::<serde_json::Value>(&bytes).expect("valid state");
+    }
+}
+
+#[test]
+fn sigterm_stops_a_run_well_under_a_second_and_prints_what_it_had() {
+    interrupted_by("TERM");
+}
+
+#[test]
+fn sigint_stops_a_run_too() {
+    interrupted_by("INT");
+}
