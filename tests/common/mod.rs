@@ -1,0 +1,642 @@
+//! Shared helpers for the integration tests: small tokio servers on 127.0.0.1 port 0 (or a Unix
+//! socket in a temporary directory) whose behaviour is scripted per request, so every fault a
+//! real service can show on the wire can be reproduced, counted and timed.
+//!
+//! A server is a [`Script`]: either a fixed [`Reply`] performed as soon as a connection is
+//! accepted (before anything is read: a banner, a reset, a hang), or a handler that sees each
+//! parsed request and picks the [`Reply`]. Every request is recorded in [`Stats`] with the time
+//! its head arrived; requests in flight are counted so concurrency limits can be checked.
+//!
+//! The server stops (and every connection it holds is dropped) when its handle is dropped.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use routewatch::plan::Plan;
+use routewatch::probe::RouteResult;
+use routewatch::run::{Options, RunReport};
+
+/// A request head the server received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// 0-based, in arrival order across all connections.
+    pub index: usize,
+    /// 0-based index of the connection it came on.
+    pub conn: usize,
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub at: Instant,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the server does on a connection (after reading a request, or at once on accept).
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A complete response with `Content-Length`, after `delay`; the connection stays usable.
+    Http {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        delay: Duration,
+    },
+    /// Never answer; hold the connection (reading and discarding) until the client goes away.
+    Hang,
+    /// Close the connection without sending a byte.
+    Close,
+    /// Abort the connection with a TCP RST (`SO_LINGER` 0, then close). Plain close on Unix.
+    Reset,
+    /// Send these bytes verbatim, then close or hold the connection.
+    Raw { bytes: Vec<u8>, then: After },
+    /// Send `head`, then one byte of body every `every`, forever.
+    Trickle { head: Vec<u8>, every: Duration },
+    /// Send `head`, then `piece` again and again until `limit` body bytes were written or the
+    /// client went away. Bytes written are counted in [`Stats::body_bytes`].
+    Flood {
+        head: Vec<u8>,
+        piece: Vec<u8>,
+        limit: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Close,
+    Hold,
+}
+
+pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
+#[derive(Clone)]
+pub enum Script {
+    /// Perform this reply as soon as a connection is accepted, without reading a request.
+    OnAccept(Reply),
+    /// Read each request and answer with what the handler picks.
+    PerRequest(Handler),
+}
+
+impl Script {
+    pub fn each(f: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Script {
+        Script::PerRequest(Arc::new(f))
+    }
+
+    /// The same reply to every request.
+    pub fn always(reply: Reply) -> Script {
+        Script::each(move |_| reply.clone())
+    }
+
+    /// `replies[i]` to request `i`, the last one to every later request.
+    pub fn sequence(replies: Vec<Reply>) -> Script {
+        assert!(!replies.is_empty());
+        Script::each(move |r| replies[r.index.min(replies.len() - 1)].clone())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicUsize,
+    requests: Mutex<Vec<Request>>,
+    in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    /// Body bytes written by `Reply::Flood` before it stopped.
+    pub body_bytes: AtomicU64,
+}
+
+impl Stats {
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Gaps between the arrival of consecutive requests.
+    pub fn gaps(&self) -> Vec<Duration> {
+        let reqs = self.requests();
+        reqs.windows(2).map(|w| w[1].at - w[0].at).collect()
+    }
+}
+
+/// A TCP server on 127.0.0.1, port 0. Stops when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(script: Script) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(Stats::default());
+        let s = Arc::clone(&stats);
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        conns.spawn(serve_conn(stream, script.clone(), Arc::clone(&s)));
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        Server { addr, stats, task }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP server on a Unix socket in a fresh temporary directory. Stops when dropped.
+pub struct UnixServer {
+    pub path: PathBuf,
+    pub stats: Arc<Stats>,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl UnixServer {
+    pub async fn start(script: Script) -> UnixServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.sock");
+        let listener = UnixListener::bind(&path).expect("bind unix socket");
+        let stats = Arc::new(Stats::default());
+        let s = Arc::clone(&stats);
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        conns.spawn(serve_conn(stream, script.clone(), Arc::clone(&s)));
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        UnixServer {
+            path,
+            stats,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// `unix:/tmp/…/app.sock`
+    pub fn base_url(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+}
+
+impl Drop for UnixServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub async fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A listener whose accept queue is full (never accepted from), so a new SYN is dropped by the
+/// kernel and a connect attempt times out. Keep the returned value alive for the test.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+pub async fn blackhole() -> Blackhole {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    // With backlog 0 the queue holds one connection; fill it until a connect stalls.
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    Blackhole {
+        addr,
+        _listener: listener,
+        _fillers: fillers,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies.
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Whatever",
+    }
+}
+
+/// A complete response.
+pub fn http(status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Reply {
+    Reply::Http {
+        status,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: body.into(),
+        delay: Duration::ZERO,
+    }
+}
+
+/// `200 OK` with a body.
+pub fn ok(body: impl Into<Vec<u8>>) -> Reply {
+    http(200, &[("Content-Type", "text/plain")], body)
+}
+
+/// A complete response after `delay`.
+pub fn delayed(delay: Duration, reply: Reply) -> Reply {
+    match reply {
+        Reply::Http {
+            status,
+            headers,
+            body,
+            ..
+        } => Reply::Http {
+            status,
+            headers,
+            body,
+            delay,
+        },
+        other => other,
+    }
+}
+
+pub fn raw(bytes: impl Into<Vec<u8>>, then: After) -> Reply {
+    Reply::Raw {
+        bytes: bytes.into(),
+        then,
+    }
+}
+
+/// Deterministic pseudo-random bytes that cannot be mistaken for the start of an HTTP response.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    if let Some(b) = out.first_mut()
+        && *b == b'H'
+    {
+        *b = 0;
+    }
+    out
+}
+
+/// An RFC 9110 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn http_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // 1970-01-01 was a Thursday.
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    // Civil date from days since the epoch (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!("{weekday}, {day:02} {mon} {year} {h:02}:{m:02}:{s:02} GMT")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections.
+
+/// A server-side stream: TCP or Unix.
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Abort the connection; TCP sends a RST.
+    fn reset(self);
+}
+
+impl Conn for TcpStream {
+    fn reset(self) {
+        let _ = self.set_zero_linger();
+        drop(self);
+    }
+}
+
+impl Conn for UnixStream {
+    fn reset(self) {
+        drop(self);
+    }
+}
+
+enum Then {
+    KeepAlive,
+    Close,
+    Reset,
+}
+
+/// Request heads larger than this end the connection (the client is ours; this never happens).
+const MAX_REQUEST_HEAD: usize = 1 << 20;
+
+async fn serve_conn<C: Conn>(mut c: C, script: Script, stats: Arc<Stats>) {
+    let conn = stats.connections.fetch_add(1, Ordering::SeqCst);
+    let handler = match script {
+        Script::OnAccept(reply) => {
+            if let Then::Reset = perform(&mut c, reply, &stats).await {
+                c.reset();
+            }
+            return;
+        }
+        Script::PerRequest(h) => h,
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let Some(mut req) = read_request(&mut c, &mut buf).await else {
+            return;
+        };
+        req.conn = conn;
+        let reply = {
+            let mut all = stats.requests.lock().unwrap();
+            req.index = all.len();
+            let reply = handler(&req);
+            all.push(req);
+            reply
+        };
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let then = perform(&mut c, reply, &stats).await;
+        stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match then {
+            Then::KeepAlive => {}
+            Then::Close => return,
+            Then::Reset => {
+                c.reset();
+                return;
+            }
+        }
+    }
+}
+
+async fn perform<C: Conn>(c: &mut C, reply: Reply, stats: &Stats) -> Then {
+    match reply {
+        Reply::Http {
+            status,
+            headers,
+            body,
+            delay,
+        } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+            for (n, v) in &headers {
+                out.push_str(&format!("{n}: {v}\r\n"));
+            }
+            out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+            let mut bytes = out.into_bytes();
+            bytes.extend_from_slice(&body);
+            if c.write_all(&bytes).await.is_err() || c.flush().await.is_err() {
+                return Then::Close;
+            }
+            Then::KeepAlive
+        }
+        Reply::Hang => {
+            drain_until_closed(c).await;
+            Then::Close
+        }
+        Reply::Close => {
+            let _ = c.shutdown().await;
+            Then::Close
+        }
+        Reply::Reset => Then::Reset,
+        Reply::Raw { bytes, then } => {
+            let _ = c.write_all(&bytes).await;
+            let _ = c.flush().await;
+            if then == After::Hold {
+                drain_until_closed(c).await;
+            } else {
+                let _ = c.shutdown().await;
+            }
+            Then::Close
+        }
+        Reply::Trickle { head, every } => {
+            if c.write_all(&head).await.is_err() {
+                return Then::Close;
+            }
+            loop {
+                tokio::time::sleep(every).await;
+                if c.write_all(b"x").await.is_err() || c.flush().await.is_err() {
+                    return Then::Close;
+                }
+            }
+        }
+        Reply::Flood { head, piece, limit } => {
+            if c.write_all(&head).await.is_err() {
+                return Then::Close;
+            }
+            let mut written = 0u64;
+            while written < limit {
+                let n = piece.len().min((limit - written) as usize);
+                if c.write_all(&piece[..n]).await.is_err() {
+                    break;
+                }
+                written += n as u64;
+                stats.body_bytes.store(written, Ordering::SeqCst);
+            }
+            Then::Close
+        }
+    }
+}
+
+/// Read and discard until the peer closes (or errors): a connection held open, bounded memory.
+async fn drain_until_closed<C: Conn>(c: &mut C) {
+    let mut sink = [0u8; 4096];
+    loop {
+        match c.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Read one request head (and its `Content-Length` body, discarded). `None` at EOF.
+async fn read_request<C: Conn>(c: &mut C, buf: &mut Vec<u8>) -> Option<Request> {
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_REQUEST_HEAD {
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        match c.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let at = Instant::now();
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end + 4);
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_string();
+    let path = first.next().unwrap_or("").to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body_len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < body_len {
+        let mut chunk = [0u8; 4096];
+        match c.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..body_len);
+    Some(Request {
+        index: 0,
+        conn: 0,
+        method,
+        path,
+        headers,
+        at,
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driving the engine.
+
+/// Parse probe-file text (exercising the real format) into a plan.
+pub fn plan(yaml: &str) -> Arc<Plan> {
+    match routewatch::config::parse(yaml, "test.yaml", &|_| None) {
+        Ok(p) => Arc::new(p),
+        Err(e) => panic!("probe file rejected: {e}\n---\n{yaml}"),
+    }
+}
+
+/// Run a whole check (no state, no recovery configured).
+pub async fn check(yaml: &str) -> RunReport {
+    routewatch::run::check(plan(yaml), Options::default())
+        .await
+        .expect("check runs")
+}
+
+/// Run a check of a file with exactly one target and one route; return that route.
+pub async fn one_route(yaml: &str) -> RouteResult {
+    let report = check(yaml).await;
+    assert_eq!(report.targets.len(), 1, "{report:#?}");
+    assert_eq!(report.targets[0].routes.len(), 1, "{report:#?}");
+    report.targets[0].routes[0].clone()
+}
+
+/// A probe file with one HTTP target at `base_url`, `settings` as target-level keys (YAML
+/// lines, e.g. `"timeout: 300ms\nretries: 0"`) and `routes` as the YAML list items.
+pub fn file(base_url: &str, settings: &str, routes: &str) -> String {
+    let settings = indent(settings, 4);
+    let routes = indent(routes, 6);
+    format!("targets:\n  - name: app\n    base_url: {base_url}\n{settings}    routes:\n{routes}")
+}
+
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("{pad}{l}\n"))
+        .collect()
+}
+
+/// Elapsed-time assertion with a readable failure.
+#[track_caller]
+pub fn assert_between(what: &str, got: Duration, lo: Duration, hi: Duration) {
+    assert!(
+        got >= lo && got < hi,
+        "{what}: {got:?} not within [{lo:?}, {hi:?})"
+    );
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Exists, for tests that want a socket path nobody listens on.
+pub fn missing_socket(dir: &Path) -> PathBuf {
+    dir.join("nobody-here.sock")
+}

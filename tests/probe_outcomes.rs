@@ -1,0 +1,841 @@
+//! Every route outcome, distinguished from the wire: real servers on 127.0.0.1 (and a Unix
+//! socket) misbehave in each way a service can, and the engine must name the outcome, make the
+//! right number of attempts and finish in bounded time and memory.
+//!
+//! Timeouts here are milliseconds; elapsed bounds are loose (the suite runs its tests in
+//! parallel) but tight enough to tell "retried at once" from "waited a backoff" and "capped"
+//! from "honoured a whole second".
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use routewatch::outcome::Outcome;
+use routewatch::verdict::{RunStatus, Verdict};
+
+const FAST: &str = "timeout: 300ms\nconnect_timeout: 200ms\nbackoff: 20ms\nmax_backoff: 100ms";
+
+/// Target settings: the fast timings plus `retries: n`.
+fn fast(retries: u32) -> String {
+    format!("{FAST}\nretries: {retries}")
+}
+
+/// The fast timings with a 2s attempt timeout: for faults that must be recognised from the
+/// bytes, well before any timeout could explain the outcome.
+fn patient(retries: u32) -> String {
+    format!("timeout: 2s\nconnect_timeout: 200ms\nbackoff: 20ms\nretries: {retries}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hung, empty, reset: the signatures recovery acts on.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_and_never_answer_is_timeout_retried_at_once() {
+    let srv = Server::start(Script::always(Reply::Hang)).await;
+    let r = one_route(&file(&srv.base_url(), &fast(2), "- path: /api/health")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.status_code, None);
+    // Three whole timeouts, no backoff between them.
+    assert_between("elapsed", r.elapsed, ms(900), ms(1600));
+    assert_eq!(
+        srv.stats.request_count(),
+        3,
+        "each attempt reached the server"
+    );
+    assert!(r.error.as_deref().unwrap().contains("300ms"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_reading_the_request_is_timeout_too() {
+    // Accept and never even read: the request sits in the socket buffer.
+    let srv = Server::start(Script::OnAccept(Reply::Hang)).await;
+    let r = one_route(&file(&srv.base_url(), &fast(0), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert_between("elapsed", r.elapsed, ms(300), ms(800));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_counts_from_the_start_of_a_timed_out_attempt() {
+    // backoff 390ms < timeout 400ms: the retry starts as soon as the attempt times out
+    // (gap ≈ 400ms), not a backoff after it (gap ≥ 400 + 390·0.75 ≈ 690ms).
+    let srv = Server::start(Script::always(Reply::Hang)).await;
+    let settings = "timeout: 400ms\nconnect_timeout: 200ms\nbackoff: 390ms\nretries: 1";
+    let r = one_route(&file(&srv.base_url(), settings, "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    let gaps = srv.stats.gaps();
+    assert_eq!(gaps.len(), 1);
+    // Measured between request arrivals, which can be a little less than the timeout.
+    assert_between("gap between attempts", gaps[0], ms(300), ms(650));
+    assert_between("elapsed", r.elapsed, ms(800), ms(1300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_without_a_byte_is_empty_reply() {
+    let srv = Server::start(Script::always(Reply::Close)).await;
+    let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::EmptyReply, "{r:?}");
+    assert_eq!(r.attempts, 2, "empty_reply is transient");
+    assert_eq!(srv.stats.request_count(), 2);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rst_after_reading_the_request_is_reset() {
+    // Repeated: a RST must be `reset` every time, never sometimes `empty_reply`.
+    for round in 0..10 {
+        let srv = Server::start(Script::always(Reply::Reset)).await;
+        let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /")).await;
+        assert_eq!(r.outcome, Outcome::Reset, "round {round}: {r:?}");
+        assert_eq!(r.attempts, 2, "reset is transient");
+        assert!(r.elapsed < ms(1000), "{r:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Not HTTP.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_banner_is_protocol_error_not_retried() {
+    // An SSH server speaks first and keeps the connection open.
+    let srv = Server::start(Script::OnAccept(raw(
+        "SSH-2.0-OpenSSH_9.6\r\n",
+        After::Hold,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    assert_eq!(r.attempts, 1, "protocol_error is not retried");
+    assert!(
+        r.elapsed < ms(1000),
+        "detected from the bytes, not a timeout: {r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_noise_is_protocol_error() {
+    let srv = Server::start(Script::always(raw(noise(4096), After::Hold))).await;
+    let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_line_without_a_code_is_protocol_error() {
+    let srv = Server::start(Script::always(raw("HTTP/1.1 \r\n\r\n", After::Hold))).await;
+    let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_headers_is_protocol_error_in_bounded_time() {
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for i in 0..10_000 {
+        head.push_str(&format!("X-Header-{i}: v\r\n"));
+    }
+    head.push_str("Content-Length: 0\r\n\r\n");
+    let srv = Server::start(Script::always(raw(head, After::Hold))).await;
+    let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_megabyte_header_line_is_protocol_error_in_bounded_time() {
+    let mut head = String::from("HTTP/1.1 200 OK\r\nX-Big: ");
+    head.push_str(&"a".repeat(1 << 20));
+    head.push_str("\r\nContent-Length: 0\r\n\r\n");
+    let srv = Server::start(Script::always(raw(head, After::Hold))).await;
+    let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_mid_headers_is_empty_reply() {
+    // Part of a response head, then close. hyper reports an incomplete message, the same as a
+    // close without a byte: the engine calls both `empty_reply` ("closed before a complete
+    // response head"), which is a hung signature and retried.
+    let srv = Server::start(Script::always(raw(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/pl",
+        After::Close,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /")).await;
+    assert!(
+        matches!(r.outcome, Outcome::EmptyReply | Outcome::ProtocolError),
+        "{r:?}"
+    );
+    assert_eq!(r.outcome, Outcome::EmptyReply, "documented choice: {r:?}");
+    assert_eq!(r.attempts, 2);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_mid_body_is_protocol_error() {
+    // The head arrived, so it is not an empty reply; the body is cut short.
+    let srv = Server::start(Script::always(raw(
+        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+        After::Close,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    assert_eq!(r.status_code, Some(200));
+    assert_eq!(r.attempts, 1, "protocol_error is not retried");
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_encoding_lie_is_protocol_error() {
+    let srv = Server::start(Script::always(raw(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZZZ\r\nhello\r\n",
+        After::Hold,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies: trickling, endless, huge.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_times_out_within_the_attempt_timeout() {
+    let srv = Server::start(Script::always(Reply::Trickle {
+        head: b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n".to_vec(),
+        every: ms(50),
+    }))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    // Each attempt ends at its 300ms timeout, however long the body keeps coming.
+    assert_between("elapsed", r.elapsed, ms(600), ms(1100));
+}
+
+fn fifty_megabytes() -> Reply {
+    Reply::Flood {
+        head: format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 50 << 20).into_bytes(),
+        piece: vec![b'a'; 64 << 10],
+        limit: 50 << 20,
+    }
+}
+
+fn endless_chunked() -> Reply {
+    let mut piece = format!("{:x}\r\n", 16 << 10).into_bytes();
+    piece.extend_from_slice(&[b'a'; 16 << 10]);
+    piece.extend_from_slice(b"\r\n");
+    Reply::Flood {
+        head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+        piece,
+        limit: u64::MAX,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifty_megabyte_body_without_a_body_check_is_ok_quickly() {
+    let srv = Server::start(Script::always(fifty_megabytes())).await;
+    let settings = format!("{}\nmax_body: 64KiB", patient(0));
+    let r = one_route(&file(&srv.base_url(), &settings, "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.status_code, Some(200));
+    assert!(r.elapsed < ms(1000), "reading stops at max_body: {r:?}");
+    // Give the server a moment to notice the close, then check it was cut off early.
+    tokio::time::sleep(ms(50)).await;
+    let sent = srv.stats.body_bytes.load(Ordering::SeqCst);
+    assert!(
+        sent < 20 << 20,
+        "server wrote {sent} bytes: reading did not stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_body_without_a_body_check_is_ok_quickly() {
+    let srv = Server::start(Script::always(endless_chunked())).await;
+    let settings = format!("{}\nmax_body: 64KiB", patient(0));
+    let r = one_route(&file(&srv.base_url(), &settings, "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_check_beyond_max_body_is_too_large() {
+    for (name, reply) in [("50MB", fifty_megabytes()), ("endless", endless_chunked())] {
+        let srv = Server::start(Script::always(reply)).await;
+        let settings = format!("{}\nmax_body: 64KiB", patient(2));
+        let route = "- path: /\n  expect: { body_contains: x }";
+        let r = one_route(&file(&srv.base_url(), &settings, route)).await;
+        assert_eq!(r.outcome, Outcome::TooLarge, "{name}: {r:?}");
+        assert_eq!(r.attempts, 1, "{name}: too_large is not retried");
+        assert!(r.elapsed < ms(1000), "{name}: {r:?}");
+        assert!(
+            r.error.as_deref().unwrap().contains("max_body"),
+            "{name}: {r:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 429: contention, never a failure.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_429_is_rate_limited_and_the_target_unknown() {
+    let srv = Server::start(Script::always(http(429, &[("Retry-After", "0")], ""))).await;
+    let report = check(&file(&srv.base_url(), &fast(2), "- path: /api/health")).await;
+    let r = &report.targets[0].routes[0];
+    assert_eq!(r.outcome, Outcome::RateLimited, "{r:?}");
+    assert_eq!(r.status_code, Some(429));
+    assert_eq!(r.attempts, 3, "429 is retried");
+    assert!(r.elapsed < ms(500), "Retry-After: 0 means at once: {r:?}");
+    assert_eq!(srv.stats.request_count(), 3);
+    assert_eq!(report.targets[0].verdict, Verdict::Unknown);
+    assert_eq!(report.status, RunStatus::Unknown);
+    assert_eq!(report.exit_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_route_beside_an_ok_core_route_is_healthy() {
+    let srv = Server::start(Script::each(|req| {
+        if req.path == "/limited" {
+            http(429, &[("Retry-After", "0")], "")
+        } else {
+            ok("fine")
+        }
+    }))
+    .await;
+    let routes = "- path: /limited\n- path: /ok";
+    let report = check(&file(&srv.base_url(), &fast(2), routes)).await;
+    let t = &report.targets[0];
+    assert_eq!(t.routes[0].outcome, Outcome::RateLimited, "{t:?}");
+    assert_eq!(t.routes[1].outcome, Outcome::Ok, "{t:?}");
+    assert_eq!(t.verdict, Verdict::Healthy);
+    assert_eq!(report.status, RunStatus::Healthy);
+    assert_eq!(report.exit_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_seconds_is_honoured_but_capped_by_max_backoff() {
+    let srv = Server::start(Script::sequence(vec![
+        http(429, &[("Retry-After", "1")], ""),
+        ok("fine"),
+    ]))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &fast(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    let gaps = srv.stats.gaps();
+    assert_eq!(gaps.len(), 1);
+    // The wait is max_backoff (100ms), not the 1s asked for, and not the 20ms backoff.
+    assert_between("wait before the retry", gaps[0], ms(100), ms(500));
+    assert!(r.elapsed < ms(900), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_http_date_is_capped_by_max_backoff() {
+    let at = http_date(SystemTime::now() + Duration::from_secs(5));
+    let srv = Server::start(Script::sequence(vec![
+        http(429, &[("Retry-After", &at)], ""),
+        ok("fine"),
+    ]))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &fast(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    let gaps = srv.stats.gaps();
+    assert_between("wait before the retry", gaps[0], ms(100), ms(500));
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[test]
+fn http_date_helper_formats_imf_fixdate() {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+    assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(951_782_400); // leap day
+    assert_eq!(http_date(t), "Tue, 29 Feb 2000 00:00:00 GMT");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status codes and redirects.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_then_200_is_ok_on_the_second_attempt() {
+    let srv = Server::start(Script::sequence(vec![http(503, &[], "busy"), ok("fine")])).await;
+    let r = one_route(&file(&srv.base_url(), &fast(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.status_code, Some(200));
+    assert_eq!(r.attempts, 2);
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_is_http_error_without_retry() {
+    let srv = Server::start(Script::always(http(500, &[], "boom"))).await;
+    let r = one_route(&file(&srv.base_url(), &fast(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::HttpError, "{r:?}");
+    assert_eq!(r.status_code, Some(500));
+    assert_eq!(r.attempts, 1);
+    assert_eq!(srv.stats.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_is_http_error_without_retry() {
+    let srv = Server::start(Script::always(http(404, &[], "nope"))).await;
+    let r = one_route(&file(&srv.base_url(), &fast(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::HttpError, "{r:?}");
+    assert_eq!(r.status_code, Some(404));
+    assert_eq!(r.attempts, 1);
+    assert_eq!(srv.stats.request_count(), 1);
+    assert!(r.error.as_deref().unwrap().contains("404"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_302_is_ok_by_default_and_not_followed() {
+    let srv = Server::start(Script::each(|req| {
+        if req.path == "/" {
+            http(302, &[("Location", "/login")], "")
+        } else {
+            ok("login page")
+        }
+    }))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &fast(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.status_code, Some(302));
+    assert_eq!(r.attempts, 1);
+    let paths: Vec<String> = srv.stats.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/"], "the redirect was not followed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_loop_with_expect_200_is_http_error_after_one_request() {
+    let srv = Server::start(Script::always(http(302, &[("Location", "/loop")], ""))).await;
+    let route = "- path: /loop\n  expect: { status: [200] }";
+    let r = one_route(&file(&srv.base_url(), &fast(2), route)).await;
+    assert_eq!(r.outcome, Outcome::HttpError, "{r:?}");
+    assert_eq!(r.status_code, Some(302));
+    assert_eq!(r.attempts, 1);
+    assert_eq!(srv.stats.request_count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection failures.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_refused() {
+    let port = dead_port().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let r = one_route(&file(&base, &fast(2), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Refused, "{r:?}");
+    assert_eq!(r.attempts, 3, "refused is transient");
+    assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_accept_queue_is_connect_timeout() {
+    let hole = blackhole().await;
+    let base = format!("http://{}", hole.addr);
+    let r = one_route(&file(&base, &fast(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ConnectTimeout, "{r:?}");
+    assert_eq!(r.attempts, 2, "connect_timeout is transient");
+    assert_between("elapsed", r.elapsed, ms(400), ms(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_under_dot_invalid_is_dns() {
+    // RFC 2606: `.invalid` never resolves. Not retried.
+    let started = Instant::now();
+    let r = one_route(&file(
+        "http://routewatch-probe-test.invalid",
+        &fast(2),
+        "- path: /",
+    ))
+    .await;
+    assert_eq!(r.outcome, Outcome::Dns, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert!(started.elapsed() < Duration::from_secs(2), "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the server sees.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_agent_is_routewatch_by_default_and_the_files_when_set() {
+    let srv = Server::start(Script::always(ok("fine"))).await;
+    let r = one_route(&file(&srv.base_url(), &fast(0), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    let want = format!("routewatch/{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(srv.stats.requests()[0].header("user-agent"), Some(&*want));
+
+    let yaml = format!(
+        "user_agent: \"probe-bot/9 (+https://example.org/ops)\"\n{}",
+        file(&srv.base_url(), &fast(0), "- path: /")
+    );
+    let r = one_route(&yaml).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(
+        srv.stats.requests()[1].header("user-agent"),
+        Some("probe-bot/9 (+https://example.org/ops)")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_proxy_in_the_environment_is_not_used() {
+    let srv = Server::start(Script::always(ok("fine"))).await;
+    let url = srv.url("/ok");
+    let out = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("routewatch")
+            .unwrap()
+            .args(["check", "--format", "json", "--url", &url])
+            .env("HTTP_PROXY", "http://127.0.0.1:1")
+            .env("http_proxy", "http://127.0.0.1:1")
+            .env("ALL_PROXY", "http://127.0.0.1:1")
+            .env("all_proxy", "http://127.0.0.1:1")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["targets"][0]["routes"][0]["outcome"], "ok", "{doc}");
+    assert_eq!(doc["targets"][0]["routes"][0]["attempts"], 1, "{doc}");
+    let reqs = srv.stats.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].path, "/ok",
+        "origin-form, not a proxy's absolute-form"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency.
+
+fn slow_routes(n: usize) -> String {
+    (0..n).map(|i| format!("- path: /slow/{i}\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_slow_routes_with_concurrency_20_run_in_parallel() {
+    let srv = Server::start(Script::always(delayed(ms(100), ok("fine")))).await;
+    let settings = format!("{}\nconcurrency: 20", fast(0));
+    let report = check(&file(&srv.base_url(), &settings, &slow_routes(20))).await;
+    let routes = &report.targets[0].routes;
+    assert_eq!(routes.len(), 20);
+    assert!(
+        routes.iter().all(|r| r.outcome == Outcome::Ok),
+        "{routes:?}"
+    );
+    assert!(
+        report.elapsed_ms < 1000,
+        "20 × 100ms took {}ms",
+        report.elapsed_ms
+    );
+    assert!(srv.stats.max_in_flight() > 1, "nothing ran in parallel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_1_never_has_two_requests_in_flight() {
+    // The server counts requests between reading the head and writing the response.
+    let srv = Server::start(Script::always(delayed(ms(100), ok("fine")))).await;
+    let settings = format!("{}\nconcurrency: 1", fast(0));
+    let report = check(&file(&srv.base_url(), &settings, &slow_routes(20))).await;
+    let routes = &report.targets[0].routes;
+    assert!(
+        routes.iter().all(|r| r.outcome == Outcome::Ok),
+        "{routes:?}"
+    );
+    assert_eq!(srv.stats.request_count(), 20);
+    assert_eq!(
+        srv.stats.max_in_flight(),
+        1,
+        "more than one request in flight"
+    );
+    assert!(report.elapsed_ms >= 2000, "20 × 100ms, one at a time");
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON expectations against a real server.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_expectations_pass_and_fail_naming_the_field() {
+    let srv = Server::start(Script::each(|req| {
+        let body = match req.path.as_str() {
+            "/good" => r#"{"status":"healthy","checks":{"db":"ok","cache":"ok"}}"#,
+            "/db-down" => r#"{"status":"healthy","checks":{"db":"down"}}"#,
+            "/sick" => r#"{"status":"degraded","checks":{"db":"ok"}}"#,
+            "/no-checks" => r#"{"status":"healthy"}"#,
+            _ => "<html>not json</html>",
+        };
+        http(200, &[("Content-Type", "application/json")], body)
+    }))
+    .await;
+    let routes: String = ["/good", "/db-down", "/sick", "/no-checks", "/html"]
+        .iter()
+        .map(|p| {
+            format!("- path: {p}\n  expect: {{ json: {{ status: healthy, checks.db: ok }} }}\n")
+        })
+        .collect();
+    let report = check(&file(&srv.base_url(), &fast(2), &routes)).await;
+    let r = &report.targets[0].routes;
+    assert_eq!(r[0].outcome, Outcome::Ok, "{:?}", r[0]);
+    for bad in &r[1..] {
+        assert_eq!(bad.outcome, Outcome::BodyMismatch, "{bad:?}");
+        assert_eq!(bad.attempts, 1, "body_mismatch is not retried: {bad:?}");
+        assert_eq!(bad.status_code, Some(200));
+    }
+    let err = |i: usize| r[i].error.clone().unwrap_or_default();
+    assert!(
+        err(1).contains("checks.db") && err(1).contains("down"),
+        "{}",
+        err(1)
+    );
+    assert!(
+        err(2).contains("status") && err(2).contains("degraded"),
+        "{}",
+        err(2)
+    );
+    assert!(
+        err(3).contains("checks.db") && err(3).contains("missing"),
+        "{}",
+        err(3)
+    );
+    assert!(err(4).contains("not JSON"), "{}", err(4));
+    assert_eq!(report.targets[0].verdict, Verdict::Unhealthy);
+    assert_eq!(report.exit_code, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP over a Unix socket.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_healthy_is_ok() {
+    let srv = UnixServer::start(Script::always(ok("fine"))).await;
+    let r = one_route(&file(&srv.base_url(), &fast(0), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.status_code, Some(200));
+    let reqs = srv.stats.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/health");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_hung_is_timeout() {
+    let srv = UnixServer::start(Script::always(Reply::Hang)).await;
+    let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert_between("elapsed", r.elapsed, ms(600), ms(1100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_empty_reply_is_empty_reply() {
+    let srv = UnixServer::start(Script::always(Reply::Close)).await;
+    let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::EmptyReply, "{r:?}");
+    assert_eq!(r.attempts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_missing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("unix:{}", missing_socket(dir.path()).display());
+    let r = one_route(&file(&base, &fast(1), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::Refused, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert!(r.elapsed < ms(500), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_left_behind_by_a_dead_server_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stale.sock");
+    drop(tokio::net::UnixListener::bind(&path).unwrap());
+    assert!(
+        path.exists(),
+        "the socket file stays after the listener is gone"
+    );
+    let r = one_route(&file(
+        &format!("unix:{}", path.display()),
+        &fast(1),
+        "- path: /health",
+    ))
+    .await;
+    assert_eq!(r.outcome, Outcome::Refused, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert!(r.elapsed < ms(500), "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain TCP targets.
+
+fn tcp_file(addr: &str) -> String {
+    format!(
+        "targets:\n  - name: redis\n    tcp: {addr}\n{}",
+        fast(1)
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_target_up_is_ok() {
+    let srv = Server::start(Script::OnAccept(Reply::Hang)).await;
+    let r = one_route(&tcp_file(&srv.addr.to_string())).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert_eq!(r.status_code, None);
+    // Give the accept loop a moment, then check the probe really connected.
+    tokio::time::sleep(ms(20)).await;
+    assert_eq!(srv.stats.connection_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_target_down_is_refused() {
+    let port = dead_port().await;
+    let r = one_route(&tcp_file(&format!("127.0.0.1:{port}"))).await;
+    assert_eq!(r.outcome, Outcome::Refused, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert!(r.elapsed < ms(500), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_target_behind_a_full_accept_queue_is_connect_timeout() {
+    let hole = blackhole().await;
+    let r = one_route(&tcp_file(&hole.addr.to_string())).await;
+    assert_eq!(r.outcome, Outcome::ConnectTimeout, "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert_between("elapsed", r.elapsed, ms(400), ms(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_target_with_an_invalid_name_is_dns() {
+    let r = one_route(&tcp_file("routewatch-probe-test.invalid:6379")).await;
+    assert_eq!(r.outcome, Outcome::Dns, "{r:?}");
+    assert_eq!(r.attempts, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines and latency.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_timeout_cuts_a_hung_probe_short() {
+    let srv = Server::start(Script::always(Reply::Hang)).await;
+    let yaml = format!(
+        "defaults:\n  run_timeout: 500ms\n{}",
+        file(&srv.base_url(), "timeout: 10s\nretries: 2", "- path: /")
+    );
+    let r = one_route(&yaml).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 1, "no retry can start after the run deadline");
+    assert_between("elapsed", r.elapsed, ms(500), ms(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_max_latency_is_slow_and_degraded() {
+    let srv = Server::start(Script::always(delayed(ms(150), ok("fine")))).await;
+    let route = "- path: /\n  expect: { max_latency: 50ms }";
+    let report = check(&file(&srv.base_url(), &fast(2), route)).await;
+    let r = &report.targets[0].routes[0];
+    assert_eq!(r.outcome, Outcome::Slow, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert_eq!(report.targets[0].verdict, Verdict::Degraded);
+    assert_eq!(report.exit_code, 0);
+}
+
+/// Backoff counts from the start of the failed attempt, and an attempt starts when it has its
+/// concurrency permit: a route that queued behind a slow one and then got a fast 503 still waits
+/// its backoff before the retry. (Counting the queueing as attempt time would retry it at once:
+/// exactly the hammering `concurrency` is there to prevent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_is_not_eaten_by_waiting_for_a_concurrency_permit() {
+    let settings = "timeout: 2s\nbackoff: 100ms\nmax_backoff: 1s\nretries: 1\nconcurrency: 1";
+    let mut queued_cases = 0;
+    for _ in 0..60 {
+        let srv = Server::start(Script::each(|req| match req.path.as_str() {
+            "/slow" => delayed(ms(150), ok("fine")),
+            _ if req.index <= 1 => http(503, &[], "busy"),
+            _ => ok("fine"),
+        }))
+        .await;
+        let routes = "- path: /slow\n- path: /flaky";
+        let report = check(&file(&srv.base_url(), settings, routes)).await;
+        let flaky = &report.targets[0].routes[1];
+        assert_eq!(flaky.outcome, Outcome::Ok, "{flaky:?}");
+        assert_eq!(flaky.attempts, 2, "{flaky:?}");
+        let reqs = srv.stats.requests();
+        // Only the runs where /flaky had to queue behind /slow for the permit are the case.
+        if reqs[0].path != "/slow" {
+            continue;
+        }
+        queued_cases += 1;
+        let gap = reqs[2].at - reqs[1].at;
+        assert!(
+            gap >= ms(70),
+            "503 then retry after {gap:?}; wanted the 100ms backoff (less at most 25% jitter)"
+        );
+        if queued_cases == 3 {
+            return;
+        }
+    }
+    panic!("the scheduler never queued /flaky behind /slow ({queued_cases} cases); run again");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine bugs (see the ignore reasons). Run with `cargo test --test probe_outcomes -- --ignored`.
+
+/// A server that accepts and at once closes (FIN) or aborts (RST) must read as `empty_reply` or
+/// `reset`, every time. Some of the time the connection dies before hyper has handed the request
+/// to it; hyper then fails the request as `Canceled("connection was not ready")` without the
+/// I/O cause, and `classify` falls through to `protocol_error`: not retried, not a hung outcome.
+/// The race is rare (about 0.1-0.3% of probes with 2 runtime workers, a few percent with 8), so
+/// this repeats the probe a few thousand times on one prober.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+#[ignore = "BUG: src/probe.rs classify(): a connection closed/reset right after accept is sometimes protocol_error (hyper Canceled \"connection was not ready\")"]
+async fn accept_then_close_or_reset_is_never_protocol_error() {
+    for (reply, want) in [
+        (Reply::Reset, Outcome::Reset),
+        (Reply::Close, Outcome::EmptyReply),
+    ] {
+        let srv = Server::start(Script::OnAccept(reply)).await;
+        let prober = std::sync::Arc::new(
+            routewatch::probe::Prober::new(plan(&file(&srv.base_url(), &fast(0), "- path: /")))
+                .unwrap(),
+        );
+        let mut wrong = std::collections::BTreeMap::<String, usize>::new();
+        for _ in 0..3000 {
+            let r = prober
+                .probe_all(Instant::now() + Duration::from_secs(2), None)
+                .await
+                .remove(0)
+                .remove(0);
+            if r.outcome != want {
+                *wrong
+                    .entry(format!("{}: {}", r.outcome, r.error.unwrap_or_default()))
+                    .or_default() += 1;
+            }
+        }
+        assert!(wrong.is_empty(), "want {want} every time; got {wrong:#?}");
+    }
+}
