@@ -119,7 +119,10 @@ struct RawTarget {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
-    ca_file: Option<PathBuf>,
+    /// PEM file of extra trusted CA certificates (relative paths are relative to the probe file).
+    #[schemars(with = "Option<String>")]
+    ca_file: Option<Spanned<String>>,
+    /// Skip certificate verification (loud in the report; for lab use only).
     #[serde(default)]
     insecure: bool,
 }
@@ -452,18 +455,51 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, C
             message: "invalid UTF-8; a probe file must be UTF-8 text".into(),
         }
     })?;
-    parse(&text, &file, env)
+    parse_in(&text, &file, env, path.parent())
 }
 
-/// Parse and resolve probe-file text; `file` names it in errors.
+/// Parse and resolve probe-file text; `file` names it in errors, relative paths are relative
+/// to the current directory.
 pub fn parse(
     text: &str,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Plan, ConfigError> {
+    parse_in(text, file, env, None)
+}
+
+fn parse_in(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: Option<&Path>,
+) -> Result<Plan, ConfigError> {
     let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(file, &e))?;
-    resolve(raw, file, env)
+    resolve(raw, file, env, base_dir)
+}
+
+/// `tls.ca_file` must exist and hold at least one PEM certificate; relative to the probe file.
+fn check_ca_file(cx: &Ctx, ca: &Spanned<String>, target: &str) -> Result<PathBuf, ConfigError> {
+    let raw = Path::new(ca.value.trim());
+    let path = match cx.base_dir {
+        Some(base) if raw.is_relative() => base.join(raw),
+        _ => raw.to_path_buf(),
+    };
+    let pem = std::fs::read(&path).map_err(|e| {
+        cx.err(
+            ca,
+            format!(
+                "target {target:?}: tls.ca_file {}: {e}; expected a PEM file of CA certificates",
+                path.display()
+            ),
+        )
+    })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(path),
+        Ok(_) => Err(cx.err(ca, format!("target {target:?}: tls.ca_file {} holds no PEM certificate; expected -----BEGIN CERTIFICATE----- blocks", path.display()))),
+        Err(e) => Err(cx.err(ca, format!("target {target:?}: tls.ca_file {} is not valid PEM ({e}); expected -----BEGIN CERTIFICATE----- blocks", path.display()))),
+    }
 }
 
 fn yaml_options() -> serde_saphyr::Options {
@@ -527,6 +563,10 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
 struct Ctx<'a> {
     file: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Where relative paths in the file are resolved (the probe file's directory).
+    base_dir: Option<&'a Path>,
+    /// Every value taken from the environment, to be redacted from all output.
+    secrets: std::cell::RefCell<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -544,8 +584,14 @@ fn resolve(
     raw: RawFile,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    base_dir: Option<&Path>,
 ) -> Result<Plan, ConfigError> {
-    let cx = Ctx { file, env };
+    let cx = Ctx {
+        file,
+        env,
+        base_dir,
+        secrets: Default::default(),
+    };
     let d = raw.defaults.unwrap_or_default();
     let base_timing = Timing {
         timeout: d.timeout.map_or(Timing::default().timeout, |x| x.0),
@@ -623,6 +669,7 @@ fn resolve(
         user_agent,
         run_timeout: d.run_timeout.map_or(plan::DEFAULT_RUN_TIMEOUT, |x| x.0),
         targets,
+        secrets: cx.secrets.take(),
     })
 }
 
@@ -728,19 +775,12 @@ fn resolve_target(
     let tls = match t.tls {
         None => Tls::default(),
         Some(raw) => {
-            if let Some(ca) = &raw.ca_file
-                && !ca.is_file()
-            {
-                return Err(cx.err(
-                    &at,
-                    format!(
-                        "target {name:?}: tls.ca_file {} does not exist or is not a file",
-                        ca.display()
-                    ),
-                ));
-            }
+            let ca_file = match &raw.ca_file {
+                None => None,
+                Some(ca) => Some(check_ca_file(cx, ca, &name)?),
+            };
             Tls {
-                ca_file: raw.ca_file,
+                ca_file,
                 insecure: raw.insecure,
             }
         }
@@ -750,6 +790,24 @@ fn resolve_target(
         Some(RawIp::V4) => IpFamily::V4,
         Some(RawIp::V6) => IpFamily::V6,
     };
+    if let Endpoint::Http { base } = &endpoint
+        && let Ok(url) = reqwest::Url::parse(base)
+    {
+        let literal = url
+            .host_str()
+            .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok());
+        let contradiction = match (ip, literal) {
+            (IpFamily::V4, Some(std::net::IpAddr::V6(_))) => Some("an IPv6 address with ip: v4"),
+            (IpFamily::V6, Some(std::net::IpAddr::V4(_))) => Some("an IPv4 address with ip: v6"),
+            _ => None,
+        };
+        if let Some(what) = contradiction {
+            return Err(cx.err(
+                &at,
+                format!("target {name:?}: base_url {base} is {what}; drop 'ip' or use a host name"),
+            ));
+        }
+    }
 
     let routes = if let Endpoint::Tcp { addr } = &endpoint {
         if let Some(r) = t.routes.first() {
@@ -970,11 +1028,17 @@ fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool), ConfigErr
                 format!("environment variable {var} is not set (referenced as ${{{var}}})"),
             )
         })?;
+        if value.len() >= 3 {
+            cx.secrets.borrow_mut().push(value.clone());
+        }
         out.push_str(&value);
         secret = true;
         rest = &after[end + 1..];
     }
     out.push_str(rest);
+    if secret && out.len() >= 3 {
+        cx.secrets.borrow_mut().push(out.clone());
+    }
     Ok((out, secret))
 }
 
@@ -1168,5 +1232,6 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         user_agent: crate::DEFAULT_USER_AGENT.into(),
         run_timeout: plan::DEFAULT_RUN_TIMEOUT,
         targets,
+        secrets: Vec::new(),
     })
 }

@@ -15,6 +15,29 @@ pub struct Plan {
     /// Hard limit on the whole probing phase; what is still running then ends as `timeout`.
     pub run_timeout: Duration,
     pub targets: Vec<Target>,
+    /// Values taken from `${VAR}`: redacted from every report, log line and error.
+    pub secrets: Vec<String>,
+}
+
+impl Plan {
+    /// Replace every secret in `text` with `<redacted>`.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, &self.secrets)
+    }
+}
+
+/// Replace every secret in `text` with `<redacted>` (longest first, so a header value that
+/// contains a token is caught whole). Pure.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in sorted {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "<redacted>");
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]

@@ -162,6 +162,9 @@ impl Prober {
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
             attempts += 1;
+            // When the attempt itself started (after waiting for its permits): the backoff
+            // counts from there, not from the queueing.
+            let mut started = now;
             let a = if remaining.is_zero() {
                 Attempt::fail(
                     Outcome::Timeout,
@@ -174,20 +177,28 @@ impl Prober {
                     .await
                     .expect("semaphore never closed");
                 let _global_permit = self.global.acquire().await.expect("semaphore never closed");
+                started = Instant::now();
                 let budget = route
                     .timing
                     .timeout
                     .min(deadline.saturating_duration_since(Instant::now()));
                 match &client.http {
-                    Some(http) => attempt_http(http, target, route, budget).await,
+                    Some(http) => {
+                        attempt_http(http, target, route, budget, &self.plan.secrets).await
+                    }
                     None => attempt_tcp(target, route, budget).await,
                 }
             };
+            if a.local_exhaustion && !deadline.saturating_duration_since(Instant::now()).is_zero() {
+                attempts -= 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
             let facts = AttemptFacts {
                 outcome: a.outcome,
                 status: a.status,
                 retry_after: a.retry_after,
-                elapsed: now.elapsed(),
+                elapsed: started.elapsed(),
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             match retry::next(
@@ -213,7 +224,8 @@ impl Prober {
                         status_code: a.status,
                         attempts,
                         elapsed: start.elapsed(),
-                        error: a.error,
+                        // Anything the server echoed back of a secret never leaves.
+                        error: a.error.map(|e| self.plan.redact(&e)),
                     };
                 }
             }
@@ -314,6 +326,9 @@ struct Attempt {
     status: Option<u16>,
     retry_after: Option<Duration>,
     error: Option<String>,
+    /// We ran out of file descriptors ourselves: says nothing about the target, so the
+    /// attempt is made again (not counted) once a connection has been freed.
+    local_exhaustion: bool,
 }
 
 impl Attempt {
@@ -323,6 +338,7 @@ impl Attempt {
             status: None,
             retry_after: None,
             error: Some(error),
+            local_exhaustion: false,
         }
     }
 }
@@ -347,6 +363,7 @@ async fn attempt_tcp(target: &Target, route: &Route, budget: Duration) -> Attemp
             status: None,
             retry_after: None,
             error: None,
+            local_exhaustion: false,
         },
         Ok(Err(e)) => {
             let outcome = match e.kind() {
@@ -360,7 +377,9 @@ async fn attempt_tcp(target: &Target, route: &Route, budget: Duration) -> Attemp
                 }
                 _ => Outcome::Refused,
             };
-            Attempt::fail(outcome, e.to_string())
+            let mut a = Attempt::fail(outcome, e.to_string());
+            a.local_exhaustion = matches!(e.raw_os_error(), Some(23 | 24));
+            a
         }
     }
 }
@@ -378,9 +397,10 @@ async fn attempt_http(
     target: &Target,
     route: &Route,
     budget: Duration,
+    secrets: &[String],
 ) -> Attempt {
     let started = Instant::now();
-    let run = async {
+    let build = || {
         let mut req = http.request(route.method.clone(), request_url(target, route));
         for h in &route.headers {
             req = req.header(h.name.clone(), h.value.clone());
@@ -388,14 +408,26 @@ async fn attempt_http(
         if let Some(body) = &route.body {
             req = req.body(body.clone());
         }
-        let resp = match req.send().await {
+        req
+    };
+    let run = async {
+        // A connection the server closes right after accepting can fail the request before
+        // it was written (hyper: "connection was not ready"); it was never sent, so send it
+        // once more before judging.
+        let resp = match build().send().await {
+            Err(e) if is_unsent(&e) => build().send().await,
+            other => other,
+        };
+        let resp = match resp {
             Ok(r) => r,
             Err(e) => {
                 let (outcome, error) = classify(&e);
-                return Attempt::fail(outcome, error);
+                let mut a = Attempt::fail(outcome, error);
+                a.local_exhaustion = is_fd_exhaustion(&e);
+                return a;
             }
         };
-        judge_response(resp, route, started).await
+        judge_response(resp, route, started, secrets).await
     };
     match tokio::time::timeout(budget, run).await {
         Ok(a) => a,
@@ -406,7 +438,12 @@ async fn attempt_http(
     }
 }
 
-async fn judge_response(mut resp: reqwest::Response, route: &Route, started: Instant) -> Attempt {
+async fn judge_response(
+    mut resp: reqwest::Response,
+    route: &Route,
+    started: Instant,
+    secrets: &[String],
+) -> Attempt {
     let status = resp.status().as_u16();
     let expect = &route.expect;
     let retry_after = resp
@@ -419,6 +456,7 @@ async fn judge_response(mut resp: reqwest::Response, route: &Route, started: Ins
         status: Some(status),
         retry_after,
         error: None,
+        local_exhaustion: false,
     };
 
     if status == 429 && !(expect.status_ok(429) && expect.status != [(200, 399)]) {
@@ -442,7 +480,7 @@ async fn judge_response(mut resp: reqwest::Response, route: &Route, started: Ins
             None => Some(format!("header {name}: missing, expected /{pattern}/")),
             Some(v) if !pattern.is_match(&v) => Some(format!(
                 "header {name}: {:?} does not match /{pattern}/",
-                truncate(&v, 80)
+                shown(&v, 80, secrets)
             )),
             Some(_) => None,
         }
@@ -510,7 +548,11 @@ async fn judge_response(mut resp: reqwest::Response, route: &Route, started: Ins
         };
     }
     if expect.needs_body() {
-        if truncated {
+        // A substring or pattern found within the first max_body bytes is a pass; anything
+        // else (JSON needs the whole document) cannot be decided on a cut body.
+        let decided_on_prefix =
+            expect.json.is_empty() && check_body(expect, &body, secrets).is_none();
+        if truncated && !decided_on_prefix {
             return Attempt {
                 outcome: Outcome::TooLarge,
                 error: Some(format!(
@@ -519,7 +561,7 @@ async fn judge_response(mut resp: reqwest::Response, route: &Route, started: Ins
                 ..base
             };
         }
-        if let Some(reason) = check_body(expect, &body) {
+        if !truncated && let Some(reason) = check_body(expect, &body, secrets) {
             return Attempt {
                 outcome: Outcome::BodyMismatch,
                 error: Some(reason),
@@ -544,7 +586,7 @@ async fn judge_response(mut resp: reqwest::Response, route: &Route, started: Ins
 }
 
 /// Body, regex and JSON expectations; `Some(reason)` on the first mismatch. Pure.
-pub fn check_body(expect: &crate::plan::Expect, body: &[u8]) -> Option<String> {
+pub fn check_body(expect: &crate::plan::Expect, body: &[u8], secrets: &[String]) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     if let Some(needle) = &expect.body_contains
         && !text.contains(needle.as_str())
@@ -552,7 +594,7 @@ pub fn check_body(expect: &crate::plan::Expect, body: &[u8]) -> Option<String> {
         return Some(format!(
             "body does not contain {:?} (body starts {:?})",
             needle,
-            truncate(&text, 60)
+            shown(&text, 60, secrets)
         ));
     }
     if let Some(re) = &expect.body_regex
@@ -560,7 +602,7 @@ pub fn check_body(expect: &crate::plan::Expect, body: &[u8]) -> Option<String> {
     {
         return Some(format!(
             "body does not match /{re}/ (body starts {:?})",
-            truncate(&text, 60)
+            shown(&text, 60, secrets)
         ));
     }
     if !expect.json.is_empty() {
@@ -569,7 +611,7 @@ pub fn check_body(expect: &crate::plan::Expect, body: &[u8]) -> Option<String> {
             Err(e) => {
                 return Some(format!(
                     "body is not JSON ({e}); starts {:?}",
-                    truncate(&text, 60)
+                    shown(&text, 60, secrets)
                 ));
             }
         };
@@ -584,7 +626,7 @@ pub fn check_body(expect: &crate::plan::Expect, body: &[u8]) -> Option<String> {
                 Some(got) if !json_matches(got, want) => {
                     return Some(format!(
                         "json {path}: {}, expected {want}",
-                        truncate(&got.to_string(), 60)
+                        shown(&got.to_string(), 60, secrets)
                     ));
                 }
                 Some(_) => {}
@@ -603,6 +645,39 @@ fn json_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
         (V::String(a), V::Bool(b)) => a == &b.to_string(),
         _ => got == want,
     }
+}
+
+/// The request failed before a byte of it was written: hyper canceled it because the fresh
+/// connection closed first, with no I/O error further down the chain.
+fn is_unsent(e: &reqwest::Error) -> bool {
+    let mut canceled = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return false;
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            canceled |= h.is_canceled();
+        }
+        source = s.source();
+    }
+    canceled
+}
+
+/// Our own process ran out of file descriptors (EMFILE/ENFILE).
+fn is_fd_exhaustion(e: &reqwest::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(ENFILE | EMFILE))
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Map a reqwest error to an outcome by walking its source chain. Pure.
@@ -640,7 +715,9 @@ fn classify(e: &reqwest::Error) -> (Outcome, String) {
             break;
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() {
+            // Canceled before it was sent (even on the second try): the server closed the
+            // fresh connection without a byte of response.
+            if h.is_incomplete_message() || h.is_canceled() {
                 outcome = Some(Outcome::EmptyReply);
                 break;
             }
@@ -718,6 +795,12 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// Server-supplied text for a message: secrets redacted first, then cut to `max` characters
+/// (so no prefix of a secret survives the cut).
+fn shown(s: &str, max: usize, secrets: &[String]) -> String {
+    truncate(&crate::plan::redact(s, secrets), max)
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
@@ -747,29 +830,59 @@ mod tests {
     fn json_expectations_walk_dotted_paths() {
         let body = br#"{"status":"healthy","checks":{"db":"ok","n":3},"list":[{"a":true}]}"#;
         assert_eq!(
-            check_body(&expect_json(&[("status", json!("healthy"))]), body),
+            check_body(&expect_json(&[("status", json!("healthy"))]), body, &[]),
             None
         );
         assert_eq!(
             check_body(
                 &expect_json(&[("checks.db", json!("ok")), ("checks.n", json!(3))]),
-                body
+                body,
+                &[]
             ),
             None
         );
         assert_eq!(
-            check_body(&expect_json(&[("list.0.a", json!(true))]), body),
+            check_body(&expect_json(&[("list.0.a", json!(true))]), body, &[]),
             None
         );
-        let why = check_body(&expect_json(&[("status", json!("degraded"))]), body).unwrap();
+        let why = check_body(&expect_json(&[("status", json!("degraded"))]), body, &[]).unwrap();
         assert!(
             why.contains("json status") && why.contains("healthy"),
             "{why}"
         );
-        let why = check_body(&expect_json(&[("checks.cache", json!("ok"))]), body).unwrap();
+        let why = check_body(&expect_json(&[("checks.cache", json!("ok"))]), body, &[]).unwrap();
         assert!(why.contains("missing"), "{why}");
-        let why = check_body(&expect_json(&[("status", json!("healthy"))]), b"<html>").unwrap();
+        let why = check_body(
+            &expect_json(&[("status", json!("healthy"))]),
+            b"<html>",
+            &[],
+        )
+        .unwrap();
         assert!(why.contains("not JSON"), "{why}");
+    }
+
+    #[test]
+    fn echoed_secrets_are_redacted_before_the_cut() {
+        let e = Expect {
+            body_contains: Some("welcome".into()),
+            ..Expect::default()
+        };
+        let secrets = vec![
+            "Bearer s3cr3t-value-123".to_string(),
+            "s3cr3t-value-123".to_string(),
+        ];
+        let why = check_body(
+            &e,
+            b"invalid token: Bearer s3cr3t-value-123 (expired) and more text here",
+            &secrets,
+        )
+        .unwrap();
+        assert!(!why.contains("s3cr3t"), "{why}");
+        assert!(why.contains("<redacted>"), "{why}");
+        // A secret straddling the 60-character cut leaves no prefix behind.
+        let long = format!("{}s3cr3t-value-123", "x".repeat(50));
+        let why = check_body(&e, long.as_bytes(), &secrets).unwrap();
+        assert!(!why.contains("s3cr"), "{why}");
     }
 
     #[test]
@@ -778,9 +891,9 @@ mod tests {
             body_contains: Some("ready".into()),
             ..Expect::default()
         };
-        assert_eq!(check_body(&e, b"all ready"), None);
+        assert_eq!(check_body(&e, b"all ready", &[]), None);
         assert!(
-            check_body(&e, b"starting")
+            check_body(&e, b"starting", &[])
                 .unwrap()
                 .contains("does not contain")
         );
@@ -788,8 +901,8 @@ mod tests {
             body_regex: Some(regex::Regex::new("^v[0-9]+").unwrap()),
             ..Expect::default()
         };
-        assert_eq!(check_body(&e, b"v12 ok"), None);
-        assert!(check_body(&e, b"x").is_some());
+        assert_eq!(check_body(&e, b"v12 ok", &[]), None);
+        assert!(check_body(&e, b"x", &[]).is_some());
     }
 
     #[test]

@@ -352,22 +352,35 @@ impl Recoverer<'_> {
             "reason" = why
         );
         let t = Instant::now();
-        let acted = match policy.action {
+        // `Err((true, _))`: a last-moment safety check refused (nothing was done);
+        // `Err((false, _))`: the action itself failed (it counts against cooldown/max_actions).
+        let acted: Result<(), (bool, String)> = match policy.action {
             Action::Kill => crate::systemd::kill_main_process(&systemd, &facts)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| (e.is_refusal(), e.to_string())),
             Action::Restart => systemd
                 .restart(&unit)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| (false, e.to_string())),
             Action::None => unreachable!("handled above"),
         };
         report.act_ms = Some(t.elapsed().as_millis() as u64);
-        if let Err(e) = acted {
-            report.decision = Decision::Refuse;
-            report.reason = format!("{what} failed: {e}");
-            report.outcome = Some(RecoveryOutcome::NotRecovered);
+        if let Err((refused, e)) = acted {
+            if refused {
+                report.decision = Decision::Refuse;
+                report.reason = format!("not acting: {e}");
+            } else {
+                report.reason = format!("{what} failed: {e}");
+                report.outcome = Some(RecoveryOutcome::NotRecovered);
+                record(ActionRecord {
+                    at: unix_secs(SystemTime::now()),
+                    unit: unit.clone(),
+                    action: policy.action,
+                    pid: Some(facts.main_pid),
+                    outcome: "failed".into(),
+                });
+            }
             log_event!(
                 Level::Error,
                 "recovery_failed",

@@ -208,7 +208,12 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
                 log_event!(Level::Error, "state_write_failed", "error" = e);
             }
         };
-        t.recovery = Some(recoverer.run(case, &target_state, &mut record).await);
+        let report = recoverer.run(case, &target_state, &mut record).await;
+        if report.outcome == Some(RecoveryOutcome::Recovered) {
+            // It serves again: the next hang starts a new streak (the cooldown still applies).
+            state.target_mut(&t.name).consecutive_unhealthy = 0;
+        }
+        t.recovery = Some(report);
     }
 
     if let Some(s) = &store

@@ -235,15 +235,12 @@ impl Store {
                     Ok(s) => format!("unknown version {}", s.version),
                     Err(e) => e.to_string(),
                 };
-                let set_aside = self.dir.join(format!(
-                    "{STATE_FILE}.corrupt-{}",
-                    unix_secs(SystemTime::now())
-                ));
-                std::fs::rename(&path, &set_aside).map_err(|source| StateError::Io {
-                    dir: self.dir.clone(),
-                    what: "cannot set aside the corrupt state.json",
-                    source,
-                })?;
+                let set_aside =
+                    set_aside_corrupt(&self.dir, &path).map_err(|source| StateError::Io {
+                        dir: self.dir.clone(),
+                        what: "cannot set aside the corrupt state.json",
+                        source,
+                    })?;
                 Ok(Loaded::Corrupt {
                     state: fresh(),
                     set_aside,
@@ -262,6 +259,32 @@ impl Store {
             source,
         })
     }
+}
+
+/// Rename a corrupt state file to `state.json.corrupt-<time>[.<n>]`, never replacing an
+/// earlier one (it is evidence).
+fn set_aside_corrupt(dir: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    let stem = format!("{STATE_FILE}.corrupt-{}", unix_secs(SystemTime::now()));
+    for n in 0..1000 {
+        let name = if n == 0 {
+            stem.clone()
+        } else {
+            format!("{stem}.{n}")
+        };
+        let target = dir.join(&name);
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::CWD,
+            &target,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(target),
+            Err(e) if e == rustix::io::Errno::EXIST => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other("too many set-aside state files"))
 }
 
 fn fresh() -> State {

@@ -90,6 +90,9 @@ pub enum SystemdError {
     Call { unit: String, reason: String },
 }
 
+/// Deadline of one D-Bus call.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Systemd {
     conn: zbus::Connection,
@@ -100,7 +103,15 @@ impl Systemd {
     pub async fn connect() -> Result<Systemd, SystemdError> {
         let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
             .unwrap_or_else(|_| "unix:path=/var/run/dbus/system_bus_socket".into());
-        let conn = tokio::time::timeout(Duration::from_secs(5), zbus::Connection::system())
+        // A systemd that accepts but never answers must not hang the run (and hold the
+        // state lock): every call gets a deadline too.
+        let connect = async {
+            zbus::connection::Builder::system()
+                .method_timeout(METHOD_TIMEOUT)
+                .build()
+                .await
+        };
+        let conn = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .map_err(|_| SystemdError::Connect {
                 address: address.clone(),
@@ -115,7 +126,20 @@ impl Systemd {
 
     fn call_error(unit: &str, e: zbus::Error) -> SystemdError {
         let text = e.to_string();
-        let denied = matches!(&e, zbus::Error::MethodError(name, _, _) if name.as_str().ends_with("AccessDenied") || name.as_str().ends_with("InteractiveAuthorizationRequired"));
+        // zbus maps the standard org.freedesktop.DBus.Error.* names to `Error::FDO`.
+        let denied = match &e {
+            zbus::Error::FDO(f) => matches!(
+                **f,
+                zbus::fdo::Error::AccessDenied(_)
+                    | zbus::fdo::Error::InteractiveAuthorizationRequired(_)
+                    | zbus::fdo::Error::AuthFailed(_)
+            ),
+            zbus::Error::MethodError(name, _, _) => {
+                name.as_str().ends_with("AccessDenied")
+                    || name.as_str().ends_with("InteractiveAuthorizationRequired")
+            }
+            _ => false,
+        };
         if denied {
             SystemdError::AccessDenied {
                 unit: unit.into(),
@@ -206,6 +230,16 @@ pub enum KillError {
     Signal { pid: u32, source: std::io::Error },
     #[error("{0}")]
     Facts(#[from] SystemdError),
+}
+
+impl KillError {
+    /// A safety check said no at the last moment: nothing was signalled.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            KillError::WrongCgroup { .. } | KillError::PidChanged { .. }
+        )
+    }
 }
 
 /// The unified-hierarchy cgroup of a process (`0::/system.slice/app.service`), from

@@ -803,7 +803,7 @@ async fn backoff_is_not_eaten_by_waiting_for_a_concurrency_permit() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Engine bugs (see the ignore reasons). Run with `cargo test --test probe_outcomes -- --ignored`.
+// Races the engine must survive (found as bugs; fixed in src/probe.rs).
 
 /// A server that accepts and at once closes (FIN) or aborts (RST) must read as `empty_reply` or
 /// `reset`, every time. Some of the time the connection dies before hyper has handed the request
@@ -812,7 +812,6 @@ async fn backoff_is_not_eaten_by_waiting_for_a_concurrency_permit() {
 /// The race is rare (about 0.1-0.3% of probes with 2 runtime workers, a few percent with 8), so
 /// this repeats the probe a few thousand times on one prober.
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
-#[ignore = "BUG: src/probe.rs classify(): a connection closed/reset right after accept is sometimes protocol_error (hyper Canceled \"connection was not ready\")"]
 async fn accept_then_close_or_reset_is_never_protocol_error() {
     for (reply, want) in [
         (Reply::Reset, Outcome::Reset),
@@ -830,12 +829,17 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
                 .await
                 .remove(0)
                 .remove(0);
-            if r.outcome != want {
+            // The request can die before hyper wrote it; then FIN and RST look alike and either
+            // hung outcome is right. What must never happen is a non-retried protocol_error.
+            if r.outcome != want && !matches!(r.outcome, Outcome::Reset | Outcome::EmptyReply) {
                 *wrong
                     .entry(format!("{}: {}", r.outcome, r.error.unwrap_or_default()))
                     .or_default() += 1;
             }
         }
-        assert!(wrong.is_empty(), "want {want} every time; got {wrong:#?}");
+        assert!(
+            wrong.is_empty(),
+            "want {want} (or the other hung outcome) every time; got {wrong:#?}"
+        );
     }
 }
