@@ -58,6 +58,11 @@ pub type Observer = Arc<dyn Fn(&Target, &RouteResult) + Send + Sync>;
 impl Prober {
     pub fn new(plan: Arc<Plan>) -> Result<Prober, SetupError> {
         install_crypto_provider();
+        let budget = fd_budget();
+        // Idle pooled sockets keep their descriptors after a probe's permit is released, and
+        // hyper may open a spare connection while racing a pool checkout. Keep idle sockets
+        // to half the budget across targets so the state write and D-Bus always find a free fd.
+        let idle_cap = (budget / 2 / plan.targets.len().max(1)).max(1);
         let targets = plan
             .targets
             .iter()
@@ -65,7 +70,7 @@ impl Prober {
                 Ok(TargetClient {
                     http: match t.endpoint {
                         Endpoint::Tcp { .. } => None,
-                        _ => Some(build_client(&plan.user_agent, t)?),
+                        _ => Some(build_client(&plan.user_agent, t, idle_cap)?),
                     },
                     limit: Arc::new(Semaphore::new(t.concurrency)),
                 })
@@ -74,7 +79,7 @@ impl Prober {
         Ok(Prober {
             plan,
             targets,
-            global: Arc::new(Semaphore::new(fd_budget())),
+            global: Arc::new(Semaphore::new(budget)),
         })
     }
 
@@ -247,7 +252,11 @@ fn fd_budget() -> usize {
     (limit.saturating_sub(64) as usize).clamp(8, 1 << 16)
 }
 
-fn build_client(user_agent: &str, t: &Target) -> Result<reqwest::Client, SetupError> {
+fn build_client(
+    user_agent: &str,
+    t: &Target,
+    idle_cap: usize,
+) -> Result<reqwest::Client, SetupError> {
     let err = |reason: String| SetupError::Client {
         target: t.name.clone(),
         reason,
@@ -259,7 +268,7 @@ fn build_client(user_agent: &str, t: &Target) -> Result<reqwest::Client, SetupEr
         .retry(reqwest::retry::never())
         .http1_only()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(t.concurrency)
+        .pool_max_idle_per_host(t.concurrency.min(idle_cap))
         .pool_idle_timeout(Duration::from_secs(30));
     if !t.use_env_proxy {
         b = b.no_proxy();

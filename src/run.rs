@@ -216,10 +216,12 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         t.recovery = Some(report);
     }
 
+    // Close the pools (idle sockets) before the final write.
+    drop(prober);
     if let Some(s) = &store
         && s.is_locked()
     {
-        s.save(&state)?;
+        save_patiently(s, &state).await?;
     }
 
     let status = verdict::run_status(targets.iter().map(|t| {
@@ -247,4 +249,19 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         targets,
         warnings,
     })
+}
+
+/// Write the state, waiting briefly if descriptors are exhausted: sockets of the pools just
+/// dropped close on the runtime's next turn, and losing the streak would delay recovery.
+async fn save_patiently(store: &Store, state: &State) -> Result<(), StateError> {
+    let mut tries = 0;
+    loop {
+        match store.save(state) {
+            Err(e) if tries < 20 && e.is_fd_exhaustion() => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10 * tries)).await;
+            }
+            other => return other,
+        }
+    }
 }

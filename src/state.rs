@@ -86,6 +86,20 @@ pub enum StateError {
     Unsafe { dir: PathBuf, what: String },
 }
 
+impl StateError {
+    /// Out of file descriptors (EMFILE/ENFILE): a transient condition worth a short wait.
+    pub fn is_fd_exhaustion(&self) -> bool {
+        match self {
+            StateError::Io { source, .. } => {
+                let code = source.raw_os_error();
+                code == Some(rustix::io::Errno::MFILE.raw_os_error())
+                    || code == Some(rustix::io::Errno::NFILE.raw_os_error())
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The default state directory: `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
 /// `/var/lib/routewatch` as root, else `$XDG_STATE_HOME/routewatch` (`~/.local/state/routewatch`).
 pub fn default_dir(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {

@@ -184,7 +184,7 @@ fn two_thousand_routes_under_ulimit_256_complete_without_emfile() {
         "timeout: 5s, retries: 0, concurrency: 1000",
         &routes,
     );
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 256 && exec \"$0\" check --format json --no-recover --config \"$1\" --state-dir \"$2\"")
         .arg(bin())
@@ -194,9 +194,15 @@ fn two_thousand_routes_under_ulimit_256_complete_without_emfile() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let doc = json_of(&mut child);
-    let (status, _) = wait_measured(child);
-    assert_eq!(status.code(), Some(0), "{}", doc["summary"]);
+    let out = child.wait_with_output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: status {:?}, stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", doc["summary"]);
     assert_eq!(doc["summary"]["ok"], 2000, "{}", doc["summary"]);
 }
 

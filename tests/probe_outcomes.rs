@@ -823,6 +823,7 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
                 .unwrap(),
         );
         let mut wrong = std::collections::BTreeMap::<String, usize>::new();
+        let mut timeouts = 0;
         for _ in 0..3000 {
             let r = prober
                 .probe_all(Instant::now() + Duration::from_secs(2), None)
@@ -831,6 +832,13 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
                 .remove(0);
             // The request can die before hyper wrote it; then FIN and RST look alike and either
             // hung outcome is right. What must never happen is a non-retried protocol_error.
+            // Very rarely (about 1 in 50,000 probes here) hyper leaves such a request waiting
+            // for its deadline: `timeout` is a hung outcome too and is retried, so it is
+            // tolerated, but only as a rarity.
+            if r.outcome == Outcome::Timeout {
+                timeouts += 1;
+                continue;
+            }
             if r.outcome != want && !matches!(r.outcome, Outcome::Reset | Outcome::EmptyReply) {
                 *wrong
                     .entry(format!("{}: {}", r.outcome, r.error.unwrap_or_default()))
@@ -841,5 +849,6 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
             wrong.is_empty(),
             "want {want} (or the other hung outcome) every time; got {wrong:#?}"
         );
+        assert!(timeouts <= 3, "{timeouts} of 3000 probes timed out");
     }
 }
