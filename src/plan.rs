@@ -56,6 +56,15 @@ pub struct Target {
     pub routes: Vec<Route>,
 }
 
+impl Target {
+    /// Whether a probe of this target can need TLS: an `https` base URL, or an environment
+    /// proxy (which may be `https://`). Redirects are never followed, so nothing else can.
+    pub fn speaks_tls(&self) -> bool {
+        self.use_env_proxy
+            || matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Tls {
     pub ca_file: Option<PathBuf>,
@@ -248,3 +257,35 @@ impl Default for Timing {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(endpoint: Endpoint, use_env_proxy: bool) -> Target {
+        Target {
+            name: "t".into(),
+            endpoint,
+            unit: None,
+            recovery: None,
+            concurrency: 1,
+            connect_timeout: Duration::from_secs(1),
+            use_env_proxy,
+            tls: Tls::default(),
+            ip: IpFamily::Any,
+            routes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_https_or_a_proxy_needs_tls() {
+        let http = |base: &str| Endpoint::Http { base: base.into() };
+        assert!(!target(http("http://127.0.0.1:80"), false).speaks_tls());
+        assert!(target(http("https://example.org"), false).speaks_tls());
+        assert!(target(http("http://127.0.0.1:80"), true).speaks_tls());
+        let unix = Endpoint::Unix {
+            socket: "/run/app.sock".into(),
+        };
+        assert!(!target(unix, false).speaks_tls());
+    }
+}

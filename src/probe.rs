@@ -279,6 +279,11 @@ fn build_client(
     if t.ip != IpFamily::Any {
         b = b.dns_resolver(Arc::new(FamilyResolver(t.ip)));
     }
+    if !t.speaks_tls() {
+        // Plain HTTP (or a Unix socket) and no proxy: TLS is never used, so do not load and
+        // parse the system's root store for it.
+        b = b.tls_certs_only(Vec::new());
+    }
     if let Some(ca) = &t.tls.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| err(format!("cannot read tls.ca_file {}: {e}", ca.display())))?;
