@@ -18,6 +18,7 @@ pub mod log;
 pub mod outcome;
 pub mod plan;
 pub mod probe;
+pub mod push;
 pub mod recovery;
 pub mod report;
 pub mod retry;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use routewatch::log::{self, Level};
 use routewatch::plan::Plan;
 use routewatch::report::{self, Format};
-use routewatch::{config, demo, run, state};
+use routewatch::{config, demo, push, run, state};
 
 /// Exit codes; README "Exit codes" mirrors this table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,10 @@ struct CheckArgs {
     /// As root, allow recovery even if the probe file or state directory is writable by others
     #[arg(long)]
     insecure_config: bool,
+    /// After the run, PUT its metrics to a Prometheus Pushgateway group
+    /// (http://HOST:9091/metrics/job/NAME); a failed push is a warning
+    #[arg(long, value_name = "URL")]
+    push: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -232,6 +236,10 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn check(args: CheckArgs) -> Exit {
+    let push_url = match args.push.as_deref().map(push::parse_url).transpose() {
+        Ok(u) => u,
+        Err(e) => return fail(Exit::Usage, e),
+    };
     let ad_hoc = !args.url.is_empty();
     let plan = if ad_hoc {
         config::ad_hoc(&args.url, &args.aux_url)
@@ -314,8 +322,19 @@ fn check(args: CheckArgs) -> Exit {
         }
     };
     let result = rt.block_on(async {
+        let run_and_push = async {
+            let mut r = run::check(Arc::clone(&plan), opts).await;
+            if let (Ok(report), Some(url)) = (&mut r, push_url) {
+                let metrics = report::prometheus(report);
+                if let Err(e) = push::push(url, &plan.user_agent, metrics).await {
+                    log::emit(Level::Error, "push_failed", &[("error", &e)]);
+                    report.warnings.push(e);
+                }
+            }
+            r
+        };
         tokio::select! {
-            r = run::check(Arc::clone(&plan), opts) => Some(r),
+            r = run_and_push => Some(r),
             sig = stop_signal() => {
                 log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
                 None

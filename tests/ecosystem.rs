@@ -243,3 +243,146 @@ fn prometheus_output_parses_with_the_reference_client() {
     let aux = up.iter().find(|s| s[0]["route"] == "/down").unwrap();
     assert_eq!(aux[1], 0.0);
 }
+
+/// A stand-in Pushgateway on 127.0.0.1:0: answers each request with `status` and hands the
+/// request (head and body, as sent) to the test.
+fn gateway(status: u16) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            let head_end = loop {
+                if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while got.len() < head_end + len {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = got[head_end..].to_vec();
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tx.send((head, body));
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn push_puts_the_metrics_to_the_gateway_group_and_keeps_the_exit_code() {
+    let port = server();
+    let (gw, requests) = gateway(200);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mixed_probe_file(dir.path(), port);
+    let o = rw()
+        .args(["check", "--format", "json", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--push")
+        .arg(format!(
+            "http://127.0.0.1:{gw}/metrics/job/routewatch/instance/ci"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "unhealthy, pushed or not");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["warnings"], serde_json::json!([]), "{doc}");
+    let (head, body) = requests
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("the gateway got a request");
+    assert!(
+        head.starts_with("PUT /metrics/job/routewatch/instance/ci HTTP/1.1\r\n"),
+        "{head}"
+    );
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(lower.contains("user-agent: routewatch/"), "{head}");
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("routewatch_target_healthy{target=\"api\",verdict=\"unhealthy\"} 0"),
+        "{text}"
+    );
+    if !python_ready() {
+        return;
+    }
+    let path = dir.path().join("pushed.prom");
+    std::fs::write(&path, &text).unwrap();
+    let fams: serde_json::Value =
+        serde_json::from_str(&checker(&["prometheus".as_ref(), path.as_os_str()])).unwrap();
+    assert_eq!(fams["routewatch_route_up"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_failed_push_is_a_warning_not_a_different_exit_code() {
+    let port = server();
+    let (gw, _requests) = gateway(500);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ok.yaml");
+    std::fs::write(
+        &p,
+        format!("targets:\n  - name: web\n    base_url: http://127.0.0.1:{port}\n    routes: [ {{ path: /ok, class: core }} ]\n"),
+    )
+    .unwrap();
+    let o = rw()
+        .args(["check", "--format", "json", "--config"])
+        .arg(&p)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--push")
+        .arg(format!("http://user:hunter2@127.0.0.1:{gw}/metrics/job/rw"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "healthy, whatever the gateway says"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = doc["warnings"].to_string();
+    assert!(warnings.contains("HTTP 500"), "{doc}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("event=push_failed"), "{stderr}");
+    assert!(
+        !warnings.contains("hunter2") && !stderr.contains("hunter2"),
+        "the password stays out of every output: {warnings} {stderr}"
+    );
+
+    let bad = rw()
+        .args(["check", "--config"])
+        .arg(&p)
+        .args(["--push", "ftp://example.org/x"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a bad --push URL is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--push"));
+}
