@@ -358,21 +358,22 @@ pub fn prometheus(report: &RunReport) -> String {
     family(
         "routewatch_recoveries_total",
         "counter",
-        "Recovery actions taken in this run, by outcome (the textfile collector exports the last run).",
+        "Recovery actions taken on the target's unit, by outcome (kept across runs in the state file).",
         report
             .targets
             .iter()
-            .filter_map(|t| t.recovery.as_ref().map(|r| (t, r)))
-            .filter(|(_, r)| r.decision == recovery::Decision::Act)
-            .map(|(t, r)| {
-                let outcome = match r.outcome {
-                    Some(recovery::RecoveryOutcome::Recovered) => "recovered",
-                    _ => "not_recovered",
-                };
-                (
-                    format!("{{target=\"{}\",outcome=\"{outcome}\"}}", label(&t.name)),
-                    "1".to_string(),
-                )
+            .filter(|t| t.unit.is_some())
+            .flat_map(|t| {
+                ["recovered", "not_recovered"].map(|outcome| {
+                    (
+                        format!("{{target=\"{}\",outcome=\"{outcome}\"}}", label(&t.name)),
+                        t.recoveries_total
+                            .get(outcome)
+                            .copied()
+                            .unwrap_or(0)
+                            .to_string(),
+                    )
+                })
             })
             .collect(),
     );

@@ -36,6 +36,10 @@ pub struct TargetReport {
     pub unit: Option<String>,
     pub routes: Vec<RouteResult>,
     pub recovery: Option<RecoveryReport>,
+    /// Finished recovery actions on this target across runs, by outcome (from the state
+    /// file); exported as `routewatch_recoveries_total`, not part of the JSON document.
+    #[serde(skip)]
+    pub recoveries_total: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,6 +141,7 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             unit: t.unit.clone(),
             routes,
             recovery: None,
+            recoveries_total: Default::default(),
         })
         .collect();
 
@@ -191,6 +196,18 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         };
         let name = t.name.clone();
         let mut record = |rec: crate::state::ActionRecord| {
+            if rec.outcome != "pending" {
+                let counted = if rec.outcome == "recovered" {
+                    "recovered"
+                } else {
+                    "not_recovered"
+                };
+                *state
+                    .target_mut(&name)
+                    .recoveries_total
+                    .entry(counted.to_string())
+                    .or_default() += 1;
+            }
             let actions = &mut state.target_mut(&name).actions;
             match actions
                 .iter_mut()
@@ -214,6 +231,14 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             state.target_mut(&t.name).consecutive_unhealthy = 0;
         }
         t.recovery = Some(report);
+    }
+
+    for t in targets.iter_mut().filter(|t| t.unit.is_some()) {
+        t.recoveries_total = state
+            .targets
+            .get(&t.name)
+            .map(|s| s.recoveries_total.clone())
+            .unwrap_or_default();
     }
 
     // Close the pools (idle sockets) before the final write.

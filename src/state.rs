@@ -37,6 +37,10 @@ pub struct TargetState {
     /// Recent recovery actions, oldest first.
     #[serde(default)]
     pub actions: Vec<ActionRecord>,
+    /// Every finished action ever taken, by outcome (`recovered`, `not_recovered`): the
+    /// Prometheus counter `routewatch_recoveries_total`.
+    #[serde(default)]
+    pub recoveries_total: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1269,6 +1269,10 @@ fn scenario_j_shipped_unit_recovers(cx: &mut Ctx) {
         "the kill is recorded in state.json\n{state}\n{}",
         run.ctx()
     );
+    assert_eq!(
+        state["targets"]["hang"]["recoveries_total"]["recovered"], 1,
+        "and counted for routewatch_recoveries_total\n{state}"
+    );
     wait_healthy(HANG_PORT, Duration::from_millis(5_000));
 }
 

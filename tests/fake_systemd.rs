@@ -133,6 +133,35 @@ fn cooldown_forbids_a_second_action() {
 }
 
 #[test]
+fn recoveries_total_counts_every_action_across_runs() {
+    let lab = Lab::start();
+    let http = lab.http.clone();
+    lab.fake.on_restart(move || http.set(Mode::Ok));
+    let cfg = lab.probe_file(&[("cooldown", "0s")]);
+
+    lab.check(&cfg, &[]).expect(3, "act", "RestartUnit");
+    lab.http.set(Mode::Hung);
+    // The fake's second restart leaves the same MainPID: the unit is not seen coming back.
+    lab.check(&cfg, &[])
+        .expect(1, "act", "not back within verify_timeout");
+    let totals = &lab.state()["targets"]["api"]["recoveries_total"];
+    assert_eq!(totals["recovered"], 1, "{totals}");
+    assert_eq!(totals["not_recovered"], 1, "{totals}");
+
+    // A healthy run still exports the counter (from the state file), so an alert can use
+    // increase() on it.
+    let cmd = lab.command(&cfg, &lab.state_dir(), &["--format", "prometheus"]);
+    let run = Lab::spawn(cmd).finish(RUN_DEADLINE);
+    assert_eq!(run.code, Some(0), "{run}");
+    for line in [
+        "routewatch_recoveries_total{target=\"api\",outcome=\"recovered\"} 1",
+        "routewatch_recoveries_total{target=\"api\",outcome=\"not_recovered\"} 1",
+    ] {
+        assert!(run.stdout.contains(line), "{line} in\n{}", run.stdout);
+    }
+}
+
+#[test]
 fn max_actions_forbids_acting_again_and_a_failed_verify_exits_1() {
     let lab = Lab::start();
     // The unit comes back (new MainPID) but the server stays hung: not recovered.

@@ -296,8 +296,8 @@ impl Lab {
         path
     }
 
-    /// `routewatch check --config <probe file> --state-dir <dir> --format json <extra>`,
-    /// with the private bus as the system bus.
+    /// `routewatch check --config <probe file> --state-dir <dir> <extra>` (`--format json` unless
+    /// `extra` names a format), with the private bus as the system bus.
     pub fn command(&self, config: &Path, state_dir: &Path, extra: &[&str]) -> Command {
         let mut cmd = Command::cargo_bin("routewatch").expect("the routewatch binary");
         cmd.arg("check")
@@ -305,7 +305,11 @@ impl Lab {
             .arg(config)
             .arg("--state-dir")
             .arg(state_dir)
-            .args(["--format", "json"])
+            .args(if extra.contains(&"--format") {
+                &[][..]
+            } else {
+                &["--format", "json"][..]
+            })
             .args(extra)
             .env("DBUS_SYSTEM_BUS_ADDRESS", self.bus_address())
             .env("NO_COLOR", "1")
