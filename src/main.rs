@@ -673,6 +673,14 @@ fn status(state_dir: Option<PathBuf>) -> Exit {
                 a.outcome
             );
         }
+        if !t.recoveries_total.is_empty() {
+            let counts: Vec<String> = t
+                .recoveries_total
+                .iter()
+                .map(|(outcome, n)| format!("{n} {outcome}"))
+                .collect();
+            println!("  actions in all: {}", counts.join(", "));
+        }
     }
     Exit::Healthy
 }

@@ -147,6 +147,17 @@ fn recoveries_total_counts_every_action_across_runs() {
     let totals = &lab.state()["targets"]["api"]["recoveries_total"];
     assert_eq!(totals["recovered"], 1, "{totals}");
     assert_eq!(totals["not_recovered"], 1, "{totals}");
+    let status = Command::new(env!("CARGO_BIN_EXE_routewatch"))
+        .arg("status")
+        .arg("--state-dir")
+        .arg(lab.state_dir())
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("actions in all: 1 not_recovered, 1 recovered"),
+        "{status}"
+    );
 
     // A healthy run still exports the counter (from the state file), so an alert can use
     // increase() on it.
