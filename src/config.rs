@@ -56,25 +56,34 @@ impl std::error::Error for ConfigError {}
 #[schemars(title = "routewatch probe file")]
 struct RawFile {
     /// User-Agent of every request; default `routewatch/<version>`.
-    user_agent: Option<String>,
+    #[schemars(with = "Option<String>")]
+    user_agent: Option<Spanned<String>>,
     defaults: Option<RawDefaults>,
     /// The services to probe.
     #[schemars(with = "Vec<RawTarget>")]
-    targets: Vec<Spanned<RawTarget>>,
+    targets: Spanned<Vec<Spanned<RawTarget>>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
-    timeout: Option<Dur>,
-    connect_timeout: Option<Dur>,
-    retries: Option<Count>,
-    backoff: Option<Dur>,
-    max_backoff: Option<Dur>,
-    concurrency: Option<Count>,
-    max_body: Option<Size>,
+    #[schemars(with = "Option<Dur>")]
+    timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    connect_timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    retries: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Dur>")]
+    backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    max_backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    concurrency: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Size>")]
+    max_body: Option<Spanned<Size>>,
     /// Limit on the whole probing phase of a run.
-    run_timeout: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    run_timeout: Option<Spanned<Dur>>,
     /// Use `HTTP(S)_PROXY` from the environment (default false).
     proxy: Option<bool>,
 }
@@ -82,7 +91,8 @@ struct RawDefaults {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
-    name: String,
+    #[schemars(with = "String")]
+    name: Spanned<String>,
     /// `http://host[:port]`, `https://…`, or `unix:/path/to.sock` (HTTP over a Unix socket).
     #[schemars(with = "Option<String>")]
     base_url: Option<Spanned<String>>,
@@ -104,13 +114,20 @@ struct RawTarget {
     #[schemars(with = "Vec<RawRoute>")]
     routes: Vec<Spanned<RawRoute>>,
     // Per-target overrides of `defaults`.
-    timeout: Option<Dur>,
-    connect_timeout: Option<Dur>,
-    retries: Option<Count>,
-    backoff: Option<Dur>,
-    max_backoff: Option<Dur>,
-    concurrency: Option<Count>,
-    max_body: Option<Size>,
+    #[schemars(with = "Option<Dur>")]
+    timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    connect_timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    retries: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Dur>")]
+    backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    max_backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    concurrency: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Size>")]
+    max_body: Option<Spanned<Size>>,
     proxy: Option<bool>,
     tls: Option<RawTls>,
     ip: Option<RawIp>,
@@ -155,11 +172,16 @@ struct RawRoute {
     #[schemars(with = "BTreeMap<String, String>")]
     headers: BTreeMap<String, Spanned<String>>,
     expect: Option<RawExpect>,
-    timeout: Option<Dur>,
-    retries: Option<Count>,
-    backoff: Option<Dur>,
-    max_backoff: Option<Dur>,
-    max_body: Option<Size>,
+    #[schemars(with = "Option<Dur>")]
+    timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    retries: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Dur>")]
+    backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    max_backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Size>")]
+    max_body: Option<Spanned<Size>>,
 }
 
 fn default_class() -> Class {
@@ -192,15 +214,18 @@ struct RawRecovery {
     /// kill (default) | restart | none.
     action: Option<Action>,
     /// Consecutive unhealthy runs before acting (default 1).
-    after_failed_runs: Option<Count>,
+    #[schemars(with = "Option<Count>")]
+    after_failed_runs: Option<Spanned<Count>>,
     /// Outcomes that mean "hung" (default [timeout, empty_reply, reset]).
     #[schemars(with = "Option<Vec<String>>")]
     on: Option<Vec<Spanned<String>>>,
     startup_grace: Option<Dur>,
     cooldown: Option<Dur>,
-    max_actions: Option<Count>,
+    #[schemars(with = "Option<Count>")]
+    max_actions: Option<Spanned<Count>>,
     window: Option<Dur>,
-    verify_timeout: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    verify_timeout: Option<Spanned<Dur>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,6 +271,11 @@ impl<'de> Deserialize<'de> for Count {
                 })
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+                // A whole number beyond u64 arrives as a float: keep it out of range (the
+                // field's own check then reports it as written, with the accepted range).
+                if v.is_finite() && v.fract() == 0.0 && v >= u64::MAX as f64 {
+                    return Ok(Count(u64::MAX));
+                }
                 Err(E::custom(format!(
                     "invalid value {v}; expected a whole number ≥ 0"
                 )))
@@ -475,8 +505,8 @@ fn parse_in(
     base_dir: Option<&Path>,
 ) -> Result<Plan, ConfigError> {
     let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
-        .map_err(|e| yaml_error(file, &e))?;
-    resolve(raw, file, env, base_dir)
+        .map_err(|e| yaml_error(file, text, &e))?;
+    resolve(raw, file, text, env, base_dir)
 }
 
 /// `tls.ca_file` must exist and hold at least one PEM certificate; relative to the probe file.
@@ -502,53 +532,153 @@ fn check_ca_file(cx: &Ctx, ca: &Spanned<String>, target: &str) -> Result<PathBuf
     }
 }
 
+/// YAML processing limits. Generous for any real probe file, small enough that a hostile one
+/// fails fast; README "Security" quotes them and every breach names the one that was hit.
+const MAX_ALIASES: usize = 1_000;
+const MAX_ANCHORS: usize = 1_000;
+const MAX_DEPTH: usize = 64;
+const MAX_NODES: usize = 500_000;
+const MAX_EVENTS: usize = 2_000_000;
+const MAX_SCALAR_BYTES: usize = 16 * 1024 * 1024;
+const MAX_REPLAYED_EVENTS: usize = 50_000;
+const MAX_EXPANSIONS_PER_ANCHOR: usize = 1_000;
+
 fn yaml_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
-    // Generous for any real probe file, small enough that a hostile one fails fast.
-    budget.max_aliases = 1_000;
-    budget.max_anchors = 1_000;
-    budget.max_depth = 64;
-    budget.max_nodes = 500_000;
-    budget.max_events = 2_000_000;
-    budget.max_total_scalar_bytes = 16 * 1024 * 1024;
+    budget.max_aliases = MAX_ALIASES;
+    budget.max_anchors = MAX_ANCHORS;
+    budget.max_depth = MAX_DEPTH;
+    budget.max_nodes = MAX_NODES;
+    budget.max_events = MAX_EVENTS;
+    budget.max_total_scalar_bytes = MAX_SCALAR_BYTES;
     budget.max_documents = 1;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     // An alias bomb expands through replays: cap them well below what hurts.
-    options.alias_limits.max_total_replayed_events = 50_000;
-    options.alias_limits.max_alias_expansions_per_anchor = 1_000;
+    options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+    options.alias_limits.max_alias_expansions_per_anchor = MAX_EXPANSIONS_PER_ANCHOR;
     options
 }
 
-fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
-    let plain = e.without_snippet().to_string();
+/// The message for nesting beyond [`MAX_DEPTH`], whichever layer notices it first (the
+/// budget, or the scanner's own "recursion limit exceeded" on very deep flow collections).
+fn depth_message() -> String {
+    format!(
+        "nesting deeper than {MAX_DEPTH} levels (recursion limit exceeded); a probe file may nest lists and mappings at most {MAX_DEPTH} levels deep"
+    )
+}
+
+/// Every budget breach as one sentence that names the limit hit. Alias and size breaches keep
+/// the words "too large or too deeply aliased", which scripts and tests look for.
+fn budget_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    const BIG: &str = "the document is too large or too deeply aliased";
+    match breach {
+        B::Depth { .. } => depth_message(),
+        B::Aliases { .. } => format!(
+            "{BIG}: more than {MAX_ALIASES} aliases (*name); a probe file may use at most {MAX_ALIASES}"
+        ),
+        B::Anchors { .. } => format!(
+            "{BIG}: more than {MAX_ANCHORS} anchors (&name); a probe file may define at most {MAX_ANCHORS}"
+        ),
+        B::AliasAnchorRatio { aliases, anchors } => format!(
+            "{BIG}: {aliases} aliases for {anchors} anchors; a probe file may not reuse anchors that heavily"
+        ),
+        B::Nodes { .. } => format!(
+            "{BIG}: more than {MAX_NODES} values, lists and mappings; a probe file may hold at most {MAX_NODES}"
+        ),
+        B::Events { .. } => format!(
+            "{BIG}: more than {MAX_EVENTS} YAML events; a probe file may produce at most {MAX_EVENTS}"
+        ),
+        B::ScalarBytes { .. } => format!(
+            "{BIG}: more than {} MiB of text in values; a probe file may hold at most {} MiB",
+            MAX_SCALAR_BYTES >> 20,
+            MAX_SCALAR_BYTES >> 20
+        ),
+        B::Documents { .. } => {
+            "more than one YAML document ('---'); a probe file is a single document".to_string()
+        }
+        other => {
+            // Limits routewatch leaves at the crate's defaults; name them without a Debug dump.
+            let name = format!("{other:?}");
+            let name = name
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or("")
+                .to_string();
+            format!("{BIG}: a YAML processing limit was exceeded ({name})")
+        }
+    }
+}
+
+fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> ConfigError {
+    use serde_saphyr::Error as E;
     let at = e
         .location()
         .map(|l| (l.line(), l.column()))
         .filter(|&(l, _)| l > 0);
-    // The crate appends " at line L, column C"; we put the location in front instead.
-    let message = match plain.rfind(" at line ") {
-        Some(i) if at.is_some() => plain[..i].to_string(),
-        _ => plain,
+    // Byte offset of the error in `text`, for naming the field and echoing the bad value.
+    let offset = e.location().and_then(|l| {
+        l.span()
+            .byte_offset()
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|&o| o <= text.len() && text.is_char_boundary(o))
+            .or_else(|| at.and_then(|(line, col)| offset_of(text, line, col)))
+    });
+    let mut inner = e.without_snippet();
+    while let E::AliasError { error, .. } = inner {
+        inner = error.without_snippet();
+    }
+    let shape = |want: Want| match offset {
+        Some(o) => shape_message(text, o, want),
+        None => format!("expected {}", want.accepted()),
     };
-    let message = message.replace('`', "'");
-    let message = if message.starts_with("budget breached") || message.contains("replay") {
-        let detail = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
-        format!(
-            "the document is too large or too deeply aliased ({detail}); a probe file may use at most {} aliases and {} nodes",
-            1_000, 500_000
-        )
-    } else {
-        message
-    };
-    let message = if message.starts_with("missing field") {
-        format!("{message} (required)")
-    } else {
-        message
+    let message = match inner {
+        E::Budget { breach, .. } => budget_message(breach),
+        E::AliasReplayLimitExceeded { .. } => format!(
+            "the document is too large or too deeply aliased: aliases expand to more than {MAX_REPLAYED_EVENTS} replayed events (a \"billion laughs\"); a probe file may expand at most {MAX_REPLAYED_EVENTS}"
+        ),
+        E::AliasExpansionLimitExceeded { .. } => format!(
+            "the document is too large or too deeply aliased: one anchor is used more than {MAX_EXPANSIONS_PER_ANCHOR} times; a probe file may expand each anchor at most {MAX_EXPANSIONS_PER_ANCHOR} times"
+        ),
+        E::AliasReplayStackDepthExceeded { max_depth, .. } => format!(
+            "the document is too large or too deeply aliased: aliases nested more than {max_depth} deep; a probe file may nest aliases at most {max_depth} deep"
+        ),
+        E::AliasReplayCounterOverflow { .. } => {
+            "the document is too large or too deeply aliased: alias expansion overflowed".into()
+        }
+        E::DuplicateMappingKey { key, .. } => {
+            let key = key.clone().or_else(|| offset.and_then(|o| key_at(text, o)));
+            match key {
+                Some(k) => format!("duplicate key {k:?}; each key may appear once in a mapping"),
+                None => "duplicate key; each key may appear once in a mapping".into(),
+            }
+        }
+        E::Unexpected { expected, .. } => match *expected {
+            "sequence start" => shape(Want::List),
+            "mapping start" | "empty mapping start" => shape(Want::Mapping),
+            "string scalar" | "scalar" | "str expected" => shape(Want::Text),
+            other => format!("expected {other}"),
+        },
+        E::NullIntoString { .. } => shape(Want::Text),
+        E::ExternallyTaggedEnumExpectedScalarOrMapping { .. }
+        | E::ExpectedStringKeyForExternallyTaggedEnum { .. } => shape(Want::Text),
+        _ => {
+            let plain = e.without_snippet().to_string();
+            // The crate appends " at line L, column C"; we put the location in front instead.
+            let message = match plain.rfind(" at line ") {
+                Some(i) if at.is_some() => plain[..i].to_string(),
+                _ => plain,
+            };
+            let message = message.replace('`', "'");
+            if message.contains("recursion limit exceeded") {
+                depth_message()
+            } else if message.starts_with("missing field") {
+                format!("{message} (required)")
+            } else {
+                message
+            }
+        }
     };
     ConfigError {
         file: file.into(),
@@ -557,11 +687,424 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
     }
 }
 
+/// Byte offset of 1-based `line`, `col` (in characters) in `text`.
+fn offset_of(text: &str, line: u64, col: u64) -> Option<usize> {
+    let start = if line <= 1 {
+        0
+    } else {
+        let skip = usize::try_from(line - 2).ok()?;
+        text.match_indices('\n').nth(skip)?.0 + 1
+    };
+    let col = usize::try_from(col.max(1) - 1).ok()?;
+    let rest = &text[start..];
+    Some(start + rest.char_indices().nth(col).map_or(rest.len(), |(i, _)| i))
+}
+
+/// What the YAML crate expected where it found something else.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Want {
+    List,
+    Mapping,
+    Text,
+}
+
+impl Want {
+    fn accepted(self) -> &'static str {
+        match self {
+            Want::List => "a list (- item, or [a, b])",
+            Want::Mapping => "a mapping (key: value, or { key: value })",
+            Want::Text => "a single value",
+        }
+    }
+}
+
+/// Where a bad value sits, found from the text before it.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    /// The top-level document.
+    Root,
+    /// The value of `key:`.
+    Key(String),
+    /// An entry of the list under `key:`.
+    Item(String),
+    Unknown,
+}
+
+const DURATION: &str = "a duration such as 500ms, 10s or 2m";
+
+/// How errors name `key`'s value, whether it is a list, a mapping or a single value, and what
+/// it accepts.
+fn describe_key(key: &str) -> Option<(&'static str, Want, &'static str)> {
+    Some(match key {
+        "targets" => (
+            "targets",
+            Want::List,
+            "a list of targets (- { name: web, base_url: http://127.0.0.1:8000, routes: [...] })",
+        ),
+        "routes" => (
+            "routes",
+            Want::List,
+            "a list of routes (- { path: /x, class: core })",
+        ),
+        "on" => (
+            "recovery.on",
+            Want::List,
+            "a list of outcomes, e.g. [timeout, empty_reply, reset]",
+        ),
+        "defaults" => (
+            "defaults",
+            Want::Mapping,
+            "a mapping of timing keys, e.g. { timeout: 10s, retries: 2 }",
+        ),
+        "headers" => (
+            "headers",
+            Want::Mapping,
+            "a mapping of header name to value, e.g. { Authorization: \"Bearer ${TOKEN}\" }",
+        ),
+        "recovery" => (
+            "recovery",
+            Want::Mapping,
+            "a mapping, e.g. { action: kill, after_failed_runs: 1 }",
+        ),
+        "tls" => (
+            "tls",
+            Want::Mapping,
+            "a mapping, e.g. { ca_file: ca.pem, insecure: false }",
+        ),
+        "expect" => (
+            "expect",
+            Want::Mapping,
+            "a mapping of checks, e.g. { status: 200, body_contains: ok }",
+        ),
+        "json" => (
+            "expect.json",
+            Want::Mapping,
+            "a mapping of dotted field path to expected value, e.g. { status: healthy, checks.db: ok }",
+        ),
+        "header" => (
+            "expect.header",
+            Want::Mapping,
+            "a mapping of response header name to regular expression, e.g. { content-type: json }",
+        ),
+        "name" => ("name", Want::Text, "a name such as web"),
+        "path" => ("path", Want::Text, "an absolute path such as /api/health"),
+        "base_url" => (
+            "base_url",
+            Want::Text,
+            "http://host[:port], https://… or unix:/path.sock",
+        ),
+        "tcp" => ("tcp", Want::Text, "host:port, e.g. 127.0.0.1:6379"),
+        "unit" => ("unit", Want::Text, "a service name like app.service"),
+        "method" => ("method", Want::Text, "GET, HEAD, POST, PUT, …"),
+        "user_agent" => ("user_agent", Want::Text, "a single line of text"),
+        "body" => ("body", Want::Text, "text"),
+        "body_contains" => ("expect.body_contains", Want::Text, "text"),
+        "body_regex" => ("expect.body_regex", Want::Text, "a regular expression"),
+        "ca_file" => ("tls.ca_file", Want::Text, "a path to a PEM file"),
+        "class" => ("class", Want::Text, "core or auxiliary"),
+        "action" => ("recovery.action", Want::Text, "kill, restart or none"),
+        "ip" => ("ip", Want::Text, "any, v4 or v6"),
+        "timeout" => ("timeout", Want::Text, DURATION),
+        "connect_timeout" => ("connect_timeout", Want::Text, DURATION),
+        "backoff" => ("backoff", Want::Text, DURATION),
+        "max_backoff" => ("max_backoff", Want::Text, DURATION),
+        "run_timeout" => ("run_timeout", Want::Text, DURATION),
+        "max_latency" => ("expect.max_latency", Want::Text, DURATION),
+        "startup_grace" => ("recovery.startup_grace", Want::Text, DURATION),
+        "cooldown" => ("recovery.cooldown", Want::Text, DURATION),
+        "window" => ("recovery.window", Want::Text, DURATION),
+        "verify_timeout" => ("recovery.verify_timeout", Want::Text, DURATION),
+        _ => return None,
+    })
+}
+
+/// What an entry of the list under `key` must be.
+fn describe_item(key: &str) -> Option<(&'static str, Want, &'static str)> {
+    Some(match key {
+        "targets" => (
+            "each entry under targets",
+            Want::Mapping,
+            "a target such as { name: web, base_url: http://127.0.0.1:8000, routes: [...] }",
+        ),
+        "routes" => (
+            "each entry under routes",
+            Want::Mapping,
+            "a route such as { path: /health, class: core }",
+        ),
+        "on" => (
+            "each entry under recovery.on",
+            Want::Text,
+            "an outcome such as timeout, empty_reply or reset",
+        ),
+        _ => return None,
+    })
+}
+
+/// "what: expected …, found …" for a value of the wrong shape at byte `offset` of `text`.
+fn shape_message(text: &str, offset: usize, want: Want) -> String {
+    let clean = without_comments(text);
+    // An empty value is reported at the colon of its key.
+    let empty = clean.get(offset..).is_some_and(|r| {
+        r.strip_prefix(':')
+            .is_some_and(|r| r.chars().next().is_none_or(char::is_whitespace))
+    });
+    let (place, found) = if empty {
+        (
+            key_before(&clean, offset).map_or(Place::Unknown, Place::Key),
+            "nothing (an empty value)".to_string(),
+        )
+    } else {
+        (place_at(&clean, offset), found_at(&clean, offset))
+    };
+    let described: Option<(Cow<'_, str>, Want, &str)> = match place {
+        Place::Root => Some((
+            "the probe file".into(),
+            Want::Mapping,
+            "a mapping with 'targets' (and optionally 'user_agent', 'defaults') at the top level",
+        )),
+        Place::Key(k) => match describe_key(&k) {
+            Some((label, kind, accepted)) => Some((label.into(), kind, accepted)),
+            // A key routewatch does not describe (a header name, a json path): name it.
+            None => Some((truncate_chars(&k, 60).into(), want, want.accepted())),
+        },
+        Place::Item(k) => describe_item(&k).map(|(l, kind, a)| (l.into(), kind, a)),
+        Place::Unknown => None,
+    };
+    match described {
+        // Only trust the description when it agrees with what the parser wanted.
+        Some((label, kind, accepted)) if kind == want => {
+            format!("{label}: expected {accepted}, found {found}")
+        }
+        _ => format!("expected {}, found {found}", want.accepted()),
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// `text` with every comment blanked out (same length, so offsets stay valid).
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let mut quote: Option<char> = None;
+        let mut escaped = false;
+        let mut prev: Option<char> = None;
+        let mut cut = None;
+        for (i, c) in line.char_indices() {
+            match quote {
+                Some('"') if escaped => escaped = false,
+                Some('"') if c == '\\' => escaped = true,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => {
+                    let at_token = prev.is_none_or(|p| p.is_whitespace() || "[{,".contains(p));
+                    if c == '#' && prev.is_none_or(char::is_whitespace) {
+                        cut = Some(i);
+                        break;
+                    }
+                    if (c == '"' || c == '\'') && at_token {
+                        quote = Some(c);
+                    }
+                }
+            }
+            prev = Some(c);
+        }
+        match cut {
+            Some(i) => {
+                out.push_str(&line[..i]);
+                let rest = &line[i..];
+                let newline = rest.ends_with('\n');
+                let blank = rest.len() - usize::from(newline);
+                out.extend(std::iter::repeat_n(' ', blank));
+                if newline {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Skip whitespace backwards from `i`; returns the new end.
+fn skip_back_ws(b: &[u8], mut i: usize) -> usize {
+    while i > 0 && b[i - 1].is_ascii_whitespace() {
+        i -= 1;
+    }
+    i
+}
+
+/// Where the value at byte `off` of comment-free `clean` sits: whose key's value, or which
+/// list's entry.
+fn place_at(clean: &str, off: usize) -> Place {
+    let b = clean.as_bytes();
+    let mut i = skip_back_ws(b, off.min(b.len()));
+    // An anchor (&a) or tag (!t) written before the value belongs to it.
+    loop {
+        let start = b[..i]
+            .iter()
+            .rposition(u8::is_ascii_whitespace)
+            .map_or(0, |p| p + 1);
+        if start < i && matches!(b[start], b'&' | b'!') {
+            i = skip_back_ws(b, start);
+        } else {
+            break;
+        }
+    }
+    if i == 0 || clean[..i].trim() == "---" {
+        return Place::Root;
+    }
+    match b[i - 1] {
+        b':' => key_before(clean, i - 1).map_or(Place::Unknown, Place::Key),
+        b'-' if i == 1 || b[i - 2].is_ascii_whitespace() => {
+            block_parent(clean, i - 1).map_or(Place::Unknown, Place::Item)
+        }
+        b'[' => list_key(clean, i - 1),
+        b',' => match open_bracket(b, i - 1) {
+            Some(j) if b[j] == b'[' => list_key(clean, j),
+            _ => Place::Unknown,
+        },
+        _ => Place::Unknown,
+    }
+}
+
+/// The key of the flow list that opens at `bracket`.
+fn list_key(clean: &str, bracket: usize) -> Place {
+    match place_at(clean, bracket) {
+        Place::Key(k) => Place::Item(k),
+        _ => Place::Unknown,
+    }
+}
+
+/// The innermost bracket still open before `pos`.
+fn open_bracket(b: &[u8], pos: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for j in (0..pos).rev() {
+        match b[j] {
+            b']' | b'}' => depth += 1,
+            b'[' | b'{' if depth == 0 => return Some(j),
+            b'[' | b'{' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The key written before the `:` at `colon`.
+fn key_before(clean: &str, colon: usize) -> Option<String> {
+    let b = clean.as_bytes();
+    let end = {
+        let mut e = colon;
+        while e > 0 && matches!(b[e - 1], b' ' | b'\t') {
+            e -= 1;
+        }
+        e
+    };
+    if end == 0 {
+        return None;
+    }
+    if let q @ (b'"' | b'\'') = b[end - 1] {
+        let open = b[..end - 1].iter().rposition(|&c| c == q)?;
+        return Some(clean[open + 1..end - 1].to_string());
+    }
+    let start = b[..end]
+        .iter()
+        .rposition(|c| c.is_ascii_whitespace() || b"{[,".contains(c))
+        .map_or(0, |p| p + 1);
+    (start < end).then(|| clean[start..end].to_string())
+}
+
+/// The key of the block list whose `- ` entry starts at `dash`.
+fn block_parent(clean: &str, dash: usize) -> Option<String> {
+    let line_start = clean[..dash].rfind('\n').map_or(0, |p| p + 1);
+    if !clean[line_start..dash].bytes().all(|c| c == b' ') {
+        return None;
+    }
+    let dash_col = dash - line_start;
+    for line in clean[..line_start].lines().rev() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if indent > dash_col || (indent == dash_col && t.starts_with('-')) {
+            continue;
+        }
+        let t = t.strip_prefix("- ").unwrap_or(t).trim_start();
+        return t
+            .strip_suffix(':')
+            .map(|k| k.trim().trim_matches(['"', '\'']).to_string())
+            .filter(|k| !k.is_empty());
+    }
+    None
+}
+
+/// What is written at byte `off`: "a mapping", "a list", "nothing", or the value as written
+/// (a URL's password masked).
+fn found_at(clean: &str, off: usize) -> String {
+    let mut r = clean
+        .get(off..)
+        .unwrap_or("")
+        .trim_start_matches([' ', '\t']);
+    while r.starts_with(['&', '!']) {
+        let end = r.find(char::is_whitespace).unwrap_or(r.len());
+        r = r[end..].trim_start_matches([' ', '\t']);
+    }
+    let line = r.lines().next().unwrap_or("").trim_end();
+    let Some(first) = line.chars().next() else {
+        return "nothing (an empty value)".into();
+    };
+    match first {
+        '{' => "a mapping".into(),
+        '[' => "a list".into(),
+        '-' if line == "-" || line.starts_with("- ") => "a list".into(),
+        '|' | '>' => "a block of text".into(),
+        '"' | '\'' => {
+            let mut escaped = false;
+            let close = line.char_indices().skip(1).find(|&(_, c)| {
+                let hit = c == first && !escaped;
+                escaped = first == '"' && c == '\\' && !escaped;
+                hit
+            });
+            match close {
+                Some((i, _)) if line[i + 1..].trim_start().starts_with(':') => "a mapping".into(),
+                Some((i, _)) => truncate_chars(&without_password(&line[..=i]), 60),
+                None => truncate_chars(&without_password(line), 60),
+            }
+        }
+        _ => {
+            let token = line
+                .split([',', ']', '}'])
+                .next()
+                .unwrap_or(line)
+                .trim_end();
+            if token.contains(": ") || token.ends_with(':') {
+                "a mapping".into()
+            } else {
+                format!("{:?}", truncate_chars(&without_password(token), 60))
+            }
+        }
+    }
+}
+
+/// The key written at byte `off` (for a duplicate key the crate did not name).
+fn key_at(text: &str, off: usize) -> Option<String> {
+    let line = text.get(off..)?.lines().next()?;
+    let key = line.split(':').next()?.trim().trim_matches(['"', '\'']);
+    (!key.is_empty()).then(|| truncate_chars(key, 60))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Resolving.
 
 struct Ctx<'a> {
     file: &'a str,
+    /// The probe file's text, to echo values as written.
+    text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Where relative paths in the file are resolved (the probe file's directory).
     base_dir: Option<&'a Path>,
@@ -578,73 +1121,311 @@ impl Ctx<'_> {
             message: message.into(),
         }
     }
+
+    /// A scalar as written in the file (`99999999999`, `"0s"`), else `fallback`.
+    fn shown<T>(&self, at: &Spanned<T>, fallback: impl fmt::Display) -> String {
+        let span = at.defined.span();
+        span.byte_offset()
+            .zip(span.byte_len())
+            .and_then(|(o, l)| {
+                let o = usize::try_from(o).ok()?;
+                self.text.get(o..o.checked_add(usize::try_from(l).ok()?)?)
+            })
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && !s.contains('\n') && s.chars().count() <= 60)
+            .map_or_else(|| fallback.to_string(), str::to_string)
+    }
+
+    /// A `> 0` duration, checked where it is written.
+    fn positive(
+        &self,
+        scope: &str,
+        key: &str,
+        v: &Option<Spanned<Dur>>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match v {
+            Some(d) if d.value.0.is_zero() => Err(self.err(
+                d,
+                format!(
+                    "{scope}{key} {} must be greater than 0; expected {DURATION}",
+                    self.shown(d, humantime::format_duration(d.value.0))
+                ),
+            )),
+            Some(d) => Ok(Some(d.value.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// A whole number within `range`, checked where it is written (never saturated first).
+    fn count(
+        &self,
+        scope: &str,
+        key: &str,
+        v: &Option<Spanned<Count>>,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
+        match v {
+            Some(c) if !range.contains(&c.value.0) => Err(self.err(
+                c,
+                format!(
+                    "{scope}{key} {} is out of range; expected {} to {}",
+                    self.shown(c, c.value.0),
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            Some(c) => Ok(Some(c.value.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// A `> 0` byte size, checked where it is written.
+    fn size(
+        &self,
+        scope: &str,
+        key: &str,
+        v: &Option<Spanned<Size>>,
+    ) -> Result<Option<usize>, ConfigError> {
+        match v {
+            Some(s) if s.value.0 == 0 => Err(self.err(
+                s,
+                format!(
+                    "{scope}{key} {} must be greater than 0; expected a size such as 65536, 64KiB or 1MiB",
+                    self.shown(s, s.value.0)
+                ),
+            )),
+            Some(s) => Ok(Some(clamp_usize(s.value.0))),
+            None => Ok(None),
+        }
+    }
+
+    /// The timing keys of `defaults`, a target or a route, each checked where it is written.
+    #[allow(clippy::too_many_arguments)]
+    fn timing(
+        &self,
+        scope: &str,
+        timeout: &Option<Spanned<Dur>>,
+        retries: &Option<Spanned<Count>>,
+        backoff: &Option<Spanned<Dur>>,
+        max_backoff: &Option<Spanned<Dur>>,
+        max_body: &Option<Spanned<Size>>,
+        base: &Timing,
+    ) -> Result<Timing, ConfigError> {
+        Ok(Timing {
+            timeout: self
+                .positive(scope, "timeout", timeout)?
+                .unwrap_or(base.timeout),
+            retries: self
+                .count(scope, "retries", retries, 0..=MAX_RETRIES)?
+                .map_or(base.retries, clamp_u32),
+            backoff: backoff.as_ref().map_or(base.backoff, |x| x.value.0),
+            max_backoff: max_backoff.as_ref().map_or(base.max_backoff, |x| x.value.0),
+            max_body: self
+                .size(scope, "max_body", max_body)?
+                .unwrap_or(base.max_body),
+        })
+    }
+}
+
+/// Accepted `retries`: extra attempts after the first.
+const MAX_RETRIES: u64 = 100;
+/// Accepted `concurrency`: requests in flight per target.
+const MAX_CONCURRENCY: u64 = 4096;
+
+/// The password of a URL's userinfo, as written in `raw`, as the URL serialises it and
+/// percent-decoded; empty and very short ones are left out (redacting them would shred the
+/// report).
+fn url_passwords(raw: &str, url: &reqwest::Url) -> Vec<String> {
+    let Some(encoded) = url.password() else {
+        return Vec::new();
+    };
+    let mut out = vec![encoded.to_string(), percent_decode(encoded)];
+    // As written: between "scheme://user:" and the last '@' of the authority.
+    if let Some((_, rest)) = raw.trim().split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, written)) = userinfo.split_once(':')
+        {
+            out.push(written.to_string());
+            out.push(percent_decode(written));
+        }
+    }
+    out.retain(|s| s.chars().count() >= 3);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Credentials from a URL's userinfo (`http://user:password@host`), taken out of the URL:
+/// reports print URLs, so the URL keeps no userinfo and the credentials travel as the same
+/// sensitive `Authorization: Basic` header the HTTP client would have derived from it. The
+/// password (as written, as serialised, percent-decoded) and the header's token are secrets.
+struct Credentials {
+    header: Header,
+    secrets: Vec<String>,
+}
+
+fn take_userinfo(raw: &str, url: &mut reqwest::Url) -> Result<Option<Credentials>, String> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decoded = |s: &str| {
+        String::from_utf8(percent_decode_bytes(s)).map_err(|_| {
+            "its user name or password is not UTF-8 after percent-decoding".to_string()
+        })
+    };
+    let user = decoded(url.username())?;
+    let password = url.password().map(decoded).transpose()?;
+    let mut secrets = url_passwords(raw, url);
+    let token = base64(format!("{user}:{}", password.unwrap_or_default()).as_bytes());
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    if url.password().is_some() {
+        secrets.push(token);
+    }
+    // Infallible for http(s) URLs with a host, the only ones that get here.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok(Some(Credentials {
+        header: Header {
+            name: reqwest::header::AUTHORIZATION,
+            value,
+            secret: true,
+        },
+        secrets,
+    }))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode_bytes(s)).into_owned()
+}
+
+fn percent_decode_bytes(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A URL for an error message: the password of its userinfo replaced by `***` (textually,
+/// so it works on URLs that do not parse).
+fn without_password(raw: &str) -> String {
+    if let Some((scheme, rest)) = raw.split_once("://") {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
+        }
+    }
+    raw.to_string()
 }
 
 fn resolve(
     raw: RawFile,
     file: &str,
+    text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
 ) -> Result<Plan, ConfigError> {
     let cx = Ctx {
         file,
+        text,
         env,
         base_dir,
         secrets: Default::default(),
     };
     let d = raw.defaults.unwrap_or_default();
-    let base_timing = Timing {
-        timeout: d.timeout.map_or(Timing::default().timeout, |x| x.0),
-        retries: d
-            .retries
-            .map_or(Timing::default().retries, |x| clamp_u32(x.0)),
-        backoff: d.backoff.map_or(Timing::default().backoff, |x| x.0),
-        max_backoff: d.max_backoff.map_or(Timing::default().max_backoff, |x| x.0),
-        max_body: d
-            .max_body
-            .map_or(Timing::default().max_body, |x| clamp_usize(x.0)),
-    };
-    let base_connect = d
-        .connect_timeout
-        .map_or(plan::DEFAULT_CONNECT_TIMEOUT, |x| x.0);
-    let base_concurrency = d
-        .concurrency
-        .map_or(plan::DEFAULT_CONCURRENCY as u64, |x| x.0);
+    // Every value of `defaults` is checked where it is written, even if each target overrides it.
+    let scope = "defaults: ";
+    let base_timing = cx.timing(
+        scope,
+        &d.timeout,
+        &d.retries,
+        &d.backoff,
+        &d.max_backoff,
+        &d.max_body,
+        &Timing::default(),
+    )?;
+    let base_connect = cx
+        .positive(scope, "connect_timeout", &d.connect_timeout)?
+        .unwrap_or(plan::DEFAULT_CONNECT_TIMEOUT);
+    let base_concurrency = cx
+        .count(scope, "concurrency", &d.concurrency, 1..=MAX_CONCURRENCY)?
+        .unwrap_or(plan::DEFAULT_CONCURRENCY as u64);
     let base_proxy = d.proxy.unwrap_or(false);
 
-    let user_agent = raw
-        .user_agent
-        .unwrap_or_else(|| crate::DEFAULT_USER_AGENT.to_string());
-    if HeaderValue::from_str(&user_agent).is_err() {
-        return Err(ConfigError {
-            file: file.into(),
-            at: None,
-            message: format!("user_agent {user_agent:?} is not a valid header value"),
-        });
-    }
+    let user_agent = match &raw.user_agent {
+        None => crate::DEFAULT_USER_AGENT.to_string(),
+        Some(ua) => {
+            if HeaderValue::from_str(&ua.value).is_err() {
+                return Err(cx.err(
+                    ua,
+                    format!(
+                        "user_agent {:?} is not a valid header value; expected one line of visible text",
+                        ua.value
+                    ),
+                ));
+            }
+            ua.value.clone()
+        }
+    };
 
-    if raw.targets.is_empty() {
-        return Err(ConfigError {
-            file: file.into(),
-            at: None,
-            message: "no targets; expected at least one entry under 'targets:'".into(),
-        });
+    let targets_at = Spanned::new((), raw.targets.referenced, raw.targets.defined);
+    let raw_targets = raw.targets.value;
+    if raw_targets.is_empty() {
+        return Err(cx.err(
+            &targets_at,
+            "no targets; expected at least one entry under 'targets:', e.g. - { name: web, base_url: http://127.0.0.1:8000, routes: [{ path: /health }] }",
+        ));
     }
-    let total_routes: usize = raw
-        .targets
+    let total_routes: usize = raw_targets
         .iter()
         .map(|t| t.value.routes.len().max(1))
         .sum();
     if total_routes > MAX_ROUTES {
-        return Err(ConfigError {
-            file: file.into(),
-            at: None,
-            message: format!("{total_routes} routes; at most {MAX_ROUTES} are allowed in one file"),
-        });
+        return Err(cx.err(
+            &targets_at,
+            format!("{total_routes} routes; at most {MAX_ROUTES} are allowed in one file"),
+        ));
     }
 
-    let mut targets = Vec::with_capacity(raw.targets.len());
-    for t in raw.targets {
+    let mut targets = Vec::with_capacity(raw_targets.len());
+    // Each name and the line it was first used on.
+    let mut names: Vec<(String, u64)> = Vec::with_capacity(raw_targets.len());
+    for t in raw_targets {
+        let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
         let target = resolve_target(
             &cx,
             t,
@@ -653,21 +1434,24 @@ fn resolve(
             base_concurrency,
             base_proxy,
         )?;
-        if targets.iter().any(|o: &Target| o.name == target.name) {
-            return Err(ConfigError {
-                file: file.into(),
-                at: None,
-                message: format!(
-                    "duplicate target name {:?}; names must be unique",
+        if let Some((_, line)) = names.iter().find(|(n, _)| *n == target.name) {
+            return Err(cx.err(
+                &name_at,
+                format!(
+                    "duplicate target name {:?} (first used on line {line}); names must be unique",
                     target.name
                 ),
-            });
+            ));
         }
+        names.push((target.name.clone(), name_at.referenced.line()));
         targets.push(target);
     }
+    let run_timeout = cx
+        .positive(scope, "run_timeout", &d.run_timeout)?
+        .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
     Ok(Plan {
         user_agent,
-        run_timeout: d.run_timeout.map_or(plan::DEFAULT_RUN_TIMEOUT, |x| x.0),
+        run_timeout,
         targets,
         secrets: cx.secrets.take(),
     })
@@ -691,41 +1475,43 @@ fn resolve_target(
 ) -> Result<Target, ConfigError> {
     let at = Spanned::new((), t.referenced, t.defined);
     let t = t.value;
-    let name = t.name.trim().to_string();
-    if name.is_empty() || name.chars().any(|c| c.is_control()) {
+    let name = t.name.value.trim().to_string();
+    if name.is_empty() {
         return Err(cx.err(
-            &at,
+            &t.name,
             format!(
-                "invalid target name {:?}; expected a non-empty name",
-                t.name
+                "invalid target name {:?}; expected a non-empty name such as web",
+                t.name.value
             ),
         ));
     }
-    let timing = Timing {
-        timeout: t.timeout.map_or(base.timeout, |x| x.0),
-        retries: t.retries.map_or(base.retries, |x| clamp_u32(x.0)),
-        backoff: t.backoff.map_or(base.backoff, |x| x.0),
-        max_backoff: t.max_backoff.map_or(base.max_backoff, |x| x.0),
-        max_body: t.max_body.map_or(base.max_body, |x| clamp_usize(x.0)),
-    };
-    check_timing(cx, &at, &timing)?;
-    let concurrency = t.concurrency.map_or(base_concurrency, |x| x.0);
-    if !(1..=4096).contains(&concurrency) {
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(cx.err(
-            &at,
+            &t.name,
             format!(
-                "target {name:?}: concurrency {concurrency} is out of range; expected 1 to 4096"
+                "invalid target name {:?}: it contains the control character {c:?}; expected one line of printable characters (letters, digits, spaces and punctuation; no newlines, tabs or other control characters)",
+                t.name.value
             ),
         ));
     }
-    let connect_timeout = t.connect_timeout.map_or(base_connect, |x| x.0);
-    if connect_timeout.is_zero() {
-        return Err(cx.err(
-            &at,
-            format!("target {name:?}: connect_timeout must be greater than 0"),
-        ));
-    }
+    let scope = format!("target {name:?}: ");
+    let timing = cx.timing(
+        &scope,
+        &t.timeout,
+        &t.retries,
+        &t.backoff,
+        &t.max_backoff,
+        &t.max_body,
+        base,
+    )?;
+    let concurrency = cx
+        .count(&scope, "concurrency", &t.concurrency, 1..=MAX_CONCURRENCY)?
+        .unwrap_or(base_concurrency);
+    let connect_timeout = cx
+        .positive(&scope, "connect_timeout", &t.connect_timeout)?
+        .unwrap_or(base_connect);
 
+    let mut auth = None;
     let endpoint = match (&t.base_url, &t.tcp) {
         (Some(_), Some(tcp)) => {
             return Err(cx.err(
@@ -736,7 +1522,11 @@ fn resolve_target(
         (None, None) => {
             return Err(cx.err(&at, format!("target {name:?}: missing base_url (http://…, https://…, unix:/path.sock) or tcp (host:port)")));
         }
-        (Some(url), None) => parse_base_url(cx, url, &name)?,
+        (Some(url), None) => {
+            let (endpoint, credentials) = parse_base_url(cx, url, &name)?;
+            auth = credentials;
+            endpoint
+        }
         (None, Some(tcp)) => {
             let v = tcp.value.trim();
             let ok = v
@@ -751,7 +1541,13 @@ fn resolve_target(
         }
     };
 
-    let target_headers = resolve_headers(cx, &t.headers, &name)?;
+    let mut target_headers = resolve_headers(cx, &t.headers, &name)?;
+    // Credentials from the base_url's userinfo, unless an Authorization header is given.
+    if let Some(h) = auth
+        && !target_headers.iter().any(|o| o.name == h.name)
+    {
+        target_headers.insert(0, h);
+    }
 
     let unit = match &t.unit {
         Some(u) => Some(check_unit_name(cx, u)?),
@@ -804,7 +1600,10 @@ fn resolve_target(
         if let Some(what) = contradiction {
             return Err(cx.err(
                 &at,
-                format!("target {name:?}: base_url {base} is {what}; drop 'ip' or use a host name"),
+                format!(
+                    "target {name:?}: base_url {} is {what}; drop 'ip' or use a host name",
+                    without_password(base)
+                ),
             ));
         }
     }
@@ -853,45 +1652,51 @@ fn resolve_target(
     })
 }
 
-fn check_timing<T>(cx: &Ctx, at: &Spanned<T>, t: &Timing) -> Result<(), ConfigError> {
-    if t.timeout.is_zero() {
-        return Err(cx.err(at, "timeout must be greater than 0"));
-    }
-    if t.retries > 100 {
-        return Err(cx.err(
-            at,
-            format!("retries {} is out of range; expected 0 to 100", t.retries),
-        ));
-    }
-    if t.max_body == 0 {
-        return Err(cx.err(at, "max_body must be greater than 0"));
-    }
-    Ok(())
-}
-
-fn parse_base_url(cx: &Ctx, url: &Spanned<String>, name: &str) -> Result<Endpoint, ConfigError> {
+fn parse_base_url(
+    cx: &Ctx,
+    url: &Spanned<String>,
+    name: &str,
+) -> Result<(Endpoint, Option<Header>), ConfigError> {
     let v = url.value.trim();
     if let Some(path) = v.strip_prefix("unix:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if !path.starts_with('/') {
             return Err(cx.err(url, format!("target {name:?}: invalid unix socket {v:?}; expected an absolute path, e.g. unix:/run/app/rpc.sock")));
         }
-        return Ok(Endpoint::Unix {
-            socket: PathBuf::from(path),
-        });
+        return Ok((
+            Endpoint::Unix {
+                socket: PathBuf::from(path),
+            },
+            None,
+        ));
     }
-    let parsed = reqwest::Url::parse(v).map_err(|e| {
-        cx.err(url, format!("target {name:?}: invalid base_url {v:?} ({e}); expected http://host[:port], https://… or unix:/path.sock"))
+    // Never echo a password from the userinfo.
+    let shown = without_password(v);
+    let mut parsed = reqwest::Url::parse(v).map_err(|e| {
+        cx.err(url, format!("target {name:?}: invalid base_url {shown:?} ({e}); expected http://host[:port], https://… or unix:/path.sock"))
     })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(cx.err(url, format!("target {name:?}: invalid base_url {v:?}; expected http://host[:port], https://… or unix:/path.sock")));
+        return Err(cx.err(url, format!("target {name:?}: invalid base_url {shown:?}; expected http://host[:port], https://… or unix:/path.sock")));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(cx.err(url, format!("target {name:?}: base_url {v:?} has a query or fragment; put those in the route path")));
+        return Err(cx.err(url, format!("target {name:?}: base_url {shown:?} has a query or fragment; put those in the route path")));
     }
-    Ok(Endpoint::Http {
-        base: parsed.as_str().trim_end_matches('/').to_string(),
-    })
+    let credentials = take_userinfo(v, &mut parsed).map_err(|why| {
+        cx.err(
+            url,
+            format!("target {name:?}: invalid base_url {shown:?}: {why}"),
+        )
+    })?;
+    let auth = credentials.map(|c| {
+        cx.secrets.borrow_mut().extend(c.secrets);
+        c.header
+    });
+    Ok((
+        Endpoint::Http {
+            base: parsed.as_str().trim_end_matches('/').to_string(),
+        },
+        auth,
+    ))
 }
 
 /// A plain service unit name: `name.service` or `name@instance.service`, systemd's characters,
@@ -940,31 +1745,34 @@ fn resolve_recovery(cx: &Ctx, r: Spanned<RawRecovery>) -> Result<RecoveryPolicy,
             on
         }
     };
-    let policy = RecoveryPolicy {
+    let at_least_one = |key: &str, v: &Option<Spanned<Count>>, hint: &str| match v {
+        Some(c) if c.value.0 == 0 => Err(cx.err(
+            c,
+            format!(
+                "recovery.{key} {} must be at least 1{hint}",
+                cx.shown(c, c.value.0)
+            ),
+        )),
+        Some(c) => Ok(Some(clamp_u32(c.value.0))),
+        None => Ok(None),
+    };
+    let after_failed_runs = at_least_one("after_failed_runs", &raw.after_failed_runs, "")?;
+    let max_actions = at_least_one(
+        "max_actions",
+        &raw.max_actions,
+        " (use action: none to never act)",
+    )?;
+    let verify_timeout = cx.positive("recovery.", "verify_timeout", &raw.verify_timeout)?;
+    Ok(RecoveryPolicy {
         action: raw.action.unwrap_or(d.action),
-        after_failed_runs: raw
-            .after_failed_runs
-            .map_or(d.after_failed_runs, |x| clamp_u32(x.0)),
+        after_failed_runs: after_failed_runs.unwrap_or(d.after_failed_runs),
         on,
         startup_grace: raw.startup_grace.map_or(d.startup_grace, |x| x.0),
         cooldown: raw.cooldown.map_or(d.cooldown, |x| x.0),
-        max_actions: raw.max_actions.map_or(d.max_actions, |x| clamp_u32(x.0)),
+        max_actions: max_actions.unwrap_or(d.max_actions),
         window: raw.window.map_or(d.window, |x| x.0),
-        verify_timeout: raw.verify_timeout.map_or(d.verify_timeout, |x| x.0),
-    };
-    if policy.after_failed_runs == 0 {
-        return Err(cx.err(&r, "recovery.after_failed_runs must be at least 1"));
-    }
-    if policy.max_actions == 0 {
-        return Err(cx.err(
-            &r,
-            "recovery.max_actions must be at least 1 (use action: none to never act)",
-        ));
-    }
-    if policy.verify_timeout.is_zero() {
-        return Err(cx.err(&r, "recovery.verify_timeout must be greater than 0"));
-    }
-    Ok(policy)
+        verify_timeout: verify_timeout.unwrap_or(d.verify_timeout),
+    })
 }
 
 fn resolve_headers(
@@ -1062,7 +1870,10 @@ fn resolve_route(
             reqwest::Url::parse(&url).map_err(|e| {
                 cx.err(
                     &r.path,
-                    format!("target {target:?}: route {path:?} makes an invalid URL {url:?} ({e})"),
+                    format!(
+                        "target {target:?}: route {path:?} makes an invalid URL {:?} ({e})",
+                        without_password(&url)
+                    ),
                 )
             })?;
             url
@@ -1085,20 +1896,21 @@ fn resolve_route(
             })?
         }
     };
-    let timing = Timing {
-        timeout: r.timeout.map_or(base.timeout, |x| x.0),
-        retries: r.retries.map_or(base.retries, |x| clamp_u32(x.0)),
-        backoff: r.backoff.map_or(base.backoff, |x| x.0),
-        max_backoff: r.max_backoff.map_or(base.max_backoff, |x| x.0),
-        max_body: r.max_body.map_or(base.max_body, |x| clamp_usize(x.0)),
-    };
-    check_timing(cx, &at, &timing)?;
+    let timing = cx.timing(
+        &format!("target {target:?}: route {path}: "),
+        &r.timeout,
+        &r.retries,
+        &r.backoff,
+        &r.max_backoff,
+        &r.max_body,
+        base,
+    )?;
     let mut headers = target_headers.to_vec();
     for h in resolve_headers(cx, &r.headers, target)? {
         headers.retain(|o| o.name != h.name);
         headers.push(h);
     }
-    let expect = resolve_expect(cx, r.expect.unwrap_or_default(), target)?;
+    let expect = resolve_expect(cx, &at, r.expect.unwrap_or_default(), target)?;
     Ok(Route {
         path,
         url,
@@ -1111,7 +1923,12 @@ fn resolve_route(
     })
 }
 
-fn resolve_expect(cx: &Ctx, e: RawExpect, target: &str) -> Result<Expect, ConfigError> {
+fn resolve_expect(
+    cx: &Ctx,
+    route: &Spanned<()>,
+    e: RawExpect,
+    target: &str,
+) -> Result<Expect, ConfigError> {
     let compile = |s: &Spanned<String>, what: &str| {
         Regex::new(&s.value).map_err(|err| {
             let first = err.to_string().lines().last().unwrap_or("").trim().to_string();
@@ -1135,13 +1952,13 @@ fn resolve_expect(cx: &Ctx, e: RawExpect, target: &str) -> Result<Expect, Config
     }
     for path in e.json.keys() {
         if path.is_empty() || path.split('.').any(str::is_empty) {
-            return Err(ConfigError {
-                file: cx.file.into(),
-                at: None,
-                message: format!(
+            // The crate gives map keys no position: name the route's.
+            return Err(cx.err(
+                route,
+                format!(
                     "target {target:?}: invalid expect.json path {path:?}; expected dotted field names like status or checks.db"
                 ),
-            });
+            ));
         }
     }
     Ok(Expect {
@@ -1157,6 +1974,7 @@ fn resolve_expect(cx: &Ctx, e: RawExpect, target: &str) -> Result<Expect, Config
 /// A plan for `check --url URL… --aux-url URL…` without a probe file: one target per origin.
 pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError> {
     let mut targets: Vec<Target> = Vec::new();
+    let mut secrets: Vec<String> = Vec::new();
     let all = core
         .iter()
         .map(|u| (u, Class::Core))
@@ -1172,16 +1990,27 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
             at: None,
             message: m,
         };
-        let url = reqwest::Url::parse(raw).map_err(|e| {
+        // Never echo a password from the userinfo.
+        let shown = without_password(raw);
+        let mut url = reqwest::Url::parse(raw).map_err(|e| {
             err(format!(
-                "invalid URL {raw:?} ({e}); expected http://host[:port]/path or https://…"
+                "invalid URL {shown:?} ({e}); expected http://host[:port]/path or https://…"
             ))
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(err(format!(
-                "invalid URL {raw:?}; expected http://host[:port]/path or https://…"
+                "invalid URL {shown:?}; expected http://host[:port]/path or https://…"
             )));
         }
+        let credentials = take_userinfo(raw, &mut url)
+            .map_err(|why| err(format!("invalid URL {shown:?}: {why}")))?;
+        let headers = match credentials {
+            Some(c) => {
+                secrets.extend(c.secrets);
+                vec![c.header]
+            }
+            None => Vec::new(),
+        };
         let origin = url.origin().ascii_serialization();
         let mut path = url.path().to_string();
         if let Some(q) = url.query() {
@@ -1193,7 +2022,7 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
             class,
             method: reqwest::Method::GET,
             body: None,
-            headers: Vec::new(),
+            headers,
             expect: Expect::default(),
             timing: Timing::default(),
         };
@@ -1232,6 +2061,406 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         user_agent: crate::DEFAULT_USER_AGENT.into(),
         run_timeout: plan::DEFAULT_RUN_TIMEOUT,
         targets,
-        secrets: Vec::new(),
+        secrets,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid target, for files whose error is elsewhere.
+    const TARGET: &str =
+        "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    routes: [ { path: /ok } ]\n";
+    /// A target without routes; the test adds them.
+    const HEAD: &str = "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n";
+
+    fn err(yaml: &str) -> String {
+        parse(yaml, "p.yaml", &|_| None)
+            .map(|_| ())
+            .expect_err("the probe file is refused")
+            .to_string()
+    }
+
+    fn assert_err(yaml: &str, want: &str) {
+        let got = err(yaml);
+        assert!(got.contains(want), "want {want:?} in\n{got}\nfor\n{yaml}");
+    }
+
+    #[test]
+    fn an_out_of_range_count_is_reported_where_and_as_written_with_the_range() {
+        let got = err(&format!("defaults: {{ retries: 99999999999 }}\n{TARGET}"));
+        assert_eq!(
+            got,
+            "p.yaml:1:22: defaults: retries 99999999999 is out of range; expected 0 to 100"
+        );
+        // Beyond u64 the YAML crate hands over a float: still the number as written.
+        assert_err(
+            &format!("defaults: {{ retries: 99999999999999999999999 }}\n{TARGET}"),
+            "p.yaml:1:22: defaults: retries 99999999999999999999999 is out of range; expected 0 to 100",
+        );
+        assert_err(
+            &format!("{HEAD}    routes: [ {{ path: /ok, retries: 101 }} ]\n"),
+            "p.yaml:4:37: target \"a\": route /ok: retries 101 is out of range; expected 0 to 100",
+        );
+        // Saturating is not an answer anywhere.
+        assert!(!got.contains("4294967295"), "{got}");
+    }
+
+    #[test]
+    fn values_in_defaults_are_reported_inside_defaults_and_overrides_at_their_own_position() {
+        assert_eq!(
+            err(&format!("defaults: {{ timeout: 0s }}\n{TARGET}")),
+            "p.yaml:1:22: defaults: timeout 0s must be greater than 0; expected a duration such as 500ms, 10s or 2m"
+        );
+        assert_eq!(
+            err(&format!("defaults: {{ concurrency: 0 }}\n{TARGET}")),
+            "p.yaml:1:26: defaults: concurrency 0 is out of range; expected 1 to 4096"
+        );
+        assert_err(
+            &format!("defaults:\n  max_body: 0KiB\n{TARGET}"),
+            "p.yaml:2:13: defaults: max_body 0KiB must be greater than 0",
+        );
+        assert_err(
+            &format!("defaults: {{ connect_timeout: \"0ms\" }}\n{TARGET}"),
+            "p.yaml:1:30: defaults: connect_timeout \"0ms\" must be greater than 0",
+        );
+        // A bad default is bad even where every target overrides it.
+        assert_err(
+            &format!(
+                "defaults: {{ timeout: 0s }}\n{HEAD}    timeout: 1s\n    routes: [ {{ path: /ok }} ]\n"
+            ),
+            "p.yaml:1:22: defaults: timeout 0s",
+        );
+        assert_err(
+            &format!("{HEAD}    timeout: 0s\n    routes: [ {{ path: /ok }} ]\n"),
+            "p.yaml:4:14: target \"a\": timeout 0s must be greater than 0",
+        );
+        assert_err(
+            &format!("{HEAD}    concurrency: 5000\n    routes: [ {{ path: /ok }} ]\n"),
+            "p.yaml:4:18: target \"a\": concurrency 5000 is out of range; expected 1 to 4096",
+        );
+        assert_err(
+            &format!("{HEAD}    routes:\n      - path: /ok\n        timeout: 0s\n"),
+            "p.yaml:6:18: target \"a\": route /ok: timeout 0s must be greater than 0",
+        );
+        assert_err(
+            &format!(
+                "{HEAD}    unit: a.service\n    recovery: {{ max_actions: 0 }}\n    routes: [ {{ path: /ok }} ]\n"
+            ),
+            "p.yaml:5:30: recovery.max_actions 0 must be at least 1",
+        );
+    }
+
+    #[test]
+    fn a_duplicate_target_name_and_an_empty_target_list_have_positions() {
+        assert_eq!(
+            err(&format!(
+                "{TARGET}  - name: a\n    base_url: http://x\n    routes: [ {{ path: /ok }} ]\n"
+            )),
+            "p.yaml:5:11: duplicate target name \"a\" (first used on line 2); names must be unique"
+        );
+        assert_err(
+            "user_agent: x\ntargets: []\n",
+            "p.yaml:2:10: no targets; expected at least one entry under 'targets:'",
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named_without_the_libraries_advice() {
+        let got = err(&format!(
+            "defaults: {{ timeout: 1s, timeout: 2s }}\n{TARGET}"
+        ));
+        assert_eq!(
+            got,
+            "p.yaml:1:26: duplicate key \"timeout\"; each key may appear once in a mapping"
+        );
+        assert_err(
+            &format!(
+                "{HEAD}    routes: [ {{ path: /ok, expect: {{ json: {{ a: 1, a: 2 }} }} }} ]\n"
+            ),
+            "p.yaml:4:52: duplicate key \"a\"; each key may appear once in a mapping",
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_shape_names_the_field_and_what_it_accepts() {
+        let cases = [
+            (
+                format!("{HEAD}    routes: {{ path: /ok }}\n"),
+                "p.yaml:4:13: routes: expected a list of routes (- { path: /x, class: core }), found a mapping",
+            ),
+            (
+                format!("{HEAD}    routes:   # the routes\n      path: /ok\n"),
+                "p.yaml:5:7: routes: expected a list of routes (- { path: /x, class: core }), found a mapping",
+            ),
+            (
+                format!("{HEAD}    routes: /ok\n"),
+                "p.yaml:4:13: routes: expected a list of routes (- { path: /x, class: core }), found \"/ok\"",
+            ),
+            (
+                format!("{HEAD}    routes:\n"),
+                "p.yaml:4:11: routes: expected a list of routes (- { path: /x, class: core }), found nothing (an empty value)",
+            ),
+            (
+                format!("{HEAD}    routes: [ {{ path: /ok, expect: {{ json: [1,2] }} }} ]\n"),
+                "p.yaml:4:44: expect.json: expected a mapping of dotted field path to expected value, e.g. { status: healthy, checks.db: ok }, found a list",
+            ),
+            (
+                format!("{HEAD}    routes: [ {{ path: /a }}, /ok ]\n"),
+                "p.yaml:4:29: each entry under routes: expected a route such as { path: /health, class: core }, found \"/ok\"",
+            ),
+            (
+                format!("{HEAD}    routes:\n    - /ok\n"),
+                "p.yaml:5:7: each entry under routes: expected a route such as { path: /health, class: core }, found \"/ok\"",
+            ),
+            (
+                "targets:\n  - web\n".to_string(),
+                "p.yaml:2:5: each entry under targets: expected a target such as { name: web",
+            ),
+            (
+                "targets: { web: 1 }\n".to_string(),
+                "p.yaml:1:10: targets: expected a list of targets",
+            ),
+            (
+                format!("defaults: [1]\n{TARGET}"),
+                "p.yaml:1:11: defaults: expected a mapping of timing keys, e.g. { timeout: 10s, retries: 2 }, found a list",
+            ),
+            (
+                format!("{HEAD}    tls: \"yes\"\n    routes: [ {{ path: /ok }} ]\n"),
+                "p.yaml:4:10: tls: expected a mapping, e.g. { ca_file: ca.pem, insecure: false }, found \"yes\"",
+            ),
+            (
+                format!(
+                    "{HEAD}    unit: a.service\n    recovery: {{ on: timeout }}\n    routes: [ {{ path: /ok }} ]\n"
+                ),
+                "p.yaml:5:21: recovery.on: expected a list of outcomes, e.g. [timeout, empty_reply, reset], found \"timeout\"",
+            ),
+            (
+                format!("{HEAD}    routes: [ {{ path: [1] }} ]\n"),
+                "p.yaml:4:23: path: expected an absolute path such as /api/health, found a list",
+            ),
+            (
+                "- targets\n".to_string(),
+                "p.yaml:1:1: the probe file: expected a mapping with 'targets'",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let got = err(&yaml);
+            assert!(got.contains(want), "want {want:?} in\n{got}\nfor\n{yaml}");
+            assert!(
+                !got.contains("sequence start") && !got.contains("mapping start"),
+                "{got}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_text_before_a_value_tells_whose_value_it_is() {
+        let at = |text: &str, needle: &str| {
+            place_at(&without_comments(text), text.find(needle).unwrap())
+        };
+        assert_eq!(at("a:\n  b: # c: d\n    x", "x"), Place::Key("b".into()));
+        assert_eq!(at("a: { \"b c\": x }", "x"), Place::Key("b c".into()));
+        assert_eq!(at("a: &anchor x", "x"), Place::Key("a".into()));
+        assert_eq!(at("list: [ {}, [x], y ]", "y"), Place::Item("list".into()));
+        assert_eq!(at("list:\n  - 1\n  - x", "x"), Place::Item("list".into()));
+        assert_eq!(at("m: { a: 1, x: 2 }", "x"), Place::Unknown);
+        assert_eq!(at("x", "x"), Place::Root);
+        assert_eq!(found_at("a: 'q: r'", 3), "'q: r'");
+        assert_eq!(found_at("a: q r, s", 3), "\"q r\"");
+        assert_eq!(found_at("a: http://u:pw@h/", 3), "\"http://u:***@h/\"");
+        assert_eq!(found_at("a: \"http://u:pw@h\"", 3), "\"http://u:***@h\"");
+    }
+
+    #[test]
+    fn every_budget_breach_is_one_sentence_that_states_its_limit() {
+        let deep = |n: usize| {
+            format!(
+                "{HEAD}    routes: [ {{ path: /ok, expect: {{ json: {{ a: {}{} }} }} }} ]\n",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let depth = "nesting deeper than 64 levels (recursion limit exceeded); a probe file may nest lists and mappings at most 64 levels deep";
+        // The budget notices at depth 65, the YAML scanner on very deep flow collections:
+        // one message either way.
+        for n in [58, 300, 10_000] {
+            let got = err(&deep(n));
+            assert!(got.ends_with(depth), "depth {n}: {got}");
+            assert!(got.starts_with("p.yaml:4:"), "depth {n}: {got}");
+        }
+        assert!(
+            parse(&deep(57), "p.yaml", &|_| None).is_ok(),
+            "64 levels are fine"
+        );
+
+        let aliases = format!(
+            "{HEAD}    routes: [&r {{path: /a}}, {}]\n",
+            vec!["*r"; 1_001].join(",")
+        );
+        assert_err(
+            &aliases,
+            "the document is too large or too deeply aliased: more than 1000 aliases (*name); a probe file may use at most 1000",
+        );
+        let mut bomb = format!(
+            "{HEAD}    routes:\n      - path: /a\n        expect:\n          json:\n            a: &a [x,x,x,x,x,x,x,x,x]\n"
+        );
+        for i in 0..8u8 {
+            let (prev, cur) = ((b'a' + i) as char, (b'b' + i) as char);
+            bomb.push_str(&format!(
+                "            {cur}: &{cur} [{}]\n",
+                vec![format!("*{prev}"); 9].join(",")
+            ));
+        }
+        assert_err(
+            &bomb,
+            "the document is too large or too deeply aliased: aliases expand to more than 50000 replayed events",
+        );
+        for got in [err(&deep(300)), err(&aliases), err(&bomb)] {
+            assert!(
+                !got.contains("budget breached") && !got.contains('{') && !got.contains("500000"),
+                "no Debug dump, no unrelated limit: {got}"
+            );
+        }
+        assert_err(
+            &format!("{TARGET}---\n{TARGET}"),
+            "p.yaml:5:1: more than one YAML document ('---'); a probe file is a single document",
+        );
+    }
+
+    #[test]
+    fn the_readme_quotes_the_limits_the_loader_enforces() {
+        let readme = include_str!("../README.md");
+        let spaced = |n: usize| {
+            let digits = n.to_string();
+            let mut out = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                    out.push(' ');
+                }
+                out.push(c);
+            }
+            out
+        };
+        let sentence = format!(
+            "more than {} YAML aliases or {} alias-replayed events (a \"billion laughs\" bomb), nesting deeper than {}",
+            spaced(MAX_ALIASES),
+            spaced(MAX_REPLAYED_EVENTS),
+            MAX_DEPTH
+        );
+        let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains(&sentence),
+            "README Security must say: {sentence}"
+        );
+    }
+
+    #[test]
+    fn a_control_character_in_a_target_name_says_which_characters_are_accepted() {
+        let got = err(
+            "targets:\n  - name: \"nl\\nevent=fake\"\n    base_url: http://x\n    routes: [ { path: /ok } ]\n",
+        );
+        assert_eq!(
+            got,
+            "p.yaml:2:11: invalid target name \"nl\\nevent=fake\": it contains the control character '\\n'; expected one line of printable characters (letters, digits, spaces and punctuation; no newlines, tabs or other control characters)"
+        );
+        assert_err(
+            "targets:\n  - name: \" \"\n    base_url: http://x\n    routes: [ { path: /ok } ]\n",
+            "p.yaml:2:11: invalid target name \" \"; expected a non-empty name such as web",
+        );
+    }
+
+    #[test]
+    fn a_password_in_a_base_url_is_a_secret_and_leaves_every_url() {
+        let plan = parse(
+            "targets:\n  - name: a\n    base_url: http://user:s3cr%40t@127.0.0.1:1/api\n    routes: [ { path: /ok } ]\n",
+            "p.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        for secret in ["s3cr%40t", "s3cr@t"] {
+            assert!(
+                plan.secrets.iter().any(|s| s == secret),
+                "{:?}",
+                plan.secrets
+            );
+        }
+        let t = &plan.targets[0];
+        assert_eq!(
+            t.endpoint,
+            Endpoint::Http {
+                base: "http://127.0.0.1:1/api".into()
+            }
+        );
+        assert_eq!(t.routes[0].url, "http://127.0.0.1:1/api/ok");
+        // The credentials still go out, as the HTTP client would have sent them.
+        let auth = &t.routes[0].headers[0];
+        assert_eq!(auth.name, reqwest::header::AUTHORIZATION);
+        assert_eq!(auth.value, format!("Basic {}", base64(b"user:s3cr@t")));
+        assert!(auth.secret && auth.value.is_sensitive());
+        assert!(
+            plan.redact(&format!("{auth:?} s3cr@t s3cr%40t"))
+                .matches("<redacted>")
+                .count()
+                == 2
+        );
+
+        // An explicit Authorization header wins over the userinfo.
+        let plan = parse(
+            "targets:\n  - name: a\n    base_url: http://user:hunter2@x\n    headers: { Authorization: Bearer t }\n    routes: [ { path: /ok } ]\n",
+            "p.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let auths: Vec<_> = plan.targets[0].routes[0]
+            .headers
+            .iter()
+            .filter(|h| h.name == reqwest::header::AUTHORIZATION)
+            .collect();
+        assert_eq!(auths.len(), 1);
+        assert_eq!(auths[0].value, "Bearer t");
+        assert!(plan.secrets.iter().any(|s| s == "hunter2"));
+
+        // Errors that echo the URL never echo the password.
+        let got = err(
+            "targets:\n  - name: a\n    base_url: \"http://user:hunter2@x?q\"\n    routes: [ { path: /ok } ]\n",
+        );
+        assert!(
+            got.contains("http://user:***@x?q") && !got.contains("hunter2"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn a_password_in_an_ad_hoc_url_is_a_secret_and_leaves_the_url() {
+        let plan = ad_hoc(&["http://user:hunter2@127.0.0.1:1/ok".to_string()], &[]).unwrap();
+        assert!(
+            plan.secrets.iter().any(|s| s == "hunter2"),
+            "{:?}",
+            plan.secrets
+        );
+        let route = &plan.targets[0].routes[0];
+        assert_eq!(route.url, "http://127.0.0.1:1/ok");
+        assert_eq!(
+            route.headers[0].value,
+            format!("Basic {}", base64(b"user:hunter2"))
+        );
+        let e = ad_hoc(&["http://user:hunter2@127.0.0.1:99999/".to_string()], &[]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Structured log lines on stderr: `level=warn event=probe_failed target=api route=/health …`.
-//! Under journald (`JOURNAL_STREAM` set) each line starts with its syslog priority (`<4>`) so
-//! `journalctl -p warning` works. Secrets never reach this module: callers pass only names,
-//! outcomes and numbers.
+//! Under journald (stderr is the stream `JOURNAL_STREAM` names) each line starts with its
+//! syslog priority (`<4>`) so `journalctl -p warning` works. Secrets never reach this module:
+//! callers pass only names, outcomes and numbers.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -42,6 +42,19 @@ struct Settings {
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+/// Whether stderr is the journal: `JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd) names
+/// the very file stderr is. An inherited variable with stderr redirected elsewhere (a pipe, a
+/// file) does not count, as systemd's documentation asks.
+pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    rustix::fs::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
 
 /// Set once by the binary: the most verbose level printed, and whether stderr is the journal.
 pub fn init(max: Level, journald: bool) {

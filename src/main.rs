@@ -150,7 +150,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journald = log::stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
     let (quiet, verbose) = match &cli.command {
         Command::Check(a) => (a.quiet, a.verbose),
         _ => (false, 0),
@@ -327,7 +327,7 @@ fn check(args: CheckArgs) -> Exit {
             if let (Ok(report), Some(url)) = (&mut r, push_url) {
                 let metrics = report::prometheus(report);
                 if let Err(e) = push::push(url, &plan.user_agent, metrics).await {
-                    log::emit(Level::Error, "push_failed", &[("error", &e)]);
+                    log::emit(Level::Warn, "push_failed", &[("error", &e)]);
                     report.warnings.push(e);
                 }
             }
@@ -353,8 +353,9 @@ fn check(args: CheckArgs) -> Exit {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(
                 err,
-                "routewatch: interrupted after {} of {total} routes:",
-                done.len()
+                "routewatch: interrupted after {} of {total} routes{}",
+                done.len(),
+                if done.is_empty() { "" } else { ":" }
             );
             for line in &done {
                 let _ = writeln!(err, "  {line}");
@@ -464,7 +465,12 @@ fn emit(text: &str, output: Option<&Path>) -> Result<(), String> {
 }
 
 fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::ProgressBar> {
-    if quiet || !std::io::stderr().is_terminal() {
+    // Never under systemd (INVOCATION_ID) or CI (CI=true in every common CI system), even
+    // when they hand us a terminal.
+    let unattended = ["CI", "INVOCATION_ID"]
+        .iter()
+        .any(|v| env(v).is_some_and(|x| !x.is_empty() && x != "false" && x != "0"));
+    if quiet || unattended || !std::io::stderr().is_terminal() {
         return None;
     }
     let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
@@ -640,8 +646,18 @@ fn status(state_dir: Option<PathBuf>) -> Exit {
             );
         }
     };
-    let st: state::State = match serde_json::from_slice(&bytes) {
-        Ok(s) => s,
+    let st: state::State = match serde_json::from_slice::<state::State>(&bytes) {
+        Ok(s) if s.version == 1 => s,
+        Ok(s) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!(
+                    "{} has unknown version {} (this routewatch writes 1); the next check sets it aside",
+                    path.display(),
+                    s.version
+                ),
+            );
+        }
         Err(e) => {
             return fail(
                 Exit::CouldNotRun,

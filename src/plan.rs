@@ -63,6 +63,17 @@ impl Target {
         self.use_env_proxy
             || matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
     }
+
+    /// The HTTP client's connect timeout: `connect_timeout`, kept under the shortest route
+    /// `timeout` (at most 90 % of it), so a connection that never opens ends as
+    /// `connect_timeout` rather than as a `timeout` of the whole attempt.
+    pub fn http_connect_timeout(&self) -> Duration {
+        self.routes
+            .iter()
+            .map(|r| r.timing.timeout.mul_f64(0.9))
+            .min()
+            .map_or(self.connect_timeout, |t| t.min(self.connect_timeout))
+    }
 }
 
 #[derive(Debug, Clone, Default)]

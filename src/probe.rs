@@ -27,6 +27,10 @@ pub struct RouteResult {
     pub elapsed: Duration,
     /// Why it failed (or why it is only a warning); `None` when ok.
     pub error: Option<String>,
+    /// The run's deadline (`run_timeout`), not the route's own timeout, ended it: it never got
+    /// an attempt, or its last attempt had less time than `timeout`. Not evidence of a hang.
+    #[serde(skip)]
+    pub cut_short: bool,
 }
 
 pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -48,8 +52,26 @@ pub struct Prober {
 }
 
 struct TargetClient {
+    /// Keep-alive pool (`None` for plain TCP targets).
     http: Option<reqwest::Client>,
+    /// Keeps no idle connection: every request on it opens a new one. For re-sends after a
+    /// dead connection and for recovery's re-probes. Built on first use.
+    fresh: std::sync::OnceLock<reqwest::Client>,
     limit: Arc<Semaphore>,
+}
+
+impl TargetClient {
+    fn fresh(&self, user_agent: &str, t: &Target) -> reqwest::Client {
+        self.fresh
+            .get_or_init(|| {
+                build_client(user_agent, t, 0).unwrap_or_else(|_| {
+                    // The pooled client was built from the same settings, so this cannot
+                    // fail in practice; fall back to it rather than fail the probe.
+                    self.http.clone().expect("HTTP targets have a client")
+                })
+            })
+            .clone()
+    }
 }
 
 /// Called as each route finishes (progress bar, log lines).
@@ -72,6 +94,7 @@ impl Prober {
                         Endpoint::Tcp { .. } => None,
                         _ => Some(build_client(&plan.user_agent, t, idle_cap)?),
                     },
+                    fresh: std::sync::OnceLock::new(),
                     limit: Arc::new(Semaphore::new(t.concurrency)),
                 })
             })
@@ -100,7 +123,22 @@ impl Prober {
             .enumerate()
             .flat_map(|(ti, t)| (0..t.routes.len()).map(move |ri| (ti, ri)))
             .collect();
-        let results = self.probe_picks(&picks, deadline, observer).await;
+        // Core routes queue first: with a small `concurrency` or a short `run_timeout`, the
+        // liveness answer must not wait behind heavy auxiliary pages.
+        let mut order: Vec<usize> = (0..picks.len()).collect();
+        order.sort_by_key(|&i| {
+            let (ti, ri) = picks[i];
+            self.plan.targets[ti].routes[ri].class != Class::Core
+        });
+        let queued: Vec<(usize, usize)> = order.iter().map(|&i| picks[i]).collect();
+        let mut results: Vec<Option<RouteResult>> = vec![None; picks.len()];
+        for (&i, r) in order
+            .iter()
+            .zip(self.probe_picks(&queued, deadline, observer, false).await)
+        {
+            results[i] = Some(r);
+        }
+        let results = results.into_iter().map(|r| r.expect("every route probed"));
         let mut out: Vec<Vec<RouteResult>> = self
             .plan
             .targets
@@ -113,7 +151,9 @@ impl Prober {
         out
     }
 
-    /// Probe some routes of one target again (recovery's confirm and verify steps).
+    /// Probe some routes of one target again (recovery's confirm and verify steps), each
+    /// attempt on a new connection: a pooled connection the server closed while recovery
+    /// talked to systemd must never read as a hang.
     pub async fn probe_routes(
         self: &Arc<Self>,
         target: usize,
@@ -121,7 +161,7 @@ impl Prober {
         deadline: Instant,
     ) -> Vec<RouteResult> {
         let picks: Vec<(usize, usize)> = routes.iter().map(|&r| (target, r)).collect();
-        self.probe_picks(&picks, deadline, None).await
+        self.probe_picks(&picks, deadline, None, true).await
     }
 
     /// The one place where probes run concurrently: a task per route, each attempt holding a
@@ -131,13 +171,14 @@ impl Prober {
         picks: &[(usize, usize)],
         deadline: Instant,
         observer: Option<Observer>,
+        fresh: bool,
     ) -> Vec<RouteResult> {
         let mut set = JoinSet::new();
         for (i, &(ti, ri)) in picks.iter().enumerate() {
             let me = Arc::clone(self);
             let observer = observer.clone();
             set.spawn(async move {
-                let r = me.probe_route(ti, ri, deadline).await;
+                let r = me.probe_route(ti, ri, deadline, fresh).await;
                 if let Some(obs) = observer {
                     obs(&me.plan.targets[ti], &r);
                 }
@@ -157,43 +198,93 @@ impl Prober {
             .collect()
     }
 
-    async fn probe_route(&self, ti: usize, ri: usize, deadline: Instant) -> RouteResult {
+    async fn probe_route(
+        &self,
+        ti: usize,
+        ri: usize,
+        deadline: Instant,
+        fresh: bool,
+    ) -> RouteResult {
         let target = &self.plan.targets[ti];
         let route = &target.routes[ri];
         let client = &self.targets[ti];
         let start = Instant::now();
         let mut attempts = 0u32;
+        let mut last: Option<Attempt> = None;
+        let result = |a: Attempt, attempts: u32| RouteResult {
+            path: route.path.clone(),
+            url: route.url.clone(),
+            class: route.class,
+            outcome: a.outcome,
+            status_code: a.status,
+            attempts,
+            elapsed: start.elapsed(),
+            // Anything the server echoed back of a secret never leaves.
+            error: a.error.map(|e| self.plan.redact(&e)),
+            cut_short: a.cut_short,
+        };
         loop {
-            let now = Instant::now();
-            let remaining = deadline.saturating_duration_since(now);
-            attempts += 1;
-            // When the attempt itself started (after waiting for its permits): the backoff
-            // counts from there, not from the queueing.
-            let mut started = now;
-            let a = if remaining.is_zero() {
-                Attempt::fail(
-                    Outcome::Timeout,
-                    "run deadline reached before the attempt".into(),
-                )
-            } else {
-                let _target_permit = client
+            let permits = if Instant::now() < deadline {
+                let target_permit = client
                     .limit
                     .acquire()
                     .await
                     .expect("semaphore never closed");
-                let _global_permit = self.global.acquire().await.expect("semaphore never closed");
-                started = Instant::now();
-                let budget = route
-                    .timing
-                    .timeout
-                    .min(deadline.saturating_duration_since(Instant::now()));
-                match &client.http {
-                    Some(http) => {
-                        attempt_http(http, target, route, budget, &self.plan.secrets).await
-                    }
-                    None => attempt_tcp(target, route, budget).await,
-                }
+                let global_permit = self.global.acquire().await.expect("semaphore never closed");
+                Some((target_permit, global_permit))
+            } else {
+                None
             };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if permits.is_none() || remaining.is_zero() {
+                // Out of run time while queued: keep what the last attempt said, or say that
+                // the route was never probed.
+                let a = match last {
+                    Some(mut a) => {
+                        a.error = Some(format!(
+                            "{}; no time left for another attempt (run_timeout {})",
+                            a.error.unwrap_or_else(|| a.outcome.to_string()),
+                            fmt_duration(self.plan.run_timeout)
+                        ));
+                        a
+                    }
+                    None => {
+                        let mut a = Attempt::fail(
+                            Outcome::Timeout,
+                            format!(
+                                "not probed: the run's deadline (run_timeout {}) passed while it waited for a connection slot",
+                                fmt_duration(self.plan.run_timeout)
+                            ),
+                        );
+                        a.cut_short = true;
+                        a
+                    }
+                };
+                return result(a, attempts);
+            }
+            attempts += 1;
+            // The attempt starts now (after waiting for its permits): the backoff counts from
+            // here, not from the queueing.
+            let started = Instant::now();
+            let budget = route.timing.timeout.min(remaining);
+            let mut a = match &client.http {
+                Some(http) => {
+                    let fresh_client = || client.fresh(&self.plan.user_agent, target);
+                    let (first, resend) = if fresh {
+                        (fresh_client(), None)
+                    } else {
+                        (
+                            http.clone(),
+                            Some(&fresh_client as &(dyn Fn() -> reqwest::Client + Sync)),
+                        )
+                    };
+                    attempt_http(&first, resend, target, route, budget, &self.plan.secrets).await
+                }
+                None => attempt_tcp(target, route, budget).await,
+            };
+            drop(permits);
+            a.cut_short = budget < route.timing.timeout
+                && matches!(a.outcome, Outcome::Timeout | Outcome::ConnectTimeout);
             if a.local_exhaustion && !deadline.saturating_duration_since(Instant::now()).is_zero() {
                 attempts -= 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -219,20 +310,9 @@ impl Prober {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
+                    last = Some(a);
                 }
-                Next::Stop => {
-                    return RouteResult {
-                        path: route.path.clone(),
-                        url: route.url.clone(),
-                        class: route.class,
-                        outcome: a.outcome,
-                        status_code: a.status,
-                        attempts,
-                        elapsed: start.elapsed(),
-                        // Anything the server echoed back of a secret never leaves.
-                        error: a.error.map(|e| self.plan.redact(&e)),
-                    };
-                }
+                Next::Stop => return result(a, attempts),
             }
         }
     }
@@ -263,7 +343,7 @@ fn build_client(
     };
     let mut b = reqwest::Client::builder()
         .user_agent(user_agent)
-        .connect_timeout(t.connect_timeout)
+        .connect_timeout(t.http_connect_timeout())
         .redirect(reqwest::redirect::Policy::none())
         .retry(reqwest::retry::never())
         .http1_only()
@@ -343,6 +423,8 @@ struct Attempt {
     /// We ran out of file descriptors ourselves: says nothing about the target, so the
     /// attempt is made again (not counted) once a connection has been freed.
     local_exhaustion: bool,
+    /// See [`RouteResult::cut_short`].
+    cut_short: bool,
 }
 
 impl Attempt {
@@ -353,6 +435,18 @@ impl Attempt {
             retry_after: None,
             error: Some(error),
             local_exhaustion: false,
+            cut_short: false,
+        }
+    }
+
+    fn ok(status: Option<u16>) -> Attempt {
+        Attempt {
+            outcome: Outcome::Ok,
+            status,
+            retry_after: None,
+            error: None,
+            local_exhaustion: false,
+            cut_short: false,
         }
     }
 }
@@ -372,13 +466,7 @@ async fn attempt_tcp(target: &Target, route: &Route, budget: Duration) -> Attemp
             Outcome::ConnectTimeout,
             format!("no connection to {} within {connect_budget:?}", route.path),
         ),
-        Ok(Ok(_)) => Attempt {
-            outcome: Outcome::Ok,
-            status: None,
-            retry_after: None,
-            error: None,
-            local_exhaustion: false,
-        },
+        Ok(Ok(_)) => Attempt::ok(None),
         Ok(Err(e)) => {
             let outcome = match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
@@ -408,14 +496,15 @@ fn request_url(target: &Target, route: &Route) -> String {
 
 async fn attempt_http(
     http: &reqwest::Client,
+    resend_on: Option<&(dyn Fn() -> reqwest::Client + Sync)>,
     target: &Target,
     route: &Route,
     budget: Duration,
     secrets: &[String],
 ) -> Attempt {
     let started = Instant::now();
-    let build = || {
-        let mut req = http.request(route.method.clone(), request_url(target, route));
+    let build = |c: &reqwest::Client| {
+        let mut req = c.request(route.method.clone(), request_url(target, route));
         for h in &route.headers {
             req = req.header(h.name.clone(), h.value.clone());
         }
@@ -425,11 +514,21 @@ async fn attempt_http(
         req
     };
     let run = async {
-        // A connection the server closes right after accepting can fail the request before
-        // it was written (hyper: "connection was not ready"); it was never sent, so send it
-        // once more before judging.
-        let resp = match build().send().await {
-            Err(e) if is_unsent(&e) => build().send().await,
+        let resp = match build(http).send().await {
+            // The request died on its connection before a byte of answer: never written
+            // (a connection closed right after accept), or written on a pooled keep-alive
+            // connection the server had just closed. Send it once more, at once, on a new
+            // connection, as curl and browsers do; a server that really drops connections
+            // fails the same way again. Only idempotent requests are re-sent once written.
+            Err(e)
+                if resend_on.is_some()
+                    && (is_unsent(&e)
+                        || (route.method.is_idempotent()
+                            && matches!(classify(&e).0, Outcome::Reset | Outcome::EmptyReply))) =>
+            {
+                let fresh = resend_on.expect("checked")();
+                build(&fresh).send().await
+            }
             other => other,
         };
         let resp = match resp {
@@ -443,13 +542,57 @@ async fn attempt_http(
         };
         judge_response(resp, route, started, secrets).await
     };
-    match tokio::time::timeout(budget, run).await {
+    let a = match tokio::time::timeout(budget, run).await {
         Ok(a) => a,
         Err(_) => Attempt::fail(
             Outcome::Timeout,
             format!("no complete response within {}", fmt_duration(budget)),
         ),
+    };
+    if a.outcome == Outcome::ConnectTimeout && target.speaks_tls() && !target.use_env_proxy {
+        // reqwest's connect phase includes the TLS handshake. If TCP connects, the stall was
+        // in the handshake: connected, no answer, the hung signature of a server doing TLS
+        // in-process. Outside the attempt's budget; bounded by connect_timeout and 1 s.
+        let connect_timeout = target.http_connect_timeout();
+        if tcp_connects(target, connect_timeout.min(Duration::from_secs(1))).await {
+            return Attempt::fail(
+                Outcome::Timeout,
+                format!(
+                    "TCP connected, but the TLS handshake did not finish within {}",
+                    fmt_duration(connect_timeout.min(budget))
+                ),
+            );
+        }
     }
+    a
+}
+
+/// Whether a plain TCP connection to an HTTP(S) target's host and port opens within `within`.
+async fn tcp_connects(target: &Target, within: Duration) -> bool {
+    let Endpoint::Http { base } = &target.endpoint else {
+        return false;
+    };
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let family = target.ip;
+    let attempt = async move {
+        let addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
+        let addr = addrs.into_iter().find(|a| match family {
+            IpFamily::V4 => a.is_ipv4(),
+            IpFamily::V6 => a.is_ipv6(),
+            IpFamily::Any => true,
+        })?;
+        tokio::net::TcpStream::connect(addr).await.ok()
+    };
+    matches!(tokio::time::timeout(within, attempt).await, Ok(Some(_)))
 }
 
 async fn judge_response(
@@ -466,11 +609,8 @@ async fn judge_response(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
     let base = Attempt {
-        outcome: Outcome::Ok,
-        status: Some(status),
         retry_after,
-        error: None,
-        local_exhaustion: false,
+        ..Attempt::ok(Some(status))
     };
 
     if status == 429 && !(expect.status_ok(429) && expect.status != [(200, 399)]) {
@@ -562,11 +702,7 @@ async fn judge_response(
         };
     }
     if expect.needs_body() {
-        // A substring or pattern found within the first max_body bytes is a pass; anything
-        // else (JSON needs the whole document) cannot be decided on a cut body.
-        let decided_on_prefix =
-            expect.json.is_empty() && check_body(expect, &body, secrets).is_none();
-        if truncated && !decided_on_prefix {
+        if truncated && !passes_on_prefix(expect, &body) {
             return Attempt {
                 outcome: Outcome::TooLarge,
                 error: Some(format!(
@@ -597,6 +733,30 @@ async fn judge_response(
         };
     }
     base
+}
+
+/// Whether the body checks pass on a body cut at `max_body` whatever follows the cut: a
+/// substring found in the prefix, a pattern whose shortest match ends before the cut (an
+/// anchor such as `$` or `\b` right at the cut saw the end of the prefix, not of the body).
+/// JSON needs the whole document. Pure.
+pub fn passes_on_prefix(expect: &crate::plan::Expect, prefix: &[u8]) -> bool {
+    if !expect.json.is_empty() {
+        return false;
+    }
+    let text = String::from_utf8_lossy(prefix);
+    // The cut may split a multi-byte character.
+    let text = text.trim_end_matches('\u{FFFD}');
+    if let Some(needle) = &expect.body_contains
+        && !text.contains(needle.as_str())
+    {
+        return false;
+    }
+    if let Some(re) = &expect.body_regex
+        && re.shortest_match(text).is_none_or(|end| end >= text.len())
+    {
+        return false;
+    }
+    true
 }
 
 /// Body, regex and JSON expectations; `Some(reason)` on the first mismatch. Pure.
@@ -740,7 +900,15 @@ fn classify(e: &reqwest::Error) -> (Outcome, String) {
                 break;
             }
         }
-        source = s.source();
+        // `io::Error::source()` skips a custom inner error and returns *its* source: walk
+        // into the inner error itself, or a wrapped rustls error is never seen.
+        source = match s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
     }
     let outcome = outcome.unwrap_or_else(|| {
         if e.is_timeout() {
@@ -838,6 +1006,35 @@ mod tests {
                 .collect(),
             ..Expect::default()
         }
+    }
+
+    #[test]
+    fn a_cut_body_passes_only_when_the_cut_cannot_matter() {
+        let re = |p: &str| Expect {
+            body_regex: Some(regex::Regex::new(p).unwrap()),
+            ..Expect::default()
+        };
+        let prefix = "a".repeat(4096);
+        // `$` would match at the cut, not at the end of the real (longer) body.
+        assert!(!passes_on_prefix(&re("^a{4096}$"), prefix.as_bytes()));
+        assert!(passes_on_prefix(&re("^a{10}"), prefix.as_bytes()));
+        // `\b` right at the cut looks at the end of the prefix only.
+        assert!(!passes_on_prefix(&re(r"ready\b"), b"status: ready"));
+        assert!(passes_on_prefix(&re(r"ready\b"), b"status: ready; more"));
+        assert!(!passes_on_prefix(&re("never"), prefix.as_bytes()));
+        let contains = |n: &str| Expect {
+            body_contains: Some(n.into()),
+            ..Expect::default()
+        };
+        assert!(passes_on_prefix(&contains("aaa"), prefix.as_bytes()));
+        assert!(!passes_on_prefix(&contains("b"), prefix.as_bytes()));
+        // A multi-byte character split by the cut is not part of the text.
+        assert!(passes_on_prefix(&re("é$|ok"), "ok é".as_bytes()));
+        assert!(!passes_on_prefix(&re("x$"), &"x\u{e9}".as_bytes()[..2]));
+        assert!(!passes_on_prefix(
+            &expect_json(&[("status", json!("ok"))]),
+            br#"{"status":"ok"}"#
+        ));
     }
 
     #[test]

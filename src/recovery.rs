@@ -57,8 +57,10 @@ pub struct RecoveryReport {
 #[derive(Debug, Clone)]
 pub struct DecisionInput<'a> {
     pub verdict: Verdict,
-    /// Outcomes of the failing core routes.
+    /// Outcomes of the failing core routes that had their full time.
     pub core_failures: Vec<Outcome>,
+    /// Failing core routes the run's deadline cut short (never evidence of a hang).
+    pub cut_short: usize,
     pub policy: &'a RecoveryPolicy,
     pub state: &'a TargetState,
     pub lock_held_elsewhere: bool,
@@ -78,6 +80,12 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
         }
         Verdict::Healthy | Verdict::Degraded => return Err("core routes are fine".into()),
         Verdict::Unhealthy => {}
+    }
+    if input.core_failures.is_empty() && input.cut_short > 0 {
+        return Err(format!(
+            "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+            input.cut_short
+        ));
     }
     if !input.core_failures.iter().any(|o| p.on.contains(o)) {
         let mut seen: Vec<&str> = input.core_failures.iter().map(|o| o.as_str()).collect();
@@ -251,7 +259,15 @@ impl Recoverer<'_> {
             .collect();
         let input = DecisionInput {
             verdict: case.verdict,
-            core_failures: failing.iter().map(|&i| case.routes[i].outcome).collect(),
+            core_failures: failing
+                .iter()
+                .filter(|&&i| !case.routes[i].cut_short)
+                .map(|&i| case.routes[i].outcome)
+                .collect(),
+            cut_short: failing
+                .iter()
+                .filter(|&&i| case.routes[i].cut_short)
+                .count(),
             policy: &policy,
             state,
             lock_held_elsewhere: case.lock_held_elsewhere,
@@ -578,6 +594,7 @@ mod tests {
         DecisionInput {
             verdict: Verdict::Unhealthy,
             core_failures: vec![Outcome::Timeout],
+            cut_short: 0,
             policy,
             state,
             lock_held_elsewhere: false,
@@ -642,6 +659,14 @@ mod tests {
                     ..input(&p, &s1, now)
                 },
                 "not a hang",
+            ),
+            (
+                DecisionInput {
+                    core_failures: vec![],
+                    cut_short: 2,
+                    ..input(&p, &s1, now)
+                },
+                "run_timeout",
             ),
             (
                 DecisionInput {

@@ -148,6 +148,16 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
     let now = SystemTime::now();
     for t in &targets {
         state.record_verdict(&t.name, t.verdict, now);
+        if let Some(why) = verdict_warning(t) {
+            log_event!(
+                Level::Warn,
+                "target_verdict",
+                "target" = t.name,
+                "verdict" = t.verdict.as_str(),
+                "reason" = why
+            );
+            warnings.push(format!("target {}: {} ({why})", t.name, t.verdict.as_str()));
+        }
     }
 
     let recoverer = Recoverer {
@@ -288,5 +298,30 @@ async fn save_patiently(store: &Store, state: &State) -> Result<(), StateError> 
             }
             other => return other,
         }
+    }
+}
+
+/// Why a target that exits 0 is not simply healthy: `unknown` and `degraded` each earn one
+/// warning line. Pure.
+fn verdict_warning(t: &TargetReport) -> Option<String> {
+    let paths = |keep: &dyn Fn(&RouteResult) -> bool| {
+        t.routes
+            .iter()
+            .filter(|r| keep(r))
+            .map(|r| format!("{} {}", r.path, r.outcome))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match t.verdict {
+        Verdict::Unknown => Some(format!(
+            "every core route is rate-limited (429), nothing proves it alive or hung: {}",
+            paths(&|r| r.class == crate::plan::Class::Core)
+        )),
+        Verdict::Degraded => Some(format!(
+            "core routes pass; not fine: {}",
+            paths(&|r| r.outcome != crate::outcome::Outcome::Ok
+                && r.outcome != crate::outcome::Outcome::RateLimited)
+        )),
+        Verdict::Healthy | Verdict::Unhealthy => None,
     }
 }

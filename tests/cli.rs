@@ -504,22 +504,43 @@ fn a_corrupt_state_file_is_set_aside_and_the_run_still_probes() {
 }
 
 #[test]
-fn journald_stream_gets_syslog_priorities() {
+fn journald_stream_gets_syslog_priorities_only_when_stderr_is_that_stream() {
+    use std::os::unix::fs::MetadataExt;
     let s = server();
     let dir = tempfile::tempdir().unwrap();
-    let o = run(rw()
-        .args(["check", "--url"])
-        .arg(format!("http://127.0.0.1:{}/nope", s.port))
-        .env("JOURNAL_STREAM", "8:1234")
-        .current_dir(dir.path()));
-    assert_eq!(o.code, 1);
+    // stderr is a file here; JOURNAL_STREAM naming that file (device:inode) is what systemd
+    // sets when stderr is the journal.
+    let run_with = |journal_stream: &dyn Fn(&std::fs::Metadata) -> String| {
+        let path = dir.path().join("stderr");
+        let file = std::fs::File::create(&path).unwrap();
+        let value = journal_stream(&file.metadata().unwrap());
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_routewatch"))
+            .args(["check", "--url"])
+            .arg(format!("http://127.0.0.1:{}/nope", s.port))
+            .env("JOURNAL_STREAM", value)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1));
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let ours = run_with(&|m| format!("{}:{}", m.dev(), m.ino()));
     assert!(
-        o.stderr
-            .lines()
+        ours.lines()
             .any(|l| l.starts_with("<4>level=warn event=probe_failed")),
-        "{}",
-        o.stderr
+        "{ours}"
     );
+    // Inherited from a service but stderr redirected elsewhere: plain lines.
+    let inherited = run_with(&|m| format!("{}:{}", m.dev(), m.ino() + 1));
+    assert!(
+        inherited
+            .lines()
+            .any(|l| l.starts_with("level=warn event=probe_failed")),
+        "{inherited}"
+    );
+    assert!(!inherited.contains("<4>"), "{inherited}");
 }
 
 #[test]

@@ -309,7 +309,7 @@ fn push_puts_the_metrics_to_the_gateway_group_and_keeps_the_exit_code() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "unhealthy, pushed or not");
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(doc["warnings"], serde_json::json!([]), "{doc}");
+    assert!(!doc["warnings"].to_string().contains("push"), "{doc}");
     let (head, body) = requests
         .recv_timeout(std::time::Duration::from_secs(5))
         .expect("the gateway got a request");

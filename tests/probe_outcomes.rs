@@ -80,8 +80,56 @@ async fn close_without_a_byte_is_empty_reply() {
     let r = one_route(&file(&srv.base_url(), &fast(1), "- path: /")).await;
     assert_eq!(r.outcome, Outcome::EmptyReply, "{r:?}");
     assert_eq!(r.attempts, 2, "empty_reply is transient");
-    assert_eq!(srv.stats.request_count(), 2);
+    // Each attempt's request is re-sent once at once on a new connection (a dead keep-alive
+    // connection is not a hang), so the server saw it twice per attempt.
+    assert_eq!(srv.stats.request_count(), 4);
     assert!(r.elapsed < ms(1000), "{r:?}");
+}
+
+/// Answers the first request of each connection (keep-alive), and aborts the connection when
+/// a second request arrives on it: the race of a server closing an idle keep-alive
+/// connection just as the client reuses it.
+fn one_request_per_connection() -> Script {
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    Script::each(move |r| {
+        if seen.lock().unwrap().insert(r.conn) {
+            ok("fine")
+        } else {
+            Reply::Reset
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_the_server_dropped_is_not_a_failure() {
+    let srv = Server::start(one_request_per_connection()).await;
+    let routes: String = (0..30).map(|i| format!("- path: /r{i}\n")).collect();
+    let report = check(&file(
+        &srv.base_url(),
+        "timeout: 2s\nretries: 0\nconcurrency: 1",
+        &routes,
+    ))
+    .await;
+    let routes = &report.targets[0].routes;
+    let bad: Vec<_> = routes.iter().filter(|r| r.outcome != Outcome::Ok).collect();
+    assert!(bad.is_empty(), "every route ok with retries: 0: {bad:#?}");
+    assert!(routes.iter().all(|r| r.attempts == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_never_re_sent_once_written() {
+    let srv = Server::start(one_request_per_connection()).await;
+    let r = check(&file(
+        &srv.base_url(),
+        "timeout: 2s\nretries: 0\nconcurrency: 1",
+        "- { path: /first }\n- { path: /rpc, method: POST, body: '{}' }\n",
+    ))
+    .await;
+    let rpc = &r.targets[0].routes[1];
+    // /first ran first (concurrency 1, plan order), so /rpc reused its connection and hit
+    // the reset; a POST may have been processed, so it is not sent again.
+    assert_eq!(rpc.outcome, Outcome::Reset, "{rpc:?}");
+    assert_eq!(srv.stats.request_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,6 +501,17 @@ async fn a_full_accept_queue_is_connect_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_connection_within_a_route_timeout_shorter_than_connect_timeout_is_connect_timeout() {
+    // timeout 300ms < connect_timeout 3s (the default): the connect still never happened, so
+    // it must not read as the hung signature.
+    let hole = blackhole().await;
+    let base = format!("http://{}", hole.addr);
+    let r = one_route(&file(&base, "timeout: 300ms\nretries: 0", "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ConnectTimeout, "{r:?}");
+    assert_between("elapsed", r.elapsed, ms(200), ms(800));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_under_dot_invalid_is_dns() {
     // RFC 2606: `.invalid` never resolves. Not retried.
     let started = Instant::now();
@@ -750,6 +809,58 @@ async fn the_run_timeout_cuts_a_hung_probe_short() {
     assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
     assert_eq!(r.attempts, 1, "no retry can start after the run deadline");
     assert_between("elapsed", r.elapsed, ms(500), ms(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_the_run_deadline_cut_short_are_marked_and_never_counted_as_probed() {
+    let srv = Server::start(Script::always(Reply::Hang)).await;
+    let yaml = format!(
+        "defaults:\n  run_timeout: 300ms\n{}",
+        file(
+            &srv.base_url(),
+            "timeout: 250ms\nretries: 0\nconcurrency: 1",
+            "- path: /a\n- path: /b\n- path: /c"
+        )
+    );
+    let report = check(&yaml).await;
+    let r = &report.targets[0].routes;
+    assert!(r.iter().all(|r| r.outcome == Outcome::Timeout), "{r:#?}");
+    // /a had its whole timeout: evidence of a hang. /b started with less than its timeout
+    // left, /c never got the connection slot: neither is.
+    assert!(!r[0].cut_short, "{:?}", r[0]);
+    assert!(r[1].cut_short, "{:?}", r[1]);
+    assert!(r[2].cut_short, "{:?}", r[2]);
+    assert_eq!(r[2].attempts, 0, "{:?}", r[2]);
+    assert!(
+        r[2].error.as_deref().unwrap_or("").contains("not probed"),
+        "{:?}",
+        r[2]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_routes_are_probed_before_auxiliary_ones() {
+    let srv = Server::start(Script::each(|r| {
+        if r.path.starts_with("/heavy") {
+            Reply::Hang
+        } else {
+            ok("fine")
+        }
+    }))
+    .await;
+    let yaml = format!(
+        "defaults:\n  run_timeout: 500ms\n{}",
+        file(
+            &srv.base_url(),
+            "timeout: 400ms\nretries: 0\nconcurrency: 1",
+            "- { path: /heavy/1, class: auxiliary }\n- { path: /heavy/2, class: auxiliary }\n- { path: /health, class: core }\n- { path: /ready, class: core }"
+        )
+    );
+    let report = check(&yaml).await;
+    let r = &report.targets[0].routes;
+    assert_eq!(r[2].outcome, Outcome::Ok, "{r:#?}");
+    assert_eq!(r[3].outcome, Outcome::Ok, "{r:#?}");
+    assert_eq!(report.targets[0].verdict, Verdict::Degraded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1108,3 +1108,64 @@ fn ip_v6_reaches_a_v6_server_and_never_falls_back_to_v4() {
         "ip: v6 never falls back to the IPv4 server"
     );
 }
+
+/// A plain-HTTP server that answers whatever arrives (a TLS ClientHello) with a 400, as
+/// Python's http.server or nginx on a plain port do.
+fn plain_http_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.0 400 Bad request\r\nContent-Type: text/html\r\n\r\n<h1>400</h1>",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn https_to_a_plain_http_port_is_tls_and_not_retried() {
+    let port = plain_http_port();
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "defaults: {{ timeout: 2s, connect_timeout: 500ms, retries: 2, backoff: 10ms }}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{port}\n    routes: [ {{ path: /health }} ]\n"
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let doc = o.json();
+    let r = route(&doc, "api", "/health");
+    assert_eq!(r["outcome"], "tls", "{doc:#}");
+    assert_eq!(r["attempts"], 1, "tls is never retried: {doc:#}");
+}
+
+#[test]
+fn a_tls_handshake_that_never_finishes_on_a_connected_port_is_timeout() {
+    // TCP is accepted, then silence: the in-process TLS of a hung server. Connected, no
+    // answer: the hung signature, not connect_timeout.
+    let s = Srv::start("127.0.0.1:0", None, |_| resp(200, &[], "plain")).expect("bind");
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "defaults: {{ timeout: 2s, connect_timeout: 500ms, retries: 2, backoff: 10ms }}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{}\n    routes: [ {{ path: /health }} ]\n",
+            s.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let doc = o.json();
+    let r = route(&doc, "api", "/health");
+    assert_eq!(r["outcome"], "timeout", "{doc:#}");
+    assert!(
+        error_of(r).contains("TLS handshake"),
+        "the error says where it stalled: {doc:#}"
+    );
+}
