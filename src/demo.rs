@@ -1,4 +1,4 @@
-//! `routewatch demo`: a local server with a healthy route, a route answering 429, a slow
+//! `routewatch demo`: a local server with a healthy route, a route answering 429, a too-slow
 //! auxiliary page and a hung route, checked by the real engine with short timeouts.
 
 use std::sync::Arc;
