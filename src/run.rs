@@ -304,13 +304,20 @@ async fn save_patiently(store: &Store, state: &State) -> Result<(), StateError> 
 /// Why a target that exits 0 is not simply healthy: `unknown` and `degraded` each earn one
 /// warning line. Pure.
 fn verdict_warning(t: &TargetReport) -> Option<String> {
+    // At most a few routes by name: one line, however large the target.
+    const SHOWN: usize = 5;
     let paths = |keep: &dyn Fn(&RouteResult) -> bool| {
-        t.routes
+        let picked: Vec<&RouteResult> = t.routes.iter().filter(|r| keep(r)).collect();
+        let mut text = picked
             .iter()
-            .filter(|r| keep(r))
+            .take(SHOWN)
             .map(|r| format!("{} {}", r.path, r.outcome))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        if picked.len() > SHOWN {
+            text.push_str(&format!(" and {} more", picked.len() - SHOWN));
+        }
+        text
     };
     match t.verdict {
         Verdict::Unknown => Some(format!(
@@ -323,5 +330,72 @@ fn verdict_warning(t: &TargetReport) -> Option<String> {
                 && r.outcome != crate::outcome::Outcome::RateLimited)
         )),
         Verdict::Healthy | Verdict::Unhealthy => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Outcome;
+    use crate::plan::Class;
+
+    fn route(path: &str, class: Class, outcome: Outcome) -> RouteResult {
+        RouteResult {
+            path: path.into(),
+            url: format!("http://127.0.0.1{path}"),
+            class,
+            outcome,
+            status_code: None,
+            attempts: 1,
+            elapsed: Duration::from_millis(1),
+            error: None,
+            cut_short: false,
+        }
+    }
+
+    fn target(verdict: Verdict, routes: Vec<RouteResult>) -> TargetReport {
+        TargetReport {
+            name: "web".into(),
+            verdict,
+            unit: None,
+            routes,
+            recovery: None,
+            recoveries_total: Default::default(),
+        }
+    }
+
+    #[test]
+    fn unknown_and_degraded_targets_say_why_in_one_short_line() {
+        let unknown = target(
+            Verdict::Unknown,
+            vec![route("/health", Class::Core, Outcome::RateLimited)],
+        );
+        let why = verdict_warning(&unknown).unwrap();
+        assert!(
+            why.contains("rate-limited") && why.contains("/health"),
+            "{why}"
+        );
+
+        let mut routes = vec![route("/health", Class::Core, Outcome::Ok)];
+        routes
+            .extend((0..7).map(|i| route(&format!("/aux{i}"), Class::Auxiliary, Outcome::Timeout)));
+        let why = verdict_warning(&target(Verdict::Degraded, routes)).unwrap();
+        assert!(
+            why.contains("/aux0 timeout") && why.contains("/aux4"),
+            "{why}"
+        );
+        assert!(
+            !why.contains("/aux5") && why.ends_with("and 2 more"),
+            "{why}"
+        );
+        assert!(!why.contains("/health"), "{why}");
+
+        let healthy = target(Verdict::Healthy, vec![route("/", Class::Core, Outcome::Ok)]);
+        assert_eq!(verdict_warning(&healthy), None);
+        let unhealthy = target(
+            Verdict::Unhealthy,
+            vec![route("/", Class::Core, Outcome::Timeout)],
+        );
+        assert_eq!(verdict_warning(&unhealthy), None);
     }
 }
