@@ -504,6 +504,16 @@ fn parse_in(
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
 ) -> Result<Plan, ConfigError> {
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        return Err(ConfigError {
+            file: file.to_string(),
+            at: Some((1, 1)),
+            message: "the file is empty; expected a probe file with at least 'targets:', e.g. targets: [ { name: web, base_url: http://127.0.0.1:8000, routes: [ { path: /health } ] } ]".into(),
+        });
+    }
     let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(file, text, &e))?;
     resolve(raw, file, text, env, base_dir)
@@ -2420,6 +2430,15 @@ mod tests {
         );
         let e = ad_hoc(&["http://user:hunter2@127.0.0.1:99999/".to_string()], &[]).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_or_comment_only_file_says_so() {
+        for text in ["", "\n\n", "# only a comment\n  # another\n"] {
+            let e = parse(text, "p.yaml", &|_| None).unwrap_err();
+            assert_eq!(e.at, Some((1, 1)), "{e}");
+            assert!(e.message.contains("the file is empty"), "{e}");
+        }
     }
 
     #[test]
