@@ -262,7 +262,10 @@ fn check(args: CheckArgs) -> Exit {
     let state_dir = match (&args.state_dir, ad_hoc) {
         (Some(d), _) => Some(d.clone()),
         (None, true) => None,
-        (None, false) => Some(state::default_dir(&env, is_root())),
+        (None, false) => match state::default_dir(&env, is_root()) {
+            Ok(d) => Some(d),
+            Err(e) => return fail(Exit::CouldNotRun, e),
+        },
     };
     let recovery_blocked = if is_root() {
         untrusted(
@@ -321,21 +324,14 @@ fn check(args: CheckArgs) -> Exit {
             );
         }
     };
+    let mut stop = {
+        let _context = rt.enter();
+        Stop::new()
+    };
     let result = rt.block_on(async {
-        let run_and_push = async {
-            let mut r = run::check(Arc::clone(&plan), opts).await;
-            if let (Ok(report), Some(url)) = (&mut r, push_url) {
-                let metrics = report::prometheus(report);
-                if let Err(e) = push::push(url, &plan.user_agent, metrics).await {
-                    log::emit(Level::Warn, "push_failed", &[("error", &e)]);
-                    report.warnings.push(e);
-                }
-            }
-            r
-        };
         tokio::select! {
-            r = run_and_push => Some(r),
-            sig = stop_signal() => {
+            r = run::check(Arc::clone(&plan), opts) => Some(r),
+            sig = stop.wait() => {
                 log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
                 None
             }
@@ -344,10 +340,15 @@ fn check(args: CheckArgs) -> Exit {
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
-    // Abandon whatever is still in flight (a hung socket); nothing is signalled after a stop.
-    rt.shutdown_timeout(Duration::from_millis(100));
     let report = match result {
-        None => {
+        Some(Ok(r)) => r,
+        other => {
+            // Abandon whatever is still in flight (a hung socket); nothing is signalled after
+            // a stop.
+            rt.shutdown_timeout(Duration::from_millis(100));
+            if let Some(Err(e)) = other {
+                return fail(Exit::CouldNotRun, e);
+            }
             let done = finished.lock().map(|f| f.clone()).unwrap_or_default();
             let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
             let mut err = std::io::stderr().lock();
@@ -365,19 +366,39 @@ fn check(args: CheckArgs) -> Exit {
                 "interrupted before the check finished; nothing is signalled after a stop",
             );
         }
-        Some(Err(e)) => return fail(Exit::CouldNotRun, e),
-        Some(Ok(r)) => r,
     };
-    if args.quiet && format == Format::Text && args.output.is_none() {
-        return exit_from_code(report.exit_code);
+    let emitted = if args.quiet && format == Format::Text && args.output.is_none() {
+        Ok(())
+    } else {
+        let colour = format == Format::Text
+            && args.output.is_none()
+            && std::io::stdout().is_terminal()
+            && env("NO_COLOR").is_none_or(|v| v.is_empty())
+            && env("TERM").as_deref() != Some("dumb");
+        emit(
+            &report::render(&report, format, colour),
+            args.output.as_deref(),
+        )
+    };
+    // The push comes after the report is out: a slow or stopped gateway costs the report
+    // nothing and never changes the exit code.
+    if let Some(url) = push_url {
+        let metrics = report::prometheus(&report);
+        rt.block_on(async {
+            tokio::select! {
+                r = push::push(url, &plan.user_agent, metrics) => {
+                    if let Err(e) = r {
+                        log::emit(Level::Warn, "push_failed", &[("error", &e)]);
+                    }
+                }
+                sig = stop.wait() => {
+                    log::emit(Level::Warn, "push_interrupted", &[("signal", &sig)]);
+                }
+            }
+        });
     }
-    let colour = format == Format::Text
-        && args.output.is_none()
-        && std::io::stdout().is_terminal()
-        && env("NO_COLOR").is_none_or(|v| v.is_empty())
-        && env("TERM").as_deref() != Some("dumb");
-    let text = report::render(&report, format, colour);
-    if let Err(e) = emit(&text, args.output.as_deref()) {
+    rt.shutdown_timeout(Duration::from_millis(100));
+    if let Err(e) = emitted {
         return fail(Exit::CouldNotRun, e);
     }
     exit_from_code(report.exit_code)
@@ -433,17 +454,31 @@ fn drop_privileges() {
     }
 }
 
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, listened for from creation on: a signal that arrives between two waits
+/// (after the run, before the push) is kept, not lost.
+struct Stop {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Stop {
+    /// Inside the runtime's context.
+    fn new() -> Stop {
+        use tokio::signal::unix::{SignalKind, signal};
+        Stop {
+            signals: signal(SignalKind::terminate())
+                .and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+                .ok(),
+        }
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        let Some((term, int)) = self.signals.as_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 
@@ -628,7 +663,10 @@ fn run_demo() -> Exit {
 }
 
 fn status(state_dir: Option<PathBuf>) -> Exit {
-    let dir = state_dir.unwrap_or_else(|| state::default_dir(&env, is_root()));
+    let dir = match state_dir.map_or_else(|| state::default_dir(&env, is_root()), Ok) {
+        Ok(d) => d,
+        Err(e) => return fail(Exit::CouldNotRun, e),
+    };
     let path = dir.join(state::STATE_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,

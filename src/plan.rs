@@ -64,15 +64,23 @@ impl Target {
             || matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
     }
 
-    /// The HTTP client's connect timeout: `connect_timeout`, kept under the shortest route
-    /// `timeout` (at most 90 % of it), so a connection that never opens ends as
-    /// `connect_timeout` rather than as a `timeout` of the whole attempt.
+    /// The HTTP client's connect-phase timeout. Plain HTTP: `connect_timeout`, kept under the
+    /// shortest route `timeout` (at most 90 % of it), so a connection that never opens ends
+    /// as `connect_timeout` rather than as a `timeout` of the whole attempt. HTTPS: the
+    /// client's connect phase includes the TLS handshake, which only the route `timeout`
+    /// bounds (a slow handshake is not a dead port); whether TCP itself connected within
+    /// `connect_timeout` is checked apart when the phase fails.
     pub fn http_connect_timeout(&self) -> Duration {
-        self.routes
+        let shortest = self
+            .routes
             .iter()
             .map(|r| r.timing.timeout.mul_f64(0.9))
-            .min()
-            .map_or(self.connect_timeout, |t| t.min(self.connect_timeout))
+            .min();
+        match shortest {
+            Some(t) if self.speaks_tls() => t,
+            Some(t) => t.min(self.connect_timeout),
+            None => self.connect_timeout,
+        }
     }
 }
 

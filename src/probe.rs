@@ -84,7 +84,9 @@ impl Prober {
         // Idle pooled sockets keep their descriptors after a probe's permit is released, and
         // hyper may open a spare connection while racing a pool checkout. Keep idle sockets
         // to half the budget across targets so the state write and D-Bus always find a free fd.
-        let idle_cap = (budget / 2 / plan.targets.len().max(1)).max(1);
+        // With more targets than that, no idle socket is kept at all: a socket kept for
+        // each of thousands of targets would starve the run of descriptors.
+        let idle_cap = budget / 2 / plan.targets.len().max(1);
         let targets = plan
             .targets
             .iter()
@@ -285,6 +287,14 @@ impl Prober {
             drop(permits);
             a.cut_short = budget < route.timing.timeout
                 && matches!(a.outcome, Outcome::Timeout | Outcome::ConnectTimeout);
+            if a.cut_short {
+                a.error = a.error.map(|e| {
+                    format!(
+                        "{e} (cut short by run_timeout {})",
+                        fmt_duration(self.plan.run_timeout)
+                    )
+                });
+            }
             if a.local_exhaustion && !deadline.saturating_duration_since(Instant::now()).is_zero() {
                 attempts -= 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -347,6 +357,9 @@ fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .retry(reqwest::retry::never())
         .http1_only()
+        // hyper's default of 100 response headers would call a healthy server `protocol_error`;
+        // the head stays bounded by hyper's buffer limit.
+        .http1_max_headers(1000)
         .tcp_nodelay(true)
         .pool_max_idle_per_host(t.concurrency.min(idle_cap))
         .pool_idle_timeout(Duration::from_secs(30));
@@ -552,14 +565,14 @@ async fn attempt_http(
     if a.outcome == Outcome::ConnectTimeout && target.speaks_tls() && !target.use_env_proxy {
         // reqwest's connect phase includes the TLS handshake. If TCP connects, the stall was
         // in the handshake: connected, no answer, the hung signature of a server doing TLS
-        // in-process. Outside the attempt's budget; bounded by connect_timeout and 1 s.
-        let connect_timeout = target.http_connect_timeout();
-        if tcp_connects(target, connect_timeout.min(Duration::from_secs(1))).await {
+        // in-process. If not, the port is dead. Outside the attempt's budget; bounded by
+        // connect_timeout and 1 s.
+        if tcp_connects(target, target.connect_timeout.min(Duration::from_secs(1))).await {
             return Attempt::fail(
                 Outcome::Timeout,
                 format!(
                     "TCP connected, but the TLS handshake did not finish within {}",
-                    fmt_duration(connect_timeout.min(budget))
+                    fmt_duration(target.http_connect_timeout().min(budget))
                 ),
             );
         }
@@ -875,6 +888,8 @@ fn classify(e: &reqwest::Error) -> (Outcome, String) {
                 std::io::ErrorKind::ConnectionReset
                 | std::io::ErrorKind::ConnectionAborted
                 | std::io::ErrorKind::BrokenPipe => Some(Outcome::Reset),
+                // A TLS peer that closes without close_notify: closed before an answer.
+                std::io::ErrorKind::UnexpectedEof => Some(Outcome::EmptyReply),
                 std::io::ErrorKind::TimedOut if e.is_connect() => Some(Outcome::ConnectTimeout),
                 std::io::ErrorKind::TimedOut => Some(Outcome::Timeout),
                 std::io::ErrorKind::PermissionDenied => Some(Outcome::Refused),

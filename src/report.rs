@@ -207,13 +207,13 @@ pub fn junit(report: &RunReport) -> String {
             t.routes.len(),
             failed(t)
         );
-        for r in &t.routes {
+        for (r, name) in t.routes.iter().zip(route_names(t)) {
             let _ = write!(
                 out,
                 "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\"",
                 xml_escape(&t.name),
                 r.class.as_str(),
-                xml_escape(&r.path),
+                xml_escape(&name),
                 r.elapsed.as_secs_f64()
             );
             let detail = format!(
@@ -271,18 +271,26 @@ pub fn prometheus(report: &RunReport) -> String {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let route_labels = |t: &crate::run::TargetReport, r: &crate::probe::RouteResult| {
-        format!(
-            "{{target=\"{}\",route=\"{}\",class=\"{}\"}}",
-            label(&t.name),
-            label(&r.path),
-            r.class.as_str()
-        )
-    };
+    // Each route's label set, unique within the file (a collector rejects duplicate series).
+    let labels: Vec<String> = report
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.routes.iter().zip(route_names(t)).map(move |(r, name)| {
+                format!(
+                    "{{target=\"{}\",route=\"{}\",class=\"{}\"}}",
+                    label(&t.name),
+                    label(&name),
+                    r.class.as_str()
+                )
+            })
+        })
+        .collect();
     let routes: Vec<_> = report
         .targets
         .iter()
-        .flat_map(|t| t.routes.iter().map(move |r| (t, r)))
+        .flat_map(|t| t.routes.iter())
+        .zip(&labels)
         .collect();
     family(
         "routewatch_route_up",
@@ -290,12 +298,7 @@ pub fn prometheus(report: &RunReport) -> String {
         "1 if the route passed (ok, rate-limited or slow), else 0.",
         routes
             .iter()
-            .map(|(t, r)| {
-                (
-                    route_labels(t, r),
-                    u8::from(r.outcome.is_pass()).to_string(),
-                )
-            })
+            .map(|(r, l)| (l.to_string(), u8::from(r.outcome.is_pass()).to_string()))
             .collect(),
     );
     family(
@@ -304,12 +307,7 @@ pub fn prometheus(report: &RunReport) -> String {
         "Time spent on the route, all attempts included.",
         routes
             .iter()
-            .map(|(t, r)| {
-                (
-                    route_labels(t, r),
-                    format!("{:.6}", r.elapsed.as_secs_f64()),
-                )
-            })
+            .map(|(r, l)| (l.to_string(), format!("{:.6}", r.elapsed.as_secs_f64())))
             .collect(),
     );
     family(
@@ -318,7 +316,7 @@ pub fn prometheus(report: &RunReport) -> String {
         "Attempts made for the route in the last run.",
         routes
             .iter()
-            .map(|(t, r)| (route_labels(t, r), r.attempts.to_string()))
+            .map(|(r, l)| (l.to_string(), r.attempts.to_string()))
             .collect(),
     );
     family(
@@ -327,15 +325,11 @@ pub fn prometheus(report: &RunReport) -> String {
         "1 for the route's outcome in the last run.",
         routes
             .iter()
-            .map(|(t, r)| {
+            .map(|(r, l)| {
+                // The route's label set with one more label.
+                let open = l.trim_end_matches('}');
                 (
-                    format!(
-                        "{{target=\"{}\",route=\"{}\",class=\"{}\",outcome=\"{}\"}}",
-                        label(&t.name),
-                        label(&r.path),
-                        r.class.as_str(),
-                        r.outcome
-                    ),
+                    format!("{open},outcome=\"{}\"}}", r.outcome),
                     "1".to_string(),
                 )
             })
@@ -395,4 +389,22 @@ pub fn prometheus(report: &RunReport) -> String {
         vec![(String::new(), report.exit_code.to_string())],
     );
     out
+}
+
+/// A name per route of a target, unique within it: the path, then `path#2`, `path#3` … for
+/// the same path again (another method or body), in file order. Pure.
+pub fn route_names(t: &crate::run::TargetReport) -> Vec<String> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    t.routes
+        .iter()
+        .map(|r| {
+            let n = seen.entry(r.path.as_str()).or_default();
+            *n += 1;
+            if *n == 1 {
+                r.path.clone()
+            } else {
+                format!("{}#{n}", r.path)
+            }
+        })
+        .collect()
 }

@@ -147,7 +147,16 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
 
     let now = SystemTime::now();
     for t in &targets {
-        state.record_verdict(&t.name, t.verdict, now);
+        let proves_nothing = t.verdict == Verdict::Unhealthy
+            && t.routes
+                .iter()
+                .filter(|r| r.class == crate::plan::Class::Core && !r.outcome.is_pass())
+                .all(|r| r.cut_short);
+        if proves_nothing {
+            state.record_inconclusive(&t.name, t.verdict, now);
+        } else {
+            state.record_verdict(&t.name, t.verdict, now);
+        }
         if let Some(why) = verdict_warning(t) {
             log_event!(
                 Level::Warn,

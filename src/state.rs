@@ -61,11 +61,21 @@ impl State {
 
     /// Record a run's verdict for a target: the unhealthy streak grows or resets.
     pub fn record_verdict(&mut self, name: &str, verdict: Verdict, now: SystemTime) {
+        self.record(name, verdict, now, true);
+    }
+
+    /// An unhealthy verdict that proves nothing (every failing core route was cut short by
+    /// the run's deadline): remembered, but the streak neither grows nor resets.
+    pub fn record_inconclusive(&mut self, name: &str, verdict: Verdict, now: SystemTime) {
+        self.record(name, verdict, now, false);
+    }
+
+    fn record(&mut self, name: &str, verdict: Verdict, now: SystemTime, conclusive: bool) {
         let t = self.target_mut(name);
-        t.consecutive_unhealthy = if verdict == Verdict::Unhealthy {
-            t.consecutive_unhealthy.saturating_add(1)
-        } else {
-            0
+        t.consecutive_unhealthy = match (verdict, conclusive) {
+            (_, false) => t.consecutive_unhealthy,
+            (Verdict::Unhealthy, true) => t.consecutive_unhealthy.saturating_add(1),
+            (_, true) => 0,
         };
         t.last_verdict = Some(verdict);
         t.last_run = Some(unix_secs(now));
@@ -106,19 +116,24 @@ impl StateError {
 
 /// The default state directory: `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
 /// `/var/lib/routewatch` as root, else `$XDG_STATE_HOME/routewatch` (`~/.local/state/routewatch`).
-pub fn default_dir(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
+/// Never a guess in a shared place: with no absolute `$XDG_STATE_HOME` or `$HOME` there is no
+/// default (another user could prepare a path under `/tmp`).
+pub fn default_dir(env: &dyn Fn(&str) -> Option<String>, is_root: bool) -> Result<PathBuf, String> {
     if let Some(d) = env("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         // systemd passes a colon-separated list when several are configured.
-        return PathBuf::from(d.split(':').next().unwrap_or(&d));
+        return Ok(PathBuf::from(d.split(':').next().unwrap_or(&d)));
     }
     if is_root {
-        return PathBuf::from("/var/lib/routewatch");
+        return Ok(PathBuf::from("/var/lib/routewatch"));
     }
-    if let Some(x) = env("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return Path::new(&x).join("routewatch");
+    let absolute = |v: &str| env(v).filter(|d| Path::new(d).is_absolute());
+    if let Some(x) = absolute("XDG_STATE_HOME") {
+        return Ok(Path::new(&x).join("routewatch"));
     }
-    let home = env("HOME").unwrap_or_else(|| "/tmp".into());
-    Path::new(&home).join(".local/state/routewatch")
+    if let Some(home) = absolute("HOME") {
+        return Ok(Path::new(&home).join(".local/state/routewatch"));
+    }
+    Err("no state directory: pass --state-dir, or set $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME (absolute paths)".into())
 }
 
 /// An opened state directory.
@@ -373,6 +388,9 @@ mod tests {
         s.record_verdict("api", Verdict::Unhealthy, now);
         s.record_verdict("api", Verdict::Unhealthy, now);
         assert_eq!(s.targets["api"].consecutive_unhealthy, 2);
+        // Cut short by run_timeout: remembered, the streak left as it was.
+        s.record_inconclusive("api", Verdict::Unhealthy, now);
+        assert_eq!(s.targets["api"].consecutive_unhealthy, 2);
         s.record_verdict("api", Verdict::Unknown, now);
         assert_eq!(s.targets["api"].consecutive_unhealthy, 0);
         assert_eq!(s.targets["api"].last_verdict, Some(Verdict::Unknown));
@@ -432,15 +450,27 @@ mod tests {
             "XDG_STATE_HOME" => Some("/home/u/.state".to_string()),
             _ => None,
         };
-        assert_eq!(default_dir(&env, false), PathBuf::from("/var/lib/rw"));
+        assert_eq!(default_dir(&env, false), Ok(PathBuf::from("/var/lib/rw")));
         let env = |k: &str| (k == "XDG_STATE_HOME").then(|| "/home/u/.state".to_string());
         assert_eq!(
             default_dir(&env, true),
-            PathBuf::from("/var/lib/routewatch")
+            Ok(PathBuf::from("/var/lib/routewatch"))
         );
         assert_eq!(
             default_dir(&env, false),
-            PathBuf::from("/home/u/.state/routewatch")
+            Ok(PathBuf::from("/home/u/.state/routewatch"))
         );
+        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
+        assert_eq!(
+            default_dir(&env, false),
+            Ok(PathBuf::from("/home/u/.local/state/routewatch"))
+        );
+    }
+
+    #[test]
+    fn no_home_is_no_default_never_a_shared_directory() {
+        assert!(default_dir(&|_| None, false).is_err());
+        let relative = |k: &str| (k == "HOME" || k == "XDG_STATE_HOME").then(|| "rel".to_string());
+        assert!(default_dir(&relative, false).is_err());
     }
 }

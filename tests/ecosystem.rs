@@ -363,14 +363,17 @@ fn a_failed_push_is_a_warning_not_a_different_exit_code() {
         Some(0),
         "healthy, whatever the gateway says"
     );
+    // The report was printed before the push: it is whole, and says nothing of the push.
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let warnings = doc["warnings"].to_string();
-    assert!(warnings.contains("HTTP 500"), "{doc}");
+    assert_eq!(doc["status"], "healthy", "{doc}");
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("event=push_failed"), "{stderr}");
     assert!(
-        !warnings.contains("hunter2") && !stderr.contains("hunter2"),
-        "the password stays out of every output: {warnings} {stderr}"
+        stderr.contains("level=warn event=push_failed") && stderr.contains("HTTP 500"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password stays out of every output: {stderr}"
     );
 
     let bad = rw()
@@ -385,4 +388,103 @@ fn a_failed_push_is_a_warning_not_a_different_exit_code() {
         "a bad --push URL is a usage error"
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--push"));
+}
+
+#[test]
+fn a_stalled_gateway_never_holds_back_the_report_and_a_stop_keeps_the_exit_code() {
+    use std::io::BufRead;
+    let port = server();
+    // Accepts and never answers.
+    let gw = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_port = gw.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in gw.incoming() {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ok.yaml");
+    std::fs::write(
+        &p,
+        format!("targets:\n  - name: web\n    base_url: http://127.0.0.1:{port}\n    routes: [ {{ path: /ok, class: core }} ]\n"),
+    )
+    .unwrap();
+    let mut child = Std::new(env!("CARGO_BIN_EXE_routewatch"))
+        .args(["check", "--format", "json", "--config"])
+        .arg(&p)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--push")
+        .arg(format!("http://127.0.0.1:{gw_port}/metrics/job/rw"))
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The whole JSON document arrives while the push is still waiting on the gateway.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut doc = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "stdout ended: {doc}");
+        doc.push_str(&line);
+        if line == "}\n" {
+            break;
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["status"], "healthy", "{doc}");
+    let stopped = std::time::Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a stop during the push keeps the run's exit code"
+    );
+    assert!(stopped.elapsed() < std::time::Duration::from_secs(2));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("event=push_interrupted"), "{stderr}");
+}
+
+#[test]
+fn the_same_path_twice_gives_distinct_series_and_testcases() {
+    let port = server();
+    let url = format!("http://127.0.0.1:{port}/ok");
+    let out = |format: &str| {
+        let o = rw()
+            .args(["check", "--format", format, "--url", &url, "--url", &url])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let prom = out("prometheus");
+    let series: Vec<&str> = prom
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
+    let mut unique = series.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), series.len(), "duplicate series in\n{prom}");
+    assert!(prom.contains("route=\"/ok\""), "{prom}");
+    assert!(prom.contains("route=\"/ok#2\""), "{prom}");
+    let junit = out("junit");
+    assert!(
+        junit.contains("name=\"/ok\"") && junit.contains("name=\"/ok#2\""),
+        "{junit}"
+    );
 }

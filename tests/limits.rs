@@ -207,6 +207,39 @@ fn two_thousand_routes_under_ulimit_256_complete_without_emfile() {
 }
 
 #[test]
+fn many_targets_under_ulimit_128_keep_no_idle_sockets_and_complete() {
+    // 300 targets: more than the descriptor budget could keep one idle socket for each.
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text =
+        String::from("defaults: { timeout: 5s, retries: 0, run_timeout: 10s }\ntargets:\n");
+    for i in 0..300 {
+        text.push_str(&format!(
+            "  - name: t{i}\n    base_url: http://127.0.0.1:{port}\n    routes: [ {{ path: /ok/a }}, {{ path: /ok/b }} ]\n"
+        ));
+    }
+    let cfg = dir.path().join("many.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 128 && exec \"$0\" check --format json --no-recover --config \"$1\" --state-dir \"$2\"")
+        .arg(bin())
+        .arg(&cfg)
+        .arg(dir.path().join("st"))
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: status {:?}, stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(doc["summary"]["ok"], 600, "{}", doc["summary"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
 fn the_whole_run_deadline_ends_what_is_left_as_timeout() {
     let port = server();
     let dir = tempfile::tempdir().unwrap();

@@ -101,6 +101,18 @@ fn one_request_per_connection() -> Script {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_response_headers_are_still_http() {
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for i in 0..200 {
+        head.push_str(&format!("X-H{i}: {i}\r\n"));
+    }
+    head.push_str("Content-Length: 2\r\n\r\nok");
+    let srv = Server::start(Script::always(raw(head, After::Hold))).await;
+    let r = one_route(&file(&srv.base_url(), &fast(0), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_connection_the_server_dropped_is_not_a_failure() {
     let srv = Server::start(one_request_per_connection()).await;
     let routes: String = (0..30).map(|i| format!("- path: /r{i}\n")).collect();

@@ -204,6 +204,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         };
         log.lock().unwrap().push(req.clone());
         let r = handler(&req);
+        if r.status == 0 {
+            // Status 0: drop the connection without an answer (and, over TLS, without
+            // close_notify), as a crashing handler does.
+            return;
+        }
         if !r.delay.is_zero() {
             tokio::time::sleep(r.delay).await;
         }
@@ -1168,4 +1173,76 @@ fn a_tls_handshake_that_never_finishes_on_a_connected_port_is_timeout() {
         error_of(r).contains("TLS handshake"),
         "the error says where it stalled: {doc:#}"
     );
+}
+
+/// A TCP relay to `to` that holds each new connection `delay` before passing bytes on: the
+/// slow TLS handshake of a loaded server.
+fn slow_relay(to: u16, delay: Duration) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    return;
+                };
+                let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c, mut s) = (c, s);
+                let _ = std::io::copy(&mut s, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_tls_handshake_slower_than_connect_timeout_but_within_the_route_timeout_is_ok() {
+    // connect_timeout is for TCP; a loaded server's slow handshake is not a dead port, and
+    // certainly not a hang.
+    let p = pki(&["localhost", "127.0.0.1"]);
+    let s = tls_server(&p);
+    let relay = slow_relay(s.port(), Duration::from_millis(350));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "defaults: {{ timeout: 3s, connect_timeout: 200ms, retries: 0 }}\ntargets:\n  - name: api\n    base_url: https://localhost:{relay}\n    tls: {{ ca_file: ca.pem }}\n    routes: [ {{ path: /health }} ]\n"
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(route(&o.json(), "api", "/health")["outcome"], "ok");
+}
+
+#[test]
+fn https_closed_without_an_answer_is_empty_reply_like_plain_http() {
+    let p = pki(&["localhost", "127.0.0.1"]);
+    let s = Srv::start("127.0.0.1:0", Some(Arc::clone(&p.server)), |_| {
+        resp(0, &[], "")
+    })
+    .expect("bind");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "defaults: {{ timeout: 2s, retries: 1, backoff: 10ms }}\ntargets:\n  - name: api\n    base_url: https://localhost:{}\n    tls: {{ ca_file: ca.pem }}\n    routes: [ {{ path: /drop }} ]\n",
+            s.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let doc = o.json();
+    let r = route(&doc, "api", "/drop");
+    assert_eq!(r["outcome"], "empty_reply", "{doc:#}");
+    assert_eq!(r["attempts"], 2, "empty_reply is retried: {doc:#}");
 }
