@@ -50,9 +50,33 @@ pub async fn push(url: reqwest::Url, user_agent: &str, metrics: String) -> Resul
         })?;
     let status = resp.status();
     if status.is_success() {
-        Ok(())
-    } else {
+        return Ok(());
+    }
+    // The gateway says why (e.g. a metric it refuses): the first line of its answer.
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while body.len() < 512 {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let why = String::from_utf8_lossy(&body);
+    let why: String = why
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    if why.trim().is_empty() {
         Err(format!("push to {shown} failed: HTTP {status}"))
+    } else {
+        Err(format!(
+            "push to {shown} failed: HTTP {status}: {}",
+            why.trim()
+        ))
     }
 }
 

@@ -260,6 +260,9 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             .unwrap_or_default();
     }
 
+    let probed: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+    state.forget_stale(&probed, SystemTime::now());
+
     // Close the pools (idle sockets) before the final write.
     drop(prober);
     if let Some(s) = &store

@@ -19,6 +19,8 @@ pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "lock";
 /// Actions older than this are forgotten (longer than any sensible `window`).
 const KEEP_ACTIONS: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A state file this large is not ours (a few hundred bytes per target): set aside.
+const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -62,6 +64,20 @@ impl State {
     /// Record a run's verdict for a target: the unhealthy streak grows or resets.
     pub fn record_verdict(&mut self, name: &str, verdict: Verdict, now: SystemTime) {
         self.record(name, verdict, now, true);
+    }
+
+    /// Whether any recovery action is remembered: what a crash must never lose.
+    pub fn holds_actions(&self) -> bool {
+        self.targets.values().any(|t| !t.actions.is_empty())
+    }
+
+    /// Forget targets that are no longer probed and were last seen longer ago than the action
+    /// history is kept (a target taken out for a while keeps its cooldown history).
+    pub fn forget_stale(&mut self, probed: &[&str], now: SystemTime) {
+        let horizon = unix_secs(now).saturating_sub(KEEP_ACTIONS.as_secs());
+        self.targets.retain(|name, t| {
+            probed.contains(&name.as_str()) || t.last_run.is_some_and(|at| at >= horizon)
+        });
     }
 
     /// An unhealthy verdict that proves nothing (every failing core route was cut short by
@@ -261,12 +277,17 @@ impl Store {
                 });
             }
         };
-        match serde_json::from_slice::<State>(&bytes) {
+        let parsed = if bytes.len() as u64 > MAX_STATE_BYTES {
+            Err(format!("larger than {MAX_STATE_BYTES} bytes"))
+        } else {
+            serde_json::from_slice::<State>(&bytes).map_err(|e| e.to_string())
+        };
+        match parsed {
             Ok(s) if s.version == 1 => Ok(Loaded::Existing(s)),
             other => {
                 let reason = match other {
                     Ok(s) => format!("unknown version {}", s.version),
-                    Err(e) => e.to_string(),
+                    Err(e) => e,
                 };
                 let set_aside =
                     set_aside_corrupt(&self.dir, &path).map_err(|source| StateError::Io {
@@ -284,9 +305,13 @@ impl Store {
     }
 
     /// Write atomically: a new temp file in the same directory, fsync, rename, fsync the dir.
+    ///
+    /// The fsyncs guard the action history (cooldown, `max_actions`): with none recorded, a
+    /// crash could at worst cost a streak count, so the write skips them (they are most of a
+    /// run's fixed cost on a slow disk).
     pub fn save(&self, state: &State) -> Result<(), StateError> {
         let data = serde_json::to_vec_pretty(state).expect("state serialises");
-        write_atomic(&self.path(), &data).map_err(|source| StateError::Io {
+        write_file(&self.path(), &data, state.holds_actions()).map_err(|source| StateError::Io {
             dir: self.dir.clone(),
             what: "cannot write state.json",
             source,
@@ -327,19 +352,25 @@ fn fresh() -> State {
     }
 }
 
+/// At most [`MAX_STATE_BYTES`] + 1 bytes: enough to tell an oversized file, never more.
 fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
     let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut buf)?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_STATE_BYTES + 1), &mut buf)?;
     Ok(buf)
 }
 
 /// Replace `path` with `data` so a reader sees the old or the new file, never half of one.
 /// An existing symlink at `path` is refused, not followed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_file(path, data, true)
+}
+
+/// [`write_atomic`], with the fsyncs (file, then directory) only when `durable`.
+fn write_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -364,9 +395,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
+        if durable && let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
@@ -394,6 +427,47 @@ mod tests {
         s.record_verdict("api", Verdict::Unknown, now);
         assert_eq!(s.targets["api"].consecutive_unhealthy, 0);
         assert_eq!(s.targets["api"].last_verdict, Some(Verdict::Unknown));
+    }
+
+    #[test]
+    fn only_a_state_with_actions_is_written_durably() {
+        let mut s = fresh();
+        s.record_verdict("api", Verdict::Unhealthy, SystemTime::now());
+        assert!(!s.holds_actions());
+        s.target_mut("api").actions.push(ActionRecord {
+            at: unix_secs(SystemTime::now()),
+            unit: "api.service".into(),
+            action: Action::Kill,
+            pid: Some(42),
+            outcome: "recovered".into(),
+        });
+        assert!(s.holds_actions());
+    }
+
+    #[test]
+    fn targets_gone_from_the_probe_file_are_forgotten_after_a_week() {
+        let mut s = fresh();
+        let now = SystemTime::now();
+        let long_ago = now - KEEP_ACTIONS - Duration::from_secs(60);
+        s.record_verdict("old", Verdict::Healthy, long_ago);
+        s.record_verdict("recent", Verdict::Healthy, now);
+        s.record_verdict("probed", Verdict::Healthy, long_ago);
+        s.forget_stale(&["probed"], now);
+        let names: Vec<&str> = s.targets.keys().map(String::as_str).collect();
+        assert_eq!(names, ["probed", "recent"]);
+    }
+
+    #[test]
+    fn an_oversized_state_file_is_set_aside_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("st")).unwrap();
+        let f = std::fs::File::create(store.path()).unwrap();
+        f.set_len(MAX_STATE_BYTES + 10).unwrap();
+        match store.load().unwrap() {
+            Loaded::Corrupt { reason, .. } => assert!(reason.contains("larger than"), "{reason}"),
+            _ => panic!("an oversized file is not state"),
+        }
+        assert!(!store.path().exists());
     }
 
     #[test]

@@ -246,7 +246,10 @@ fn prometheus_output_parses_with_the_reference_client() {
 
 /// A stand-in Pushgateway on 127.0.0.1:0: answers each request with `status` and hands the
 /// request (head and body, as sent) to the test.
-fn gateway(status: u16) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+fn gateway(
+    status: u16,
+    answer: &'static str,
+) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -282,7 +285,8 @@ fn gateway(status: u16) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
             let body = got[head_end..].to_vec();
             let _ = write!(
                 s,
-                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
             );
             let _ = tx.send((head, body));
         }
@@ -293,7 +297,7 @@ fn gateway(status: u16) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
 #[test]
 fn push_puts_the_metrics_to_the_gateway_group_and_keeps_the_exit_code() {
     let port = server();
-    let (gw, requests) = gateway(200);
+    let (gw, requests) = gateway(200, "");
     let dir = tempfile::tempdir().unwrap();
     let cfg = mixed_probe_file(dir.path(), port);
     let o = rw()
@@ -341,7 +345,7 @@ fn push_puts_the_metrics_to_the_gateway_group_and_keeps_the_exit_code() {
 #[test]
 fn a_failed_push_is_a_warning_not_a_different_exit_code() {
     let port = server();
-    let (gw, _requests) = gateway(500);
+    let (gw, _requests) = gateway(500, "text format parsing error in line 3\nmore");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ok.yaml");
     std::fs::write(
@@ -368,7 +372,9 @@ fn a_failed_push_is_a_warning_not_a_different_exit_code() {
     assert_eq!(doc["status"], "healthy", "{doc}");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains("level=warn event=push_failed") && stderr.contains("HTTP 500"),
+        stderr.contains("level=warn event=push_failed")
+            && stderr.contains("HTTP 500")
+            && stderr.contains("text format parsing error in line 3"),
         "{stderr}"
     );
     assert!(
