@@ -240,6 +240,12 @@ fn check(args: CheckArgs) -> Exit {
         Ok(u) => u,
         Err(e) => return fail(Exit::Usage, e),
     };
+    // A report that could not be written is found out before the probing, not after it.
+    if let Some(out) = &args.output
+        && let Err(e) = writable_output(out)
+    {
+        return fail(Exit::CouldNotRun, e);
+    }
     let ad_hoc = !args.url.is_empty();
     let plan = if ad_hoc {
         config::ad_hoc(&args.url, &args.aux_url)
@@ -479,6 +485,33 @@ impl Stop {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         }
+    }
+}
+
+/// `--output FILE` can be written: its directory exists, and FILE is not a symlink or a
+/// directory (the write itself still refuses a symlink made in between).
+fn writable_output(path: &Path) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!(
+            "cannot write {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(format!(
+            "cannot write {}: it is a symlink; refusing to replace it",
+            path.display()
+        )),
+        Ok(m) if m.is_dir() => Err(format!(
+            "cannot write {}: it is a directory",
+            path.display()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -439,6 +439,19 @@ fn output_refuses_to_follow_a_symlink() {
     assert_eq!(o.code, 4, "{}", o.stderr);
     assert!(o.stderr.contains("symlink"), "{}", o.stderr);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(s.hits.load(Ordering::SeqCst), 0, "found out before probing");
+
+    let nowhere = dir.path().join("missing-dir/out.json");
+    let o = run(rw()
+        .args(["check", "--format", "json", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--output")
+        .arg(&nowhere));
+    assert_eq!(o.code, 4, "{}", o.stderr);
+    assert!(o.stderr.contains("is not a directory"), "{}", o.stderr);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 0, "found out before probing");
 }
 
 #[test]
