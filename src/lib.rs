@@ -28,5 +28,13 @@ pub mod systemd;
 pub mod trust;
 pub mod verdict;
 
+/// Our own process is out of file descriptors (EMFILE/ENFILE): says nothing about a target
+/// or a disk, and passes once a descriptor is freed.
+pub(crate) fn out_of_fds(e: &std::io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::MFILE.raw_os_error())
+        || code == Some(rustix::io::Errno::NFILE.raw_os_error())
+}
+
 /// The default User-Agent: `routewatch/<version>`.
 pub const DEFAULT_USER_AGENT: &str = concat!("routewatch/", env!("CARGO_PKG_VERSION"));

@@ -242,9 +242,12 @@ fn check(args: CheckArgs) -> Exit {
     };
     // A report that could not be written is found out before the probing, not after it.
     if let Some(out) = &args.output
-        && let Err(e) = writable_output(out)
+        && let Err(e) = state::replaceable(out)
     {
-        return fail(Exit::CouldNotRun, e);
+        return fail(
+            Exit::CouldNotRun,
+            format!("cannot write {}: {e}", out.display()),
+        );
     }
     let ad_hoc = !args.url.is_empty();
     let plan = if ad_hoc {
@@ -485,33 +488,6 @@ impl Stop {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         }
-    }
-}
-
-/// `--output FILE` can be written: its directory exists, and FILE is not a symlink or a
-/// directory (the write itself still refuses a symlink made in between).
-fn writable_output(path: &Path) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(format!(
-            "cannot write {}: {} is not a directory",
-            path.display(),
-            dir.display()
-        ));
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(format!(
-            "cannot write {}: it is a symlink; refusing to replace it",
-            path.display()
-        )),
-        Ok(m) if m.is_dir() => Err(format!(
-            "cannot write {}: it is a directory",
-            path.display()
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -98,6 +98,17 @@ pub enum IpFamily {
     V6,
 }
 
+impl IpFamily {
+    /// Whether an address of a resolved name may be used (`ip: v4 | v6 | any`).
+    pub fn admits(self, addr: &std::net::SocketAddr) -> bool {
+        match self {
+            IpFamily::V4 => addr.is_ipv4(),
+            IpFamily::V6 => addr.is_ipv6(),
+            IpFamily::Any => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// `http://…` or `https://…`; no trailing slash.

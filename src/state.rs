@@ -120,11 +120,7 @@ impl StateError {
     /// Out of file descriptors (EMFILE/ENFILE): a transient condition worth a short wait.
     pub fn is_fd_exhaustion(&self) -> bool {
         match self {
-            StateError::Io { source, .. } => {
-                let code = source.raw_os_error();
-                code == Some(rustix::io::Errno::MFILE.raw_os_error())
-                    || code == Some(rustix::io::Errno::NFILE.raw_os_error())
-            }
+            StateError::Io { source, .. } => crate::out_of_fds(source),
             _ => false,
         }
     }
@@ -369,18 +365,30 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     write_file(path, data, true)
 }
 
-/// [`write_atomic`], with the fsyncs (file, then directory) only when `durable`.
-fn write_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is a symlink; refusing to replace it", path.display()),
-        ));
-    }
+/// Whether [`write_atomic`] can replace `path`: its directory exists and it is not a symlink
+/// or a directory. Returns the directory. Checked again at every write.
+pub fn replaceable(path: &Path) -> std::io::Result<&Path> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(invalid(format!("{} is not a directory", dir.display())));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(invalid(format!(
+            "{} is a symlink; refusing to replace it",
+            path.display()
+        ))),
+        Ok(m) if m.is_dir() => Err(invalid(format!("{} is a directory", path.display()))),
+        _ => Ok(dir),
+    }
+}
+
+/// [`write_atomic`], with the fsyncs (file, then directory) only when `durable`.
+fn write_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+    let dir = replaceable(path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(
         ".{name}.tmp-{}-{}",

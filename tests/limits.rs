@@ -171,6 +171,30 @@ fn a_500_mb_response_is_read_only_up_to_max_body_in_bounded_memory() {
     assert!(rss_kib < 48 * 1024, "peak RSS {rss_kib} KiB");
 }
 
+/// `check --format json` of `cfg` under `ulimit -n fds`: exit status and the JSON report.
+fn check_under_ulimit(
+    fds: u32,
+    cfg: &Path,
+    state_dir: &Path,
+) -> (std::process::ExitStatus, serde_json::Value) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {fds} && exec \"$0\" check --format json --no-recover --config \"$1\" --state-dir \"$2\""))
+        .arg(bin())
+        .arg(cfg)
+        .arg(state_dir)
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: status {:?}, stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status, doc)
+}
+
 #[test]
 fn two_thousand_routes_under_ulimit_256_complete_without_emfile() {
     let port = server();
@@ -184,25 +208,8 @@ fn two_thousand_routes_under_ulimit_256_complete_without_emfile() {
         "timeout: 5s, retries: 0, concurrency: 1000",
         &routes,
     );
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 256 && exec \"$0\" check --format json --no-recover --config \"$1\" --state-dir \"$2\"")
-        .arg(bin())
-        .arg(&cfg)
-        .arg(dir.path().join("st"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: status {:?}, stderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(out.status.code(), Some(0), "{}", doc["summary"]);
+    let (status, doc) = check_under_ulimit(256, &cfg, &dir.path().join("st"));
+    assert_eq!(status.code(), Some(0), "{}", doc["summary"]);
     assert_eq!(doc["summary"]["ok"], 2000, "{}", doc["summary"]);
 }
 
@@ -220,23 +227,9 @@ fn many_targets_under_ulimit_128_keep_no_idle_sockets_and_complete() {
     }
     let cfg = dir.path().join("many.yaml");
     std::fs::write(&cfg, text).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 128 && exec \"$0\" check --format json --no-recover --config \"$1\" --state-dir \"$2\"")
-        .arg(bin())
-        .arg(&cfg)
-        .arg(dir.path().join("st"))
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: status {:?}, stderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (status, doc) = check_under_ulimit(128, &cfg, &dir.path().join("st"));
     assert_eq!(doc["summary"]["ok"], 600, "{}", doc["summary"]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
