@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -404,11 +405,7 @@ impl reqwest::dns::Resolve for FamilyResolver {
         Box::pin(async move {
             let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| match family {
-                    IpFamily::V4 => a.is_ipv4(),
-                    IpFamily::V6 => a.is_ipv6(),
-                    IpFamily::Any => true,
-                })
+                .filter(|a| family.admits(a))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!(
@@ -493,7 +490,7 @@ async fn attempt_tcp(target: &Target, route: &Route, budget: Duration) -> Attemp
                 _ => Outcome::Refused,
             };
             let mut a = Attempt::fail(outcome, e.to_string());
-            a.local_exhaustion = matches!(e.raw_os_error(), Some(23 | 24));
+            a.local_exhaustion = crate::out_of_fds(&e);
             a
         }
     }
@@ -535,9 +532,8 @@ async fn attempt_http(
             // fails the same way again. Only idempotent requests are re-sent once written.
             Err(e)
                 if resend_on.is_some()
-                    && (is_unsent(&e)
-                        || (route.method.is_idempotent()
-                            && matches!(classify(&e).0, Outcome::Reset | Outcome::EmptyReply))) =>
+                    && (is_unsent(&e) || route.method.is_idempotent())
+                    && matches!(classify(&e).0, Outcome::Reset | Outcome::EmptyReply) =>
             {
                 let fresh = resend_on.expect("checked")();
                 build(&fresh).send().await
@@ -550,18 +546,35 @@ async fn attempt_http(
                 let (outcome, error) = classify(&e);
                 let mut a = Attempt::fail(outcome, error);
                 a.local_exhaustion = is_fd_exhaustion(&e);
-                return a;
+                return (a, is_unsent(&e));
             }
         };
-        judge_response(resp, route, started, secrets).await
+        (judge_response(resp, route, started, secrets).await, false)
     };
-    let a = match tokio::time::timeout(budget, run).await {
-        Ok(a) => a,
-        Err(_) => Attempt::fail(
-            Outcome::Timeout,
-            format!("no complete response within {}", fmt_duration(budget)),
+    let (a, unsent) = match tokio::time::timeout(budget, run).await {
+        Ok(done) => done,
+        Err(_) => (
+            Attempt::fail(
+                Outcome::Timeout,
+                format!("no complete response within {}", fmt_duration(budget)),
+            ),
+            false,
         ),
     };
+    if unsent && a.outcome == Outcome::EmptyReply && !target.speaks_tls() {
+        // hyper drops a request, without saying why, when the connection dies before it is
+        // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
+        // Listen once: bytes that are not HTTP, before any request, are a protocol error.
+        if let Some(first) = speaks_first(target, Duration::from_millis(100)).await {
+            return Attempt::fail(
+                Outcome::ProtocolError,
+                format!(
+                    "the server sends {:?} before any request: not HTTP",
+                    shown(&first, 40, secrets)
+                ),
+            );
+        }
+    }
     if a.outcome == Outcome::ConnectTimeout && target.speaks_tls() && !target.use_env_proxy {
         // reqwest's connect phase includes the TLS handshake. If TCP connects, the stall was
         // in the handshake: connected, no answer, the hung signature of a server doing TLS
@@ -580,32 +593,51 @@ async fn attempt_http(
     a
 }
 
-/// Whether a plain TCP connection to an HTTP(S) target's host and port opens within `within`.
+/// A plain connection to an HTTP target's socket: TCP to the base URL's host and port (in the
+/// target's address family), or its Unix socket. For the diagnostics below.
+async fn raw_connect(target: &Target) -> Option<std::pin::Pin<Box<dyn AsyncRead + Send>>> {
+    match &target.endpoint {
+        Endpoint::Unix { socket } => {
+            let s = tokio::net::UnixStream::connect(socket).await.ok()?;
+            Some(Box::pin(s))
+        }
+        Endpoint::Http { base } => {
+            let url = reqwest::Url::parse(base).ok()?;
+            let host = url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let port = url.port_or_known_default()?;
+            let addr = tokio::net::lookup_host((host, port))
+                .await
+                .ok()?
+                .find(|a| target.ip.admits(a))?;
+            let s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            Some(Box::pin(s))
+        }
+        Endpoint::Tcp { .. } => None,
+    }
+}
+
+/// Whether a plain connection to the target opens within `within`.
 async fn tcp_connects(target: &Target, within: Duration) -> bool {
-    let Endpoint::Http { base } = &target.endpoint else {
-        return false;
+    matches!(
+        tokio::time::timeout(within, raw_connect(target)).await,
+        Ok(Some(_))
+    )
+}
+
+/// What the server sends on a new connection before any request, within `within`, if that
+/// is something other than HTTP.
+async fn speaks_first(target: &Target, within: Duration) -> Option<String> {
+    let listen = async {
+        let mut conn = raw_connect(target).await?;
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).await.ok()?;
+        (n > 0 && !buf[..n].starts_with(b"HTTP/"))
+            .then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
     };
-    let Ok(url) = reqwest::Url::parse(base) else {
-        return false;
-    };
-    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-        return false;
-    };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let family = target.ip;
-    let attempt = async move {
-        let addrs = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
-        let addr = addrs.into_iter().find(|a| match family {
-            IpFamily::V4 => a.is_ipv4(),
-            IpFamily::V6 => a.is_ipv6(),
-            IpFamily::Any => true,
-        })?;
-        tokio::net::TcpStream::connect(addr).await.ok()
-    };
-    matches!(tokio::time::timeout(within, attempt).await, Ok(Some(_)))
+    tokio::time::timeout(within, listen).await.ok().flatten()
 }
 
 async fn judge_response(
@@ -853,12 +885,10 @@ fn is_unsent(e: &reqwest::Error) -> bool {
 
 /// Our own process ran out of file descriptors (EMFILE/ENFILE).
 fn is_fd_exhaustion(e: &reqwest::Error) -> bool {
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && matches!(io.raw_os_error(), Some(ENFILE | EMFILE))
+            && crate::out_of_fds(io)
         {
             return true;
         }
@@ -904,15 +934,21 @@ fn classify(e: &reqwest::Error) -> (Outcome, String) {
             break;
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            // Canceled before it was sent (even on the second try): the server closed the
-            // fresh connection without a byte of response.
-            if h.is_incomplete_message() || h.is_canceled() {
-                outcome = Some(Outcome::EmptyReply);
-                break;
-            }
-            if h.is_parse() || h.is_parse_status() {
+            // hyper has no predicate for "bytes arrived while no request was in flight" (a
+            // server that speaks first, such as SSH): only its message says so.
+            if h.is_parse()
+                || h.is_parse_status()
+                || h.to_string().starts_with("received unexpected message")
+            {
                 outcome = Some(Outcome::ProtocolError);
                 break;
+            }
+            // Canceled before it was sent (even on the second try), or cut before a complete
+            // head: the server closed the connection without an answer, unless the cause
+            // further down says otherwise (bytes that are not HTTP, such as an SSH banner
+            // sent before the request, cancel it too).
+            if h.is_incomplete_message() || h.is_canceled() {
+                outcome = Some(Outcome::EmptyReply);
             }
         }
         // `io::Error::source()` skips a custom inner error and returns *its* source: walk

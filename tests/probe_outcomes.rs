@@ -976,3 +976,31 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
         assert!(timeouts <= 3, "{timeouts} of 3000 probes timed out");
     }
 }
+
+/// A server that speaks first races hyper: the request is sometimes dropped before it is
+/// written, with no cause given ("connection was not ready"). That must still be
+/// `protocol_error`, never the hung `empty_reply`, so this repeats the probe a few hundred times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_speaks_first_is_protocol_error_every_time() {
+    let srv = Server::start(Script::OnAccept(raw(
+        "SSH-2.0-OpenSSH_9.6\r\n",
+        After::Hold,
+    )))
+    .await;
+    let prober = std::sync::Arc::new(
+        routewatch::probe::Prober::new(plan(&file(&srv.base_url(), &patient(0), "- path: /")))
+            .unwrap(),
+    );
+    let mut wrong = Vec::new();
+    for _ in 0..300 {
+        let r = prober
+            .probe_all(Instant::now() + Duration::from_secs(2), None)
+            .await
+            .remove(0)
+            .remove(0);
+        if r.outcome != Outcome::ProtocolError {
+            wrong.push(format!("{}: {}", r.outcome, r.error.unwrap_or_default()));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
