@@ -452,23 +452,35 @@ pub fn schema() -> serde_json::Value {
 
 /// Read and resolve a probe file. `env` looks up `${VAR}` references.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
+    let file = crate::trust::open_regular(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        at: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    load_opened(&file, path, env)
+}
+
+/// Read and resolve a probe file from a descriptor already opened (and, as root, judged:
+/// see `trust::open`); `path` names it in errors and anchors relative paths.
+pub fn load_opened(
+    opened: &std::fs::File,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
     let file = path.display().to_string();
     let err = |message: String| ConfigError {
         file: file.clone(),
         at: None,
         message,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    if meta.is_dir() {
-        return Err(err("is a directory; expected a probe file (YAML)".into()));
-    }
-    if meta.len() > MAX_FILE_BYTES {
+    let (bytes, over) = crate::trust::read_limited(opened, MAX_FILE_BYTES)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if over {
+        let size = opened.metadata().map_or(0, |m| m.len());
         return Err(err(format!(
-            "file is {} bytes; a probe file may be at most {MAX_FILE_BYTES} bytes",
-            meta.len()
+            "file is {size} bytes; a probe file may be at most {MAX_FILE_BYTES} bytes"
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..offset];

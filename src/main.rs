@@ -236,6 +236,21 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn check(args: CheckArgs) -> Exit {
+    // The runtime and the stop signals come first: a SIGTERM while a large probe file loads
+    // ends the run like any other stop (a log line, exit 4), not with the default action.
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!("cannot start the async runtime: {e}"),
+            );
+        }
+    };
+    let mut stop = {
+        let _context = rt.enter();
+        Stop::new()
+    };
     let push_url = match args.push.as_deref().map(push::parse_url).transpose() {
         Ok(u) => u,
         Err(e) => return fail(Exit::Usage, e),
@@ -244,44 +259,65 @@ fn check(args: CheckArgs) -> Exit {
     if let Some(out) = &args.output
         && let Err(e) = state::replaceable(out)
     {
-        return fail(
-            Exit::CouldNotRun,
-            format!("cannot write {}: {e}", out.display()),
-        );
+        let exit = if e.kind() == std::io::ErrorKind::InvalidInput {
+            Exit::Usage
+        } else {
+            Exit::CouldNotRun
+        };
+        return fail(exit, format!("--output {}: {e}", out.display()));
     }
+    let root = is_root();
     let ad_hoc = !args.url.is_empty();
+    let mut config_problem = None;
     let plan = if ad_hoc {
         config::ad_hoc(&args.url, &args.aux_url)
     } else {
-        match find_config(args.config.clone()) {
-            Ok(path) => config::load(&path, &env),
+        let path = match find_config(args.config.clone()) {
+            Ok(p) => p,
             Err(e) => return fail(Exit::Usage, e),
+        };
+        // Opened once; as root judged on the path as written and on the opened file, and
+        // read from that same descriptor.
+        let opened = if root {
+            routewatch::trust::open(&path).map(|o| (o.file, o.problem))
+        } else {
+            routewatch::trust::open_regular(&path).map(|f| (f, None))
+        };
+        match opened {
+            Ok((file, problem)) => {
+                config_problem = problem;
+                config::load_opened(&file, &path, &env)
+            }
+            Err(e) => {
+                return fail(Exit::Usage, format!("{}: cannot read: {e}", path.display()));
+            }
         }
     };
     let plan = match plan {
         Ok(p) => Arc::new(p),
         Err(e) => return fail(Exit::Usage, e),
     };
-    let config_path = if ad_hoc {
-        None
-    } else {
-        find_config(args.config.clone()).ok()
-    };
     // Ad hoc runs (CI smoke checks) keep no state unless asked to.
-    let state_dir = match (&args.state_dir, ad_hoc) {
+    let mut state_dir = match (&args.state_dir, ad_hoc) {
         (Some(d), _) => Some(d.clone()),
         (None, true) => None,
-        (None, false) => match state::default_dir(&env, is_root()) {
+        (None, false) => match state::default_dir(&env, root) {
             Ok(d) => Some(d),
             Err(e) => return fail(Exit::CouldNotRun, e),
         },
     };
-    let recovery_blocked = if is_root() {
-        untrusted(
-            config_path.as_deref(),
-            state_dir.as_deref(),
-            args.insecure_config,
-        )
+    let mut warnings = Vec::new();
+    let recovery_blocked = if root {
+        let trust = untrusted(config_problem, state_dir.as_deref(), args.insecure_config);
+        if let Some(why) = trust.state_dir {
+            // A state directory others control is neither read nor written: its history
+            // could be forged, and root writing there is what they want.
+            warnings.push(format!(
+                "state directory not used this run ({why}): no streaks, cooldown or history"
+            ));
+            state_dir = None;
+        }
+        trust.blocked
     } else {
         None
     };
@@ -323,27 +359,18 @@ fn check(args: CheckArgs) -> Exit {
         state_dir,
         lock_wait: Duration::from_secs(2),
         observer: Some(observer),
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            return fail(
-                Exit::CouldNotRun,
-                format!("cannot start the async runtime: {e}"),
-            );
-        }
-    };
-    let mut stop = {
-        let _context = rt.enter();
-        Stop::new()
+        warnings,
     };
     let result = rt.block_on(async {
+        // A stop that came while the file loaded wins before any traffic.
+        tokio::task::yield_now().await;
         tokio::select! {
-            r = run::check(Arc::clone(&plan), opts) => Some(r),
+            biased;
             sig = stop.wait() => {
                 log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
                 None
             }
+            r = run::check(Arc::clone(&plan), opts) => Some(r),
         }
     });
     if let Some(pb) = &progress {
@@ -413,37 +440,55 @@ fn check(args: CheckArgs) -> Exit {
     exit_from_code(report.exit_code)
 }
 
+/// The trust verdict of a run as root.
+struct Trust {
+    /// `Some(reason)`: recovery is off for this run (probing still happens).
+    blocked: Option<String>,
+    /// `Some(reason)`: the state directory is not to be used at all.
+    state_dir: Option<String>,
+}
+
 /// As root: the probe file and state directory must be root's and not writable by others,
-/// or recovery is off for this run (probing still happens). `Some(reason)` when off.
-fn untrusted(config: Option<&Path>, state_dir: Option<&Path>, insecure: bool) -> Option<String> {
+/// as written (every directory and symlink on the way), or recovery is off for this run. A
+/// state directory that does not exist yet is judged by what exists above it.
+fn untrusted(config_problem: Option<String>, state_dir: Option<&Path>, insecure: bool) -> Trust {
     if insecure {
         log::emit(
             Level::Warn,
             "trust_checks_disabled",
             &[("reason", &"--insecure-config")],
         );
-        return None;
+        return Trust {
+            blocked: None,
+            state_dir: None,
+        };
     }
     let mut problems = Vec::new();
-    if let Some(c) = config
-        && let Err(e) = routewatch::trust::check_chain(c)
-    {
+    if let Some(e) = config_problem {
         problems.push(format!("probe file: {e}"));
     }
-    if let Some(d) = state_dir.filter(|d| d.exists())
-        && let Err(e) = routewatch::trust::check_chain(d)
-    {
+    let state_problem = state_dir.and_then(|d| match routewatch::trust::walk(d) {
+        Ok(w) => w.problem,
+        Err(e) => Some(format!("cannot resolve {}: {e}", d.display())),
+    });
+    if let Some(e) = &state_problem {
         problems.push(format!("state directory: {e}"));
     }
     if problems.is_empty() {
-        return None;
+        return Trust {
+            blocked: None,
+            state_dir: None,
+        };
     }
     let reason = format!(
         "recovery disabled: {} (fix the ownership/mode, or pass --insecure-config)",
         problems.join("; ")
     );
     log::emit(Level::Error, "untrusted_config", &[("reason", &reason)]);
-    Some(reason)
+    Trust {
+        blocked: Some(reason),
+        state_dir: state_problem,
+    }
 }
 
 /// Running as root with nothing to recover: give up every capability (and the ability to
@@ -677,41 +722,30 @@ fn status(state_dir: Option<PathBuf>) -> Exit {
         Err(e) => return fail(Exit::CouldNotRun, e),
     };
     let path = dir.join(state::STATE_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    // The same reader as `check`: never through a symlink, never more than its size limit,
+    // and an error quotes no content of the file.
+    let st = match state::read_file(&path) {
+        Ok(None) => {
             println!(
                 "{}: no state yet (no check has run with this state directory)",
                 path.display()
             );
             return Exit::Healthy;
         }
+        Ok(Some(Ok(s))) => s,
+        Ok(Some(Err(why))) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!(
+                    "{} is not usable state ({why}); the next check sets it aside",
+                    path.display()
+                ),
+            );
+        }
         Err(e) => {
             return fail(
                 Exit::CouldNotRun,
                 format!("cannot read {}: {e}", path.display()),
-            );
-        }
-    };
-    let st: state::State = match serde_json::from_slice::<state::State>(&bytes) {
-        Ok(s) if s.version == 1 => s,
-        Ok(s) => {
-            return fail(
-                Exit::CouldNotRun,
-                format!(
-                    "{} has unknown version {} (this routewatch writes 1); the next check sets it aside",
-                    path.display(),
-                    s.version
-                ),
-            );
-        }
-        Err(e) => {
-            return fail(
-                Exit::CouldNotRun,
-                format!(
-                    "{} is corrupt ({e}); the next check sets it aside",
-                    path.display()
-                ),
             );
         }
     };

@@ -11,7 +11,7 @@ use crate::log_event;
 use crate::outcome::Outcome;
 use crate::plan::{Action, Class, RecoveryPolicy};
 use crate::probe::{Prober, RouteResult, fmt_duration};
-use crate::state::{ActionRecord, TargetState, unix_secs};
+use crate::state::{ActionOutcome, ActionRecord, TargetState, unix_secs};
 use crate::systemd::{Systemd, UnitFacts};
 use crate::verdict::Verdict;
 
@@ -188,6 +188,14 @@ pub struct Recoverer<'a> {
     pub dry_run: bool,
 }
 
+/// What recovery asks the state file to remember. `Begin` must be durable before the action
+/// is taken: if it cannot be written the action is refused (a cooldown that cannot be kept
+/// is no cooldown).
+pub enum Entry {
+    Begin(ActionRecord),
+    Finish(ActionOutcome),
+}
+
 /// Why recovery was considered, computed by the caller from the run.
 pub struct Case<'a> {
     pub target_index: usize,
@@ -197,13 +205,13 @@ pub struct Case<'a> {
 }
 
 impl Recoverer<'_> {
-    /// Decide, confirm, act and verify for one target. `record` is called right after an
-    /// action so the state file knows about it even if verification is interrupted.
+    /// Decide, confirm, act and verify for one target. `record` writes the action as
+    /// `pending` before it is taken (a failure refuses it) and its outcome after.
     pub async fn run(
         &self,
         case: Case<'_>,
         state: &TargetState,
-        record: &mut dyn FnMut(ActionRecord),
+        record: &mut dyn FnMut(Entry) -> Result<(), String>,
     ) -> RecoveryReport {
         let started = Instant::now();
         let target = &self.prober.plan().targets[case.target_index];
@@ -368,35 +376,41 @@ impl Recoverer<'_> {
             "reason" = why
         );
         let t = Instant::now();
-        // `Err((true, _))`: a last-moment safety check refused (nothing was done);
-        // `Err((false, _))`: the action itself failed (it counts against cooldown/max_actions).
-        let acted: Result<(), (bool, String)> = match policy.action {
-            Action::Kill => crate::systemd::kill_main_process(&systemd, &facts)
-                .await
-                .map_err(|e| (e.is_refusal(), e.to_string())),
-            Action::Restart => systemd
+        // The last-moment checks (kill: pidfd, cgroup, systemd's word on that very process,
+        // MainPID unchanged). A refusal here has done nothing.
+        let armed = match policy.action {
+            Action::Kill => match crate::systemd::arm_kill(&systemd, &facts).await {
+                Ok(a) => Some(a),
+                Err(e) => return finish(self.refused_late(report, e.to_string())),
+            },
+            Action::Restart => None,
+            Action::None => unreachable!("handled above"),
+        };
+        // The record first, synced: whatever happens next (a stop, a crash, a full disk
+        // later), the next run knows an action was taken and keeps the cooldown.
+        if let Err(e) = record(Entry::Begin(ActionRecord {
+            at: unix_secs(SystemTime::now()),
+            unit: unit.clone(),
+            action: policy.action,
+            pid: Some(facts.main_pid),
+            outcome: ActionOutcome::Pending,
+        })) {
+            let why = format!("cannot record the action ({e}), so its cooldown could not be kept");
+            return finish(self.refused_late(report, why));
+        }
+        let acted = match armed {
+            Some(armed) => armed.fire().map_err(|e| e.to_string()),
+            None => systemd
                 .restart(&unit)
                 .await
                 .map(|_| ())
-                .map_err(|e| (false, e.to_string())),
-            Action::None => unreachable!("handled above"),
+                .map_err(|e| e.to_string()),
         };
         report.act_ms = Some(t.elapsed().as_millis() as u64);
-        if let Err((refused, e)) = acted {
-            if refused {
-                report.decision = Decision::Refuse;
-                report.reason = format!("not acting: {e}");
-            } else {
-                report.reason = format!("{what} failed: {e}");
-                report.outcome = Some(RecoveryOutcome::NotRecovered);
-                record(ActionRecord {
-                    at: unix_secs(SystemTime::now()),
-                    unit: unit.clone(),
-                    action: policy.action,
-                    pid: Some(facts.main_pid),
-                    outcome: "failed".into(),
-                });
-            }
+        if let Err(e) = acted {
+            report.reason = format!("{what} failed: {e}");
+            report.outcome = Some(RecoveryOutcome::NotRecovered);
+            let _ = record(Entry::Finish(ActionOutcome::Failed));
             log_event!(
                 Level::Error,
                 "recovery_failed",
@@ -406,13 +420,6 @@ impl Recoverer<'_> {
             );
             return finish(report);
         }
-        record(ActionRecord {
-            at: unix_secs(SystemTime::now()),
-            unit: unit.clone(),
-            action: policy.action,
-            pid: Some(facts.main_pid),
-            outcome: "pending".into(),
-        });
         let event = if policy.action == Action::Kill {
             "recovery_kill"
         } else {
@@ -436,17 +443,11 @@ impl Recoverer<'_> {
         report.verify_ms = Some(t.elapsed().as_millis() as u64);
         report.new_pid = new_pid;
         report.outcome = Some(outcome);
-        record(ActionRecord {
-            at: unix_secs(SystemTime::now()),
-            unit: unit.clone(),
-            action: policy.action,
-            pid: Some(facts.main_pid),
-            outcome: if outcome == RecoveryOutcome::Recovered {
-                "recovered".into()
-            } else {
-                "not_recovered".into()
-            },
-        });
+        let _ = record(Entry::Finish(if outcome == RecoveryOutcome::Recovered {
+            ActionOutcome::Recovered
+        } else {
+            ActionOutcome::NotRecovered
+        }));
         let level = if outcome == RecoveryOutcome::Recovered {
             Level::Warn
         } else {
@@ -470,6 +471,13 @@ impl Recoverer<'_> {
             report.reason = format!("{}; {detail}", report.reason);
         }
         finish(report)
+    }
+
+    /// A refusal after the decision to act was logged: nothing was done.
+    fn refused_late(&self, mut report: RecoveryReport, why: String) -> RecoveryReport {
+        report.decision = Decision::Refuse;
+        report.reason = format!("not acting: {why}");
+        report
     }
 
     async fn verify(
@@ -714,7 +722,7 @@ mod tests {
             unit: "api.service".into(),
             action: Action::Kill,
             pid: Some(1),
-            outcome: "recovered".into(),
+            outcome: ActionOutcome::Recovered,
         };
         let s = TargetState {
             consecutive_unhealthy: 1,

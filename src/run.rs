@@ -12,7 +12,7 @@ use crate::log_event;
 use crate::outcome::Summary;
 use crate::plan::Plan;
 use crate::probe::{Observer, Prober, RouteResult};
-use crate::recovery::{Case, Recoverer, RecoveryOutcome, RecoveryReport};
+use crate::recovery::{Case, Entry, Recoverer, RecoveryOutcome, RecoveryReport};
 use crate::state::{Loaded, State, StateError, Store};
 use crate::verdict::{self, RunStatus, Verdict};
 
@@ -27,6 +27,8 @@ pub struct Options {
     /// How long to wait for another run's lock before going on without it.
     pub lock_wait: Duration,
     pub observer: Option<Observer>,
+    /// Warnings found before the run (an untrusted state directory), reported with its own.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,7 +76,7 @@ pub enum RunError {
 pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let mut warnings = Vec::new();
+    let mut warnings = opts.warnings.clone();
 
     // State first: an unusable state directory stops the run before any traffic (exit 4).
     let mut store = match &opts.state_dir {
@@ -83,7 +85,7 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
     };
     let mut lock_held_elsewhere = false;
     if let Some(store) = store.as_mut()
-        && !store.lock(opts.lock_wait)?
+        && !store.lock(opts.lock_wait).await?
     {
         lock_held_elsewhere = true;
         let w = format!(
@@ -118,6 +120,13 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             }
         },
     };
+
+    if store.as_ref().is_some_and(Store::is_locked) {
+        for note in state.settle(SystemTime::now()) {
+            log_event!(Level::Warn, "state_settled", "note" = note);
+            warnings.push(note);
+        }
+    }
 
     for t in plan.targets.iter().filter(|t| t.tls.insecure) {
         log_event!(Level::Warn, "tls_insecure", "target" = t.name);
@@ -214,35 +223,19 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             lock_held_elsewhere,
         };
         let name = t.name.clone();
-        let mut record = |rec: crate::state::ActionRecord| {
-            if rec.outcome != "pending" {
-                let counted = if rec.outcome == "recovered" {
-                    "recovered"
-                } else {
-                    "not_recovered"
-                };
-                *state
-                    .target_mut(&name)
-                    .recoveries_total
-                    .entry(counted.to_string())
-                    .or_default() += 1;
+        let mut record = |entry: Entry| -> Result<(), String> {
+            let unit = t.unit.clone().unwrap_or_default();
+            match entry {
+                Entry::Begin(rec) => state.add_action(&name, rec),
+                Entry::Finish(outcome) => state.finish_action(&name, &unit, outcome),
             }
-            let actions = &mut state.target_mut(&name).actions;
-            match actions
-                .iter_mut()
-                .rev()
-                .find(|a| a.outcome == "pending" && a.unit == rec.unit)
-            {
-                Some(pending) => pending.outcome = rec.outcome,
-                None => actions.push(rec),
+            // Persist at once, synced: a second run must see this action even if we die
+            // verifying; the pending record must be on disk before the signal.
+            match &store {
+                Some(s) if s.is_locked() => s.save(&state).map_err(|e| e.to_string()),
+                _ => Err("no state directory to record it in".into()),
             }
-            // Persist at once: a second run must see this action even if we die verifying.
-            if let Some(s) = &store
-                && s.is_locked()
-                && let Err(e) = s.save(&state)
-            {
-                log_event!(Level::Error, "state_write_failed", "error" = e);
-            }
+            .inspect_err(|e| log_event!(Level::Error, "state_write_failed", "error" = e))
         };
         let report = recoverer.run(case, &target_state, &mut record).await;
         if report.outcome == Some(RecoveryOutcome::Recovered) {
@@ -265,10 +258,17 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
 
     // Close the pools (idle sockets) before the final write.
     drop(prober);
+    // A state that cannot be written (a full disk) costs the streaks and history of this
+    // run, not its report: the report says so, and recovery already refused any action whose
+    // record could not be written.
     if let Some(s) = &store
         && s.is_locked()
+        && let Err(e) = save_patiently(s, &state).await
     {
-        save_patiently(s, &state).await?;
+        log_event!(Level::Error, "state_write_failed", "error" = e);
+        warnings.push(format!(
+            "the state could not be saved ({e}): this run's streaks and history are lost"
+        ));
     }
 
     let status = verdict::run_status(targets.iter().map(|t| {

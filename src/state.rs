@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,13 +36,58 @@ pub struct TargetState {
     pub last_verdict: Option<Verdict>,
     /// Unix seconds of the last run that saw this target.
     pub last_run: Option<u64>,
-    /// Recent recovery actions, oldest first.
-    #[serde(default)]
+    /// Recent recovery actions, oldest first. Appended, never merged: each action is one
+    /// record from its `pending` write (before the signal) to its outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<ActionRecord>,
     /// Every finished action ever taken, by outcome (`recovered`, `not_recovered`): the
     /// Prometheus counter `routewatch_recoveries_total`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recoveries_total: BTreeMap<String, u64>,
+}
+
+/// Where a recovery action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// Written (and synced) before the signal; being verified.
+    Pending,
+    Recovered,
+    NotRecovered,
+    /// The action itself failed (the signal or the D-Bus call).
+    Failed,
+    /// The run that took it was stopped before it could verify: found `pending` by a later
+    /// run. It still counts for cooldown and `max_actions`.
+    Interrupted,
+}
+
+impl ActionOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionOutcome::Pending => "pending",
+            ActionOutcome::Recovered => "recovered",
+            ActionOutcome::NotRecovered => "not_recovered",
+            ActionOutcome::Failed => "failed",
+            ActionOutcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// The `routewatch_recoveries_total` label a finished action counts under.
+    pub fn counted_as(self) -> Option<&'static str> {
+        match self {
+            ActionOutcome::Pending => None,
+            ActionOutcome::Recovered => Some("recovered"),
+            ActionOutcome::NotRecovered | ActionOutcome::Failed | ActionOutcome::Interrupted => {
+                Some("not_recovered")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ActionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,8 +97,7 @@ pub struct ActionRecord {
     pub unit: String,
     pub action: Action,
     pub pid: Option<u32>,
-    /// `recovered`, `not_recovered`, or `pending` while it is being verified.
-    pub outcome: String,
+    pub outcome: ActionOutcome,
 }
 
 impl State {
@@ -69,6 +113,61 @@ impl State {
     /// Whether any recovery action is remembered: what a crash must never lose.
     pub fn holds_actions(&self) -> bool {
         self.targets.values().any(|t| !t.actions.is_empty())
+    }
+
+    /// Append a new action record (never merged into an earlier one).
+    pub fn add_action(&mut self, name: &str, rec: ActionRecord) {
+        self.target_mut(name).actions.push(rec);
+    }
+
+    /// Give this run's pending action on `unit` its outcome, and count it.
+    pub fn finish_action(&mut self, name: &str, unit: &str, outcome: ActionOutcome) {
+        let t = self.target_mut(name);
+        if let Some(a) = t
+            .actions
+            .iter_mut()
+            .rev()
+            .find(|a| a.outcome == ActionOutcome::Pending && a.unit == unit)
+        {
+            a.outcome = outcome;
+        }
+        if let Some(label) = outcome.counted_as() {
+            *t.recoveries_total.entry(label.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Set right what an earlier run left: a `pending` action (that run was stopped or died
+    /// while verifying; only a run holding the lock writes one) becomes `interrupted` and is
+    /// counted; an action dated in the future (a clock set back) is taken as now. Returns
+    /// one line per thing set right, for the report.
+    pub fn settle(&mut self, now: SystemTime) -> Vec<String> {
+        let now = unix_secs(now);
+        let mut notes = Vec::new();
+        for (name, t) in &mut self.targets {
+            for a in &mut t.actions {
+                if a.at > now {
+                    notes.push(format!(
+                        "target {name}: an action on {} is dated {}s in the future (clock set back?); taken as now",
+                        a.unit,
+                        a.at - now
+                    ));
+                    a.at = now;
+                }
+                if a.outcome == ActionOutcome::Pending {
+                    notes.push(format!(
+                        "target {name}: the {} of {} (PID {}) by an earlier run was never verified (that run was stopped); recorded as interrupted, it counts for cooldown",
+                        a.action.as_str(),
+                        a.unit,
+                        a.pid.map_or("-".into(), |p| p.to_string())
+                    ));
+                    a.outcome = ActionOutcome::Interrupted;
+                    if let Some(label) = ActionOutcome::Interrupted.counted_as() {
+                        *t.recoveries_total.entry(label.to_string()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        notes
     }
 
     /// Forget targets that are no longer probed and were last seen longer ago than the action
@@ -197,7 +296,13 @@ impl Store {
             }
             Ok(_) => {}
             Err(_) => {
-                std::fs::create_dir_all(dir).map_err(io("cannot create"))?;
+                // Every directory created here is 0700 whatever the umask (the trust check
+                // judged what existed above it).
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io("cannot create"))?;
                 let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
             }
         }
@@ -215,41 +320,83 @@ impl Store {
         self.dir.join(STATE_FILE)
     }
 
-    /// Take the advisory lock, waiting at most `wait`. `Ok(false)` when another run holds it.
-    pub fn lock(&mut self, wait: Duration) -> Result<bool, StateError> {
+    /// Take the advisory lock, waiting at most `wait` without blocking the runtime (a stop
+    /// signal is heard at once). `Ok(false)` when another run holds it. A lock file that is
+    /// not a regular file (a FIFO, a device) is an error, never a hang.
+    pub async fn lock(&mut self, wait: Duration) -> Result<bool, StateError> {
         let path = self.dir.join(LOCK_FILE);
+        let io = |what: &'static str| {
+            let dir = self.dir.clone();
+            move |source| StateError::Io { dir, what, source }
+        };
+        if let Ok(m) = std::fs::symlink_metadata(&path)
+            && !m.is_file()
+        {
+            return Err(StateError::Unsafe {
+                dir: self.dir.clone(),
+                what: format!(
+                    "{LOCK_FILE} is a {}, not a regular file",
+                    crate::trust::describe(m.file_type())
+                ),
+            });
+        }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(&path)
-            .map_err(|source| StateError::Io {
+            .map_err(io("cannot open the lock file"))?;
+        let kind = file
+            .metadata()
+            .map_err(io("cannot stat the lock file"))?
+            .file_type();
+        if !kind.is_file() {
+            return Err(StateError::Unsafe {
                 dir: self.dir.clone(),
-                what: "cannot open the lock file",
-                source,
-            })?;
-        let start = Instant::now();
+                what: format!(
+                    "{LOCK_FILE} is a {}, not a regular file",
+                    crate::trust::describe(kind)
+                ),
+            });
+        }
+        let start = tokio::time::Instant::now();
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {
                     self.lock = Some(file);
+                    self.remove_stale_temp_files();
                     return Ok(true);
                 }
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                     if start.elapsed() >= wait {
                         return Ok(false);
                     }
-                    std::thread::sleep(Duration::from_millis(25));
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                 }
-                Err(e) => {
-                    return Err(StateError::Io {
-                        dir: self.dir.clone(),
-                        what: "cannot lock",
-                        source: e.into(),
-                    });
-                }
+                Err(e) => return Err(io("cannot lock")(e.into())),
+            }
+        }
+    }
+
+    /// Temp files of a run that was killed mid-write (`.state.json.tmp-*`): only a run
+    /// holding the lock writes one, so with the lock held they are all stale.
+    fn remove_stale_temp_files(&self) {
+        let prefix = format!(".{STATE_FILE}.tmp-");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let stale = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+                && e.file_type().is_ok_and(|t| t.is_file());
+            if stale {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
@@ -260,11 +407,9 @@ impl Store {
 
     pub fn load(&self) -> Result<Loaded, StateError> {
         let path = self.path();
-        let bytes = match read_nofollow(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Loaded::Fresh(fresh()));
-            }
+        let parsed = match read_file(&path) {
+            Ok(None) => return Ok(Loaded::Fresh(fresh())),
+            Ok(Some(parsed)) => parsed,
             Err(source) => {
                 return Err(StateError::Io {
                     dir: self.dir.clone(),
@@ -273,18 +418,9 @@ impl Store {
                 });
             }
         };
-        let parsed = if bytes.len() as u64 > MAX_STATE_BYTES {
-            Err(format!("larger than {MAX_STATE_BYTES} bytes"))
-        } else {
-            serde_json::from_slice::<State>(&bytes).map_err(|e| e.to_string())
-        };
         match parsed {
-            Ok(s) if s.version == 1 => Ok(Loaded::Existing(s)),
-            other => {
-                let reason = match other {
-                    Ok(s) => format!("unknown version {}", s.version),
-                    Err(e) => e,
-                };
+            Ok(s) => Ok(Loaded::Existing(s)),
+            Err(reason) => {
                 let set_aside =
                     set_aside_corrupt(&self.dir, &path).map_err(|source| StateError::Io {
                         dir: self.dir.clone(),
@@ -306,7 +442,18 @@ impl Store {
     /// crash could at worst cost a streak count, so the write skips them (they are most of a
     /// run's fixed cost on a slow disk).
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let data = serde_json::to_vec_pretty(state).expect("state serialises");
+        // Compact: a few dozen bytes per target, far under the read limit for any probe file.
+        let data = serde_json::to_vec(state).expect("state serialises");
+        if data.len() as u64 > MAX_STATE_BYTES {
+            // Never write what the next run would set aside unread (losing all history).
+            return Err(StateError::Unsafe {
+                dir: self.dir.clone(),
+                what: format!(
+                    "state.json would be {} bytes, over its {MAX_STATE_BYTES}-byte limit; not written",
+                    data.len()
+                ),
+            });
+        }
         write_file(&self.path(), &data, state.holds_actions()).map_err(|source| StateError::Io {
             dir: self.dir.clone(),
             what: "cannot write state.json",
@@ -348,15 +495,36 @@ fn fresh() -> State {
     }
 }
 
-/// At most [`MAX_STATE_BYTES`] + 1 bytes: enough to tell an oversized file, never more.
-fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
-    let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_STATE_BYTES + 1), &mut buf)?;
-    Ok(buf)
+/// Read and parse a state file: `Ok(None)` when there is none, `Ok(Some(Err(reason)))` when
+/// it is not usable state (the reason quotes none of its content). Never follows a symlink,
+/// never blocks on a FIFO, never reads more than [`MAX_STATE_BYTES`].
+pub fn read_file(path: &Path) -> std::io::Result<Option<Result<State, String>>> {
+    let file = match crate::trust::open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (bytes, over) = crate::trust::read_limited(&file, MAX_STATE_BYTES)?;
+    if over {
+        return Ok(Some(Err(format!("larger than {MAX_STATE_BYTES} bytes"))));
+    }
+    Ok(Some(match serde_json::from_slice::<State>(&bytes) {
+        Ok(s) if s.version == 1 => Ok(s),
+        Ok(s) => Err(format!(
+            "unknown version {} (this routewatch writes 1)",
+            s.version
+        )),
+        Err(e) => Err(format!(
+            "{} at line {} column {}",
+            match e.classify() {
+                serde_json::error::Category::Data => "not the state format",
+                serde_json::error::Category::Eof => "cut short",
+                _ => "not valid JSON",
+            },
+            e.line(),
+            e.column()
+        )),
+    }))
 }
 
 /// Replace `path` with `data` so a reader sees the old or the new file, never half of one.
@@ -365,23 +533,37 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     write_file(path, data, true)
 }
 
-/// Whether [`write_atomic`] can replace `path`: its directory exists and it is not a symlink
-/// or a directory. Returns the directory. Checked again at every write.
+/// Whether [`write_atomic`] can replace `path`: its directory exists, and `path` is missing
+/// or a regular file (never a symlink, a directory, a FIFO or a device node: `--output
+/// /dev/null` must not replace the system's `/dev/null`). Returns the directory. Checked
+/// again at every write. A path that can never be written is `InvalidInput`.
 pub fn replaceable(path: &Path) -> std::io::Result<&Path> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(invalid(format!("{} is not a directory", dir.display())));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(invalid(format!("{} is not a directory", dir.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(invalid(format!(
+                "the directory {} does not exist",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(e),
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err(invalid(format!(
             "{} is a symlink; refusing to replace it",
             path.display()
         ))),
-        Ok(m) if m.is_dir() => Err(invalid(format!("{} is a directory", path.display()))),
+        Ok(m) if !m.is_file() => Err(invalid(format!(
+            "{} is a {}; only a regular file is replaced",
+            path.display(),
+            crate::trust::describe(m.file_type())
+        ))),
         _ => Ok(dir),
     }
 }
@@ -447,7 +629,7 @@ mod tests {
             unit: "api.service".into(),
             action: Action::Kill,
             pid: Some(42),
-            outcome: "recovered".into(),
+            outcome: ActionOutcome::Recovered,
         });
         assert!(s.holds_actions());
     }
@@ -514,15 +696,131 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     }
 
-    #[test]
-    fn the_lock_is_exclusive_between_stores() {
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_is_exclusive_between_stores_and_waits_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Store::open(dir.path()).unwrap();
         let mut b = Store::open(dir.path()).unwrap();
-        assert!(a.lock(Duration::ZERO).unwrap());
-        assert!(!b.lock(Duration::from_millis(30)).unwrap());
+        assert!(a.lock(Duration::ZERO).await.unwrap());
+        // The wait is on tokio's clock (paused here): a blocking sleep would not advance it,
+        // and a stop signal could not be heard during it.
+        let before = tokio::time::Instant::now();
+        assert!(!b.lock(Duration::from_secs(30)).await.unwrap());
+        assert!(tokio::time::Instant::now() - before >= Duration::from_secs(30));
         drop(a);
-        assert!(b.lock(Duration::ZERO).unwrap());
+        assert!(b.lock(Duration::ZERO).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_fifo_in_place_of_the_lock_or_the_state_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let mkfifo = |p: &Path| {
+            let ok = std::process::Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        };
+        mkfifo(&dir.path().join(LOCK_FILE));
+        let mut store = Store::open(dir.path()).unwrap();
+        let e = store.lock(Duration::ZERO).await.err().unwrap().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        std::fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+        mkfifo(&store.path());
+        let e = store.load().err().unwrap().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn temp_files_of_a_killed_run_are_removed_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".state.json.tmp-123-456");
+        std::fs::write(&stale, b"half").unwrap();
+        let keep = dir.path().join("other.tmp");
+        std::fs::write(&keep, b"mine").unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(store.lock(Duration::ZERO).await.unwrap());
+        assert!(!stale.exists());
+        assert!(keep.exists());
+    }
+
+    #[test]
+    fn stale_pending_records_are_settled_and_future_ones_taken_as_now() {
+        let now = SystemTime::now();
+        let t = unix_secs(now);
+        let mut s = fresh();
+        let rec = |at, outcome| ActionRecord {
+            at,
+            unit: "api.service".into(),
+            action: Action::Kill,
+            pid: Some(7),
+            outcome,
+        };
+        s.add_action("api", rec(t - 5, ActionOutcome::Pending));
+        s.add_action("api", rec(t + 3600, ActionOutcome::Recovered));
+        let notes = s.settle(now);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let a = &s.targets["api"].actions;
+        assert_eq!(a[0].outcome, ActionOutcome::Interrupted);
+        assert_eq!(a[0].at, t - 5, "its time is kept: it counts for cooldown");
+        assert_eq!(a[1].at, t);
+        assert_eq!(s.targets["api"].recoveries_total["not_recovered"], 1);
+        // A new action is its own record; finishing it never touches the settled one.
+        s.add_action("api", rec(t, ActionOutcome::Pending));
+        s.finish_action("api", "api.service", ActionOutcome::Recovered);
+        let a = &s.targets["api"].actions;
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0].outcome, ActionOutcome::Interrupted);
+        assert_eq!(a[2].outcome, ActionOutcome::Recovered);
+    }
+
+    #[test]
+    fn the_state_is_compact_and_never_written_over_its_read_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = fresh();
+        let now = SystemTime::now();
+        for i in 0..20_000 {
+            s.record_verdict(&format!("target-{i:05}"), Verdict::Healthy, now);
+        }
+        store.save(&s).unwrap();
+        let size = std::fs::metadata(store.path()).unwrap().len();
+        assert!(size < 2 * 1024 * 1024, "20 000 targets in {size} bytes");
+        let long = "n".repeat(1000);
+        for i in 0..17_000 {
+            s.record_verdict(&format!("{long}-{i:05}"), Verdict::Healthy, now);
+        }
+        let e = store.save(&s).unwrap_err().to_string();
+        assert!(e.contains("not written"), "{e}");
+        assert_eq!(
+            std::fs::metadata(store.path()).unwrap().len(),
+            size,
+            "old file kept"
+        );
+    }
+
+    #[test]
+    fn output_replaces_only_a_regular_file_or_a_missing_path() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(replaceable(&dir.path().join("new.json")).is_ok());
+        std::fs::write(dir.path().join("old.json"), b"x").unwrap();
+        assert!(replaceable(&dir.path().join("old.json")).is_ok());
+        let e = replaceable(Path::new("/dev/null")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("character device"), "{e}");
+        let e = replaceable(&dir.path().join("nowhere/x")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(replaceable(dir.path()).is_err(), "a directory");
+    }
+
+    #[test]
+    fn a_bad_state_file_is_described_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        std::fs::write(&p, br#"{"version":1,"targets":"root:x:0:0:secret"}"#).unwrap();
+        let why = read_file(&p).unwrap().unwrap().unwrap_err();
+        assert!(!why.contains("secret"), "{why}");
+        assert!(why.contains("line 1"), "{why}");
     }
 
     #[test]

@@ -14,6 +14,15 @@ use zbus::proxy::CacheProperties;
 trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// The unit of the process behind a pidfd, as systemd sees it (systemd 249 and later).
+    #[zbus(name = "GetUnitByPIDFD")]
+    fn get_unit_by_pidfd(
+        &self,
+        pidfd: zbus::Fd<'_>,
+    ) -> zbus::Result<(OwnedObjectPath, String, Vec<u8>)>;
+    /// The unit of a PID in systemd's own PID namespace; 0 is the caller.
+    #[zbus(name = "GetUnitByPID")]
+    fn get_unit_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
 }
 
 #[zbus::proxy(
@@ -88,6 +97,10 @@ pub enum SystemdError {
     AccessDenied { unit: String, reason: String },
     #[error("unit {unit:?}: D-Bus call failed: {reason}")]
     Call { unit: String, reason: String },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Deadline of one D-Bus call.
@@ -174,8 +187,9 @@ impl Systemd {
             .await
             .map_err(err)?
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+            .as_slice()
+            .to_vec();
+        let invocation_id = hex(&invocation_id);
         let mut facts = UnitFacts {
             unit: unit.into(),
             load_state,
@@ -203,6 +217,41 @@ impl Systemd {
         Ok(facts)
     }
 
+    /// Which unit systemd says the process behind `pidfd` belongs to, and that unit's
+    /// invocation ID (hex). `Ok(None)` when this systemd predates `GetUnitByPIDFD`.
+    pub async fn unit_of_pidfd(
+        &self,
+        unit: &str,
+        pidfd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Option<(String, String)>, SystemdError> {
+        let err = |e| Self::call_error(unit, e);
+        let manager = ManagerProxy::new(&self.conn).await.map_err(err)?;
+        match manager.get_unit_by_pidfd(zbus::Fd::from(pidfd)).await {
+            Ok((_, id, invocation)) => Ok(Some((id, hex(&invocation)))),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
+            {
+                Ok(None)
+            }
+            Err(zbus::Error::FDO(f)) if matches!(*f, zbus::fdo::Error::UnknownMethod(_)) => {
+                Ok(None)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Whether this process and systemd share a PID namespace, for a systemd too old for
+    /// `GetUnitByPIDFD`: systemd resolves "the caller" (PID 0) from the bus credentials in
+    /// its own namespace, and our own PID number in that same namespace; in another
+    /// namespace the number names some other process (or none).
+    pub async fn shares_pid_namespace(&self, unit: &str) -> Result<bool, SystemdError> {
+        let err = |e| Self::call_error(unit, e);
+        let manager = ManagerProxy::new(&self.conn).await.map_err(err)?;
+        let caller = manager.get_unit_by_pid(0).await.map_err(err)?;
+        let by_number = manager.get_unit_by_pid(std::process::id()).await;
+        Ok(by_number.is_ok_and(|p| p == caller))
+    }
+
     /// `RestartUnit(unit, "replace")`; returns the job path.
     pub async fn restart(&self, unit: &str) -> Result<String, SystemdError> {
         let err = |e| Self::call_error(unit, e);
@@ -226,6 +275,18 @@ pub enum KillError {
     },
     #[error("MainPID changed from {was} to {now} before the kill; not signalling")]
     PidChanged { was: u32, now: u32 },
+    #[error(
+        "systemd says the process this PID {pid} names here belongs to {found}, not {unit}: routewatch does not see systemd's PID namespace (run it beside systemd, not in a container); not signalling"
+    )]
+    NotTheUnitsProcess {
+        pid: u32,
+        unit: String,
+        found: String,
+    },
+    #[error(
+        "routewatch is not in systemd's PID namespace, so MainPID {pid} means another process here (run it beside systemd, not in a container); not signalling"
+    )]
+    OtherPidNamespace { pid: u32 },
     #[error("pidfd_send_signal(SIGKILL) to PID {pid} failed: {source}")]
     Signal { pid: u32, source: std::io::Error },
     #[error("{0}")]
@@ -237,7 +298,10 @@ impl KillError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            KillError::WrongCgroup { .. } | KillError::PidChanged { .. }
+            KillError::WrongCgroup { .. }
+                | KillError::PidChanged { .. }
+                | KillError::NotTheUnitsProcess { .. }
+                | KillError::OtherPidNamespace { .. }
         )
     }
 }
@@ -265,10 +329,34 @@ pub fn cgroup_within(process: &str, unit: &str) -> bool {
                 .is_some_and(|rest| rest.starts_with('/')))
 }
 
-/// SIGKILL the unit's main process with no PID-reuse race: open a pidfd first, then check
-/// that the process behind it is still in the unit's cgroup and still its MainPID, then
-/// signal through the pidfd (a recycled PID can never receive it).
-pub async fn kill_main_process(systemd: &Systemd, facts: &UnitFacts) -> Result<(), KillError> {
+/// A pidfd on the unit's main process that passed every check: the only thing that can
+/// send the signal.
+pub struct Armed {
+    pid: u32,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Armed {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGKILL through the pidfd: a recycled PID can never receive it.
+    pub fn fire(self) -> Result<(), KillError> {
+        rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL).map_err(
+            |e| KillError::Signal {
+                pid: self.pid,
+                source: e.into(),
+            },
+        )
+    }
+}
+
+/// Get ready to SIGKILL the unit's main process with no PID-reuse race and no namespace
+/// trap: open a pidfd first, then check that the process behind it is in the unit's cgroup,
+/// that systemd itself says that very process (by pidfd) belongs to the unit's current
+/// invocation, and that it is still the unit's MainPID. Nothing is signalled here.
+pub async fn arm_kill(systemd: &Systemd, facts: &UnitFacts) -> Result<Armed, KillError> {
     let pid = facts.main_pid;
     let raw = rustix::process::Pid::from_raw(pid as i32)
         .ok_or(KillError::PidChanged { was: pid, now: 0 })?;
@@ -287,6 +375,29 @@ pub async fn kill_main_process(systemd: &Systemd, facts: &UnitFacts) -> Result<(
             found,
         });
     }
+    use std::os::fd::AsFd;
+    match systemd.unit_of_pidfd(&facts.unit, pidfd.as_fd()).await? {
+        Some((unit, invocation)) => {
+            if unit != facts.unit
+                || (!facts.invocation_id.is_empty() && invocation != facts.invocation_id)
+            {
+                return Err(KillError::NotTheUnitsProcess {
+                    pid,
+                    unit: facts.unit.clone(),
+                    found: if unit == facts.unit {
+                        format!("another invocation of {unit}")
+                    } else {
+                        unit
+                    },
+                });
+            }
+        }
+        None => {
+            if !systemd.shares_pid_namespace(&facts.unit).await? {
+                return Err(KillError::OtherPidNamespace { pid });
+            }
+        }
+    }
     let now = systemd.facts(&facts.unit).await?;
     if now.main_pid != pid {
         return Err(KillError::PidChanged {
@@ -294,12 +405,7 @@ pub async fn kill_main_process(systemd: &Systemd, facts: &UnitFacts) -> Result<(
             now: now.main_pid,
         });
     }
-    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).map_err(|e| {
-        KillError::Signal {
-            pid,
-            source: e.into(),
-        }
-    })
+    Ok(Armed { pid, pidfd })
 }
 
 #[cfg(test)]

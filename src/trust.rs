@@ -2,9 +2,18 @@
 //! directory (and every directory above them) must be owned by root and not writable by group
 //! or others — otherwise whoever can edit them could make root kill things. A sticky
 //! world-writable directory such as /tmp is accepted: nobody else can replace entries in it.
+//!
+//! The path is checked *as written*: every directory on the way, every symlink met on the way
+//! (its owner; its own directory is already on the way) and every directory on the way to the
+//! link's target. The file is then opened once, the *opened* file is checked (fstat), and the
+//! caller reads from that same descriptor, so nobody can swap the file between the check and
+//! the read.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
 
 /// The facts about one path that the check looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +23,19 @@ pub struct Facts {
     pub is_dir: bool,
 }
 
+impl Facts {
+    fn of(m: &std::fs::Metadata) -> Facts {
+        Facts {
+            uid: m.uid(),
+            mode: m.mode(),
+            is_dir: m.is_dir(),
+        }
+    }
+}
+
 const STICKY: u32 = 0o1000;
+/// As the kernel's own path walk: more links than this on one path is a loop.
+const MAX_LINKS: usize = 40;
 
 /// Judge one path. Pure.
 pub fn judge(path: &Path, f: Facts) -> Result<(), String> {
@@ -37,24 +58,191 @@ pub fn judge(path: &Path, f: Facts) -> Result<(), String> {
     Ok(())
 }
 
-/// Check a path and every directory above it (after resolving symlinks).
-pub fn check_chain(path: &Path) -> Result<(), String> {
-    let real: PathBuf = std::fs::canonicalize(path)
-        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
-    let mut cur: Option<&Path> = Some(&real);
-    while let Some(p) = cur {
-        let m = std::fs::metadata(p).map_err(|e| format!("cannot stat {}: {e}", p.display()))?;
-        judge(
-            p,
-            Facts {
-                uid: m.uid(),
-                mode: m.mode(),
-                is_dir: m.is_dir(),
-            },
-        )?;
-        cur = p.parent();
+/// A symlink's mode means nothing; only who owns it (in a sticky directory anyone may plant
+/// one). Pure.
+pub fn judge_link(path: &Path, uid: u32) -> Result<(), String> {
+    if uid != 0 {
+        return Err(format!(
+            "{} is a symlink owned by uid {uid}, not root",
+            path.display()
+        ));
     }
     Ok(())
+}
+
+/// What walking a path found: where it really leads, and the first reason not to trust it.
+#[derive(Debug)]
+pub struct Walk {
+    /// The path with every symlink resolved (as far as it exists).
+    pub resolved: PathBuf,
+    /// Whether the whole path exists.
+    pub exists: bool,
+    /// The first problem met, if any.
+    pub problem: Option<String>,
+}
+
+/// Walk `path` as written, component by component, judging every directory on the way, every
+/// symlink met and every directory on the way to each link's target; the last component is
+/// judged too when it exists. A missing component ends the walk (`exists: false`): what
+/// exists up to there has been judged, so whatever is created below it is ours.
+pub fn walk(path: &Path) -> std::io::Result<Walk> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut problem: Option<String> = None;
+    let mut note = |r: Result<(), String>| {
+        if let Err(e) = r
+            && problem.is_none()
+        {
+            problem = Some(e);
+        }
+    };
+    // Components still to visit, next first (reversed stack).
+    let mut todo: Vec<OsString> = components(&absolute);
+    todo.reverse();
+    let mut cur = PathBuf::from("/");
+    note(judge(&cur, Facts::of(&std::fs::symlink_metadata(&cur)?)));
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&name);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut resolved = next;
+                while let Some(rest) = todo.pop() {
+                    resolved.push(rest);
+                }
+                return Ok(Walk {
+                    resolved,
+                    exists: false,
+                    problem,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(std::io::Error::other(format!(
+                    "{}: too many levels of symbolic links",
+                    path.display()
+                )));
+            }
+            note(judge_link(&next, meta.uid()));
+            let target = std::fs::read_link(&next)?;
+            if target.is_absolute() {
+                cur = PathBuf::from("/");
+            }
+            let mut parts = components(&target);
+            parts.reverse();
+            todo.extend(parts);
+            continue;
+        }
+        note(judge(&next, Facts::of(&meta)));
+        cur = next;
+    }
+    Ok(Walk {
+        resolved: cur,
+        exists: true,
+        problem,
+    })
+}
+
+/// The normal and `..` components of a path (`.` and the root dropped).
+fn components(p: &Path) -> Vec<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+/// Check a path and every directory above it, as written (symlinks included). `Ok` when
+/// root can trust it; a missing path is an error.
+pub fn check_chain(path: &Path) -> Result<(), String> {
+    let w = walk(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    if !w.exists {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    w.problem.map_or(Ok(()), Err)
+}
+
+/// A file opened once for reading, with the trust verdict on that very file.
+pub struct Opened {
+    pub file: File,
+    /// `Some(reason)` when root should not act on what the file says.
+    pub problem: Option<String>,
+}
+
+/// Open `path` for reading, judging the path as written and then the opened file itself.
+/// The open never blocks (a FIFO in its place is an error, not a hang) and never follows a
+/// link at the last step: the walk already resolved every link.
+pub fn open(path: &Path) -> std::io::Result<Opened> {
+    let w = walk(path)?;
+    if !w.exists {
+        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+    }
+    let file = open_regular(&w.resolved)?;
+    let meta = file.metadata()?;
+    let problem = w
+        .problem
+        .or_else(|| judge(&w.resolved, Facts::of(&meta)).err());
+    Ok(Opened { file, problem })
+}
+
+/// Open a regular file for reading: `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC`, then fstat. Anything
+/// else (a FIFO, a device, a socket, a directory, a symlink) is refused without blocking.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use rustix::fs::OFlags;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is a {}, not a regular file", describe(kind)),
+        ));
+    }
+    Ok(file)
+}
+
+/// At most `limit` bytes of `file`, and whether there was more.
+pub fn read_limited(file: &File, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut buf = Vec::new();
+    file.take(limit + 1).read_to_end(&mut buf)?;
+    let over = buf.len() as u64 > limit;
+    buf.truncate(limit as usize);
+    Ok((buf, over))
+}
+
+/// Plain words for a file type.
+pub fn describe(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_symlink() {
+        "symlink"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else {
+        "regular file"
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +283,37 @@ mod tests {
             judge(p, f(0, 0o101666, false)).is_err(),
             "a sticky bit does not excuse a file"
         );
+        assert!(judge_link(p, 1000).unwrap_err().contains("symlink owned"));
+        assert_eq!(judge_link(p, 0), Ok(()));
+    }
+
+    #[test]
+    fn walk_resolves_links_and_dotdot_and_reports_a_missing_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
+        let w = walk(&dir.path().join("link/../link/f")).unwrap();
+        assert!(w.exists);
+        assert_eq!(w.resolved, real.canonicalize().unwrap().join("f"));
+        let w = walk(&dir.path().join("link/new/deeper")).unwrap();
+        assert!(!w.exists);
+        assert_eq!(w.resolved, real.canonicalize().unwrap().join("new/deeper"));
+        std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
+        assert!(walk(&dir.path().join("loop")).is_err());
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = open_regular(&fifo).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
     }
 }

@@ -436,7 +436,7 @@ fn output_refuses_to_follow_a_symlink() {
         .arg(dir.path().join("st"))
         .arg("--output")
         .arg(&link));
-    assert_eq!(o.code, 4, "{}", o.stderr);
+    assert_eq!(o.code, 2, "a bad --output is a usage error: {}", o.stderr);
     assert!(o.stderr.contains("symlink"), "{}", o.stderr);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert_eq!(s.hits.load(Ordering::SeqCst), 0, "found out before probing");
@@ -449,8 +449,12 @@ fn output_refuses_to_follow_a_symlink() {
         .arg(dir.path().join("st"))
         .arg("--output")
         .arg(&nowhere));
-    assert_eq!(o.code, 4, "{}", o.stderr);
-    assert!(o.stderr.contains("is not a directory"), "{}", o.stderr);
+    assert_eq!(o.code, 2, "a bad --output is a usage error: {}", o.stderr);
+    assert!(
+        o.stderr.contains("missing-dir does not exist"),
+        "{}",
+        o.stderr
+    );
     assert_eq!(s.hits.load(Ordering::SeqCst), 0, "found out before probing");
 }
 

@@ -459,7 +459,7 @@ fn dry_run_says_what_it_would_do_and_to_which_pid() {
     );
     assert!(lab.fake.restart_calls().is_empty());
     let actions = &lab.state()["targets"]["api"]["actions"];
-    assert_eq!(actions.as_array().map(Vec::len), Some(0), "{actions}");
+    assert_eq!(actions.as_array().map_or(0, Vec::len), 0, "{actions}");
 }
 
 #[test]
@@ -629,4 +629,222 @@ fn kill_signals_the_main_process_through_its_pidfd_and_verifies() {
     assert_eq!(run.recovery()["outcome"], "recovered", "{run}");
     assert_eq!(run.recovery()["new_pid"], FAKE_PID_AFTER, "{run}");
     assert!(lab.fake.restart_calls().is_empty(), "kill, not restart");
+}
+
+// ------------------------------------------------------------------ is it the unit's process?
+
+/// A sleeper the fake calls the unit's MainPID, in the right cgroup.
+fn sleeper_as_main_pid(lab: &Lab) -> Option<Sleeper> {
+    let sleeper = Sleeper::spawn();
+    let cgroup = sleeper.cgroup()?;
+    let pid = sleeper.pid();
+    lab.fake.update(UNIT, |u| {
+        u.main_pid = pid;
+        u.control_group = cgroup;
+    });
+    Some(sleeper)
+}
+
+fn need_cgroup_line() -> ! {
+    panic!(
+        "no unified cgroup line in /proc/self/cgroup: these tests need cgroup v2 or a hybrid host"
+    )
+}
+
+#[test]
+fn kill_refuses_a_process_systemd_places_in_another_unit() {
+    // The namespace trap: the PID number systemd reports names, here, some other process
+    // whose cgroup path happens to match. systemd, asked about the process behind our
+    // pidfd, names another unit.
+    let lab = Lab::start();
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
+    };
+    lab.fake
+        .set_unit("other.service", bus_unit("other.service"));
+    lab.fake.pidfd_names_unit("other.service");
+    let run = lab.check(&lab.probe_file(&[("action", "kill")]), &[]);
+    run.expect(1, "refuse", "belongs to other.service, not rw-fake.service");
+    assert!(run.reason().contains("PID namespace"), "{run}");
+    assert!(sleeper.alive(), "another unit's process was signalled");
+    let actions = &lab.state()["targets"]["api"]["actions"];
+    assert!(
+        actions.is_null(),
+        "nothing done, nothing recorded: {actions}"
+    );
+}
+
+#[test]
+fn on_a_systemd_without_get_unit_by_pidfd_another_pid_namespace_is_refused() {
+    let lab = Lab::start();
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
+    };
+    lab.fake.without_get_unit_by_pidfd();
+    lab.fake.caller_in_another_pid_namespace();
+    let run = lab.check(&lab.probe_file(&[("action", "kill")]), &[]);
+    run.expect(1, "refuse", "not in systemd's PID namespace");
+    assert!(sleeper.alive());
+}
+
+#[test]
+fn on_a_systemd_without_get_unit_by_pidfd_the_same_namespace_still_kills() {
+    let lab = Lab::start();
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
+    };
+    lab.fake.without_get_unit_by_pidfd();
+    let run = lab.check(
+        &lab.probe_file(&[("action", "kill"), ("verify_timeout", "300ms")]),
+        &[],
+    );
+    assert_eq!(run.decision(), "act", "{run}");
+    let status = sleeper.wait_for_exit(RUN_DEADLINE);
+    assert_eq!(status.and_then(|s| s.signal()), Some(9), "{run}");
+}
+
+// ------------------------------------------------------------------ the action record
+
+/// A state file as an earlier run left it.
+fn write_state(lab: &Lab, actions: serde_json::Value) {
+    std::fs::create_dir_all(lab.state_dir()).unwrap();
+    let doc = serde_json::json!({
+        "version": 1,
+        "targets": { "api": { "consecutive_unhealthy": 3, "last_verdict": "unhealthy",
+                              "last_run": now_s() - 60, "actions": actions } }
+    });
+    std::fs::write(lab.state_dir().join("state.json"), doc.to_string()).unwrap();
+}
+
+fn now_s() -> u64 {
+    now_us() / 1_000_000
+}
+
+#[test]
+fn a_pending_action_left_by_a_stopped_run_counts_for_cooldown_and_is_never_reused() {
+    let lab = Lab::start();
+    let http = lab.http.clone();
+    lab.fake.on_restart(move || http.set(Mode::Ok));
+    let pending = serde_json::json!([{ "at": now_s() - 3, "unit": UNIT, "action": "restart",
+                                       "pid": 4242, "outcome": "pending" }]);
+    write_state(&lab, pending);
+    let run = lab.check(&lab.probe_file(&[("cooldown", "20m")]), &[]);
+    run.expect(1, "refuse", "cooldown");
+    assert!(lab.fake.restart_calls().is_empty());
+    let warnings = run.json()["warnings"].to_string();
+    assert!(warnings.contains("never verified"), "{run}");
+    let state = lab.state();
+    let actions = state["targets"]["api"]["actions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(actions[0]["outcome"], "interrupted");
+    assert_eq!(
+        state["targets"]["api"]["recoveries_total"]["not_recovered"],
+        1
+    );
+
+    // Once the cooldown allows, the new action is a record of its own.
+    let run = lab.check(&lab.probe_file(&[("cooldown", "1s")]), &[]);
+    run.expect(3, "act", "RestartUnit");
+    let actions = lab.state()["targets"]["api"]["actions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(actions.len(), 2, "appended, not merged: {actions:?}");
+    assert_eq!(actions[0]["outcome"], "interrupted");
+    assert_eq!(actions[0]["pid"], 4242);
+    assert_eq!(actions[1]["outcome"], "recovered");
+    assert_eq!(actions[1]["pid"], FAKE_PID);
+}
+
+#[test]
+fn an_action_dated_in_the_future_is_taken_as_now_and_reported() {
+    let lab = Lab::start();
+    let future = now_s() + 30 * 24 * 3600;
+    write_state(
+        &lab,
+        serde_json::json!([{ "at": future, "unit": UNIT, "action": "restart",
+                             "pid": 4242, "outcome": "recovered" }]),
+    );
+    let run = lab.check(&lab.probe_file(&[("cooldown", "1m")]), &[]);
+    run.expect(1, "refuse", "cooldown");
+    assert!(
+        run.json()["warnings"].to_string().contains("in the future"),
+        "{run}"
+    );
+    let at = lab.state()["targets"]["api"]["actions"][0]["at"]
+        .as_u64()
+        .unwrap();
+    assert!(at <= now_s(), "clamped to the run's time: {at}");
+}
+
+#[test]
+fn a_full_state_disk_refuses_the_kill_run_after_run() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("ROUTEWATCH_CI").is_none(),
+            "CI runs as root"
+        );
+        eprintln!("skipping: mounting a tmpfs needs root");
+        return;
+    }
+    let lab = Lab::start();
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
+    };
+    let cfg = lab.probe_file(&[("action", "kill"), ("cooldown", "15m")]);
+    let state = lab.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    for n in 0..3 {
+        // A private mount namespace with a small tmpfs, filled, as the state directory.
+        let inner = lab.command(&cfg, &state, &[]);
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount -t tmpfs -o size=256k tmpfs \"$1\" || exit 97; \
+                 head -c 1M /dev/zero > \"$1/fill\" 2>/dev/null; shift; exec \"$@\"",
+            )
+            .arg("sh")
+            .arg(&state)
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let run = Lab::spawn(cmd).finish(RUN_DEADLINE);
+        run.expect(1, "refuse", "cannot record the action");
+        assert!(
+            run.json()["warnings"]
+                .to_string()
+                .contains("could not be saved"),
+            "run {n}: {run}"
+        );
+        assert!(
+            sleeper.alive(),
+            "run {n} killed although it could not record it"
+        );
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn bus_unit(name: &str) -> bus::UnitSpec {
+    bus::UnitSpec::running(name)
 }
