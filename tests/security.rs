@@ -191,6 +191,279 @@ fn a_symlinked_state_file_is_refused_not_followed() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
 
+/// A probe file for a target that fails fast (a closed port): recovery is considered at
+/// once, so the report says which gate stopped it.
+fn write_named_probe_file(path: &Path, target: &str, unit: &str) {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    std::fs::write(
+        path,
+        format!(
+            "defaults: {{ timeout: 2s, connect_timeout: 1s, retries: 0 }}\ntargets:\n  - name: {target}\n    base_url: http://127.0.0.1:{closed}\n    unit: {unit}\n    recovery: {{ startup_grace: 0s, on: [timeout, refused] }}\n    routes: [{{ path: /health, class: core }}]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn a_local_user_swapping_the_probe_file_never_steers_recovery() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = trusted_dir();
+    let trusted = dir.path().join("trusted.yaml");
+    let evil = dir.path().join("evil.yaml");
+    write_named_probe_file(&trusted, "api", "api-under-test.service");
+    write_named_probe_file(&evil, "evil", "victim-of-the-attacker.service");
+    // A directory the attacker can write, holding the link root is told to read.
+    let open_dir = dir.path().join("ww");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = open_dir.join("probes.yaml");
+    std::os::unix::fs::symlink(&trusted, &link).unwrap();
+    // The attacker, unprivileged, swaps the link atomically as fast as it can.
+    let script = format!(
+        "cd {dir} || exit 1; end=$(( $(date +%s) + 300 )); while [ $(date +%s) -lt $end ]; do \
+         ln -sfn {t} a && mv -fT a probes.yaml; ln -sfn {e} b && mv -fT b probes.yaml; done",
+        dir = open_dir.display(),
+        t = trusted.display(),
+        e = evil.display()
+    );
+    let mut attacker = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(&script)
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let state = dir.path().join("state");
+    let (mut runs, mut read_evil, mut reached) = (0, 0, Vec::new());
+    for _ in 0..120 {
+        let (code, doc, stderr) = check_json(&link, &state, &["--dry-run"]);
+        if code == 2 {
+            // The link was mid-swap: the read failed, nothing was probed.
+            continue;
+        }
+        assert_eq!(code, 1, "{stderr}");
+        runs += 1;
+        let t = &doc["targets"][0];
+        if t["name"] == "evil" {
+            read_evil += 1;
+        }
+        let reason = t["recovery"]["reason"].as_str().unwrap_or_default();
+        if !(t["recovery"]["decision"] == "refuse" && reason.contains("recovery disabled")) {
+            reached.push(format!("{}: {reason}", t["name"]));
+        }
+    }
+    let _ = attacker.kill();
+    let _ = attacker.wait();
+    eprintln!(
+        "{runs} runs, {read_evil} read the attacker's file, {} reached recovery",
+        reached.len()
+    );
+    assert!(runs >= 100, "only {runs} runs completed");
+    assert!(
+        reached.is_empty(),
+        "runs that got past the trust check: {reached:?}"
+    );
+}
+
+#[test]
+fn every_link_and_directory_on_the_path_as_written_is_judged() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = trusted_dir();
+    let trusted = dir.path().join("trusted.yaml");
+    write_named_probe_file(&trusted, "api", "api-under-test.service");
+    let state = dir.path().join("state");
+    // A sticky, world-writable directory (like /tmp) with a link someone else planted.
+    let sticky = dir.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = sticky.join("probes.yaml");
+    std::os::unix::fs::symlink(&trusted, &planted).unwrap();
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        &planted,
+        Some(rustix::fs::Uid::from_raw(65534)),
+        None,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    // A directory symlink on the way into a world-writable directory.
+    let open_dir = dir.path().join("ww");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(&trusted, open_dir.join("probes.yaml")).unwrap();
+    std::os::unix::fs::symlink(&open_dir, dir.path().join("via")).unwrap();
+    for (path, want) in [
+        (planted.clone(), "is a symlink owned by uid 65534"),
+        (
+            dir.path().join("via/probes.yaml"),
+            "ww is writable by group or others (mode 0777)",
+        ),
+    ] {
+        let (code, doc, stderr) = check_json(&path, &state, &["--dry-run"]);
+        assert_eq!(code, 1, "{stderr}");
+        let reason = doc["targets"][0]["recovery"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.contains("recovery disabled") && reason.contains(want),
+            "{path:?}: {reason}"
+        );
+    }
+    // The same file through root's own links is trusted.
+    std::os::unix::fs::symlink(&trusted, dir.path().join("root-link.yaml")).unwrap();
+    let (_, doc, _) = check_json(&dir.path().join("root-link.yaml"), &state, &["--dry-run"]);
+    let reason = doc["targets"][0]["recovery"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!reason.contains("recovery disabled"), "{reason}");
+}
+
+#[test]
+fn a_state_directory_to_be_created_is_judged_by_its_parent() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = trusted_dir();
+    let cfg = dir.path().join("probes.yaml");
+    write_named_probe_file(&cfg, "api", "api-under-test.service");
+    let open_dir = dir.path().join("ww");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, doc, stderr) = check_json(&cfg, &open_dir.join("new-state"), &["--dry-run"]);
+    assert_eq!(code, 1, "{stderr}");
+    let reason = doc["targets"][0]["recovery"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("state directory") && reason.contains("0777"),
+        "{reason}"
+    );
+    assert!(
+        doc["warnings"]
+            .to_string()
+            .contains("state directory not used"),
+        "{doc}"
+    );
+    assert!(
+        !open_dir.join("new-state").exists(),
+        "nothing created under an untrusted parent"
+    );
+}
+
+#[test]
+fn a_state_directory_of_another_user_still_probes_and_reports() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = trusted_dir();
+    let cfg = dir.path().join("probes.yaml");
+    write_named_probe_file(&cfg, "api", "api-under-test.service");
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+    let (code, doc, stderr) = check_json(&cfg, &theirs, &[]);
+    assert_eq!(code, 1, "probed and reported, not exit 4: {stderr}");
+    assert_eq!(doc["targets"][0]["routes"][0]["outcome"], "refused");
+    assert_eq!(doc["targets"][0]["recovery"]["decision"], "refuse");
+}
+
+#[test]
+fn output_never_replaces_a_device_or_a_fifo() {
+    let dir = trusted_dir();
+    let cfg = dir.path().join("probes.yaml");
+    write_named_probe_file(&cfg, "api", "api-under-test.service");
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for out in [Path::new("/dev/null"), fifo.as_path()] {
+        let o = rw()
+            .args(["check", "--no-recover", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{out:?}: {stderr}");
+        assert!(
+            stderr.contains("only a regular file is replaced"),
+            "{stderr}"
+        );
+    }
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn status_never_follows_a_symlinked_state_file_or_quotes_it() {
+    let dir = trusted_dir();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"{\"version\":1,\"targets\":\"root:TOPSECRET\"}").unwrap();
+    std::os::unix::fs::symlink(&secret, state.join("state.json")).unwrap();
+    let o = rw()
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(4), "{all}");
+    assert!(!all.contains("TOPSECRET"), "{all}");
+    std::fs::remove_file(state.join("state.json")).unwrap();
+    std::fs::copy(&secret, state.join("state.json")).unwrap();
+    let o = rw()
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(4), "{all}");
+    assert!(
+        !all.contains("TOPSECRET") && all.contains("not the state format"),
+        "{all}"
+    );
+}
+
 #[test]
 fn unit_names_must_be_plain_services() {
     let dir = trusted_dir();
