@@ -24,6 +24,7 @@ fn rw() -> Command {
 fn python_ready(check: &str) -> bool {
     let ok = Std::new(PY)
         .args(["-c", "import jsonschema, yaml, prometheus_client"])
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
@@ -31,7 +32,9 @@ fn python_ready(check: &str) -> bool {
             std::env::var_os("ROUTEWATCH_CI").is_none(),
             "CI must have python3-jsonschema, python3-yaml, python3-prometheus-client for {check}"
         );
-        eprintln!(
+        // Straight to stderr, past the harness's capture, so the skip shows in every run.
+        let _ = writeln!(
+            std::io::stderr(),
             "skipping {check}: install python3-jsonschema python3-yaml python3-prometheus-client"
         );
     }

@@ -96,7 +96,7 @@ fn skip_unless_root() -> bool {
         std::env::var_os("ROUTEWATCH_CI").is_none(),
         "CI runs as root"
     );
-    eprintln!("skipping: the trust checks apply only when running as root");
+    common::say_skipped("skipping: the trust checks apply only when running as root");
     true
 }
 

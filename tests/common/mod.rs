@@ -693,5 +693,12 @@ pub fn skip_outside_ci(reason: &str) {
         std::env::var_os("ROUTEWATCH_CI").is_none(),
         "ROUTEWATCH_CI is set, so this check must run, but: {reason}"
     );
-    eprintln!("skipping: {reason}");
+    say_skipped(&format!("skipping: {reason}"));
+}
+
+/// A line on the real stderr, past the test harness's output capture (which would show it
+/// only for a failed test), so a skip is seen in every `cargo test` run.
+pub fn say_skipped(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
