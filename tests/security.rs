@@ -1,6 +1,8 @@
 //! Safe to run as root: trust checks on the probe file and state, strict unit names, no
 //! symlink tricks, hostile probe files ending in a clear error fast and in bounded memory.
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -94,7 +96,7 @@ fn skip_unless_root() -> bool {
         std::env::var_os("ROUTEWATCH_CI").is_none(),
         "CI runs as root"
     );
-    eprintln!("skipping: the trust checks apply only when running as root");
+    common::say_skipped("skipping: the trust checks apply only when running as root");
     true
 }
 
@@ -506,56 +508,28 @@ fn unit_names_must_be_plain_services() {
     }
 }
 
-/// Peak RSS of a finished child, from `wait4`'s rusage (KiB on Linux).
-#[expect(
-    clippy::zombie_processes,
-    reason = "reaped by wait4 below, which also reports its peak RSS"
-)]
-fn run_measured(cfg: &Path) -> (i32, String, Duration, u64) {
-    use std::os::unix::process::ExitStatusExt;
+/// `validate` of `cfg`, measured: exit code, stderr, wall time (for messages only), CPU time
+/// (user + system) and peak RSS in KiB, from `wait4`'s rusage.
+fn run_measured(cfg: &Path) -> (i32, String, Duration, common::Reaped) {
     let bin = assert_cmd::cargo::cargo_bin("routewatch");
     let start = Instant::now();
-    let child = std::process::Command::new(bin)
+    let mut child = std::process::Command::new(bin)
         .args(["validate", "--config"])
         .arg(cfg)
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
     let mut stderr = String::new();
-    child.stderr.unwrap().read_to_string(&mut stderr).unwrap();
-    let (status, rss_kib) = wait4(pid);
-    let elapsed = start.elapsed();
-    let code = std::process::ExitStatus::from_raw(status)
-        .code()
-        .unwrap_or(-1);
-    (code, stderr, elapsed, rss_kib)
-}
-
-fn wait4(pid: i32) -> (i32, u64) {
-    // SAFETY: plain syscall wrappers on a child we spawned and have not waited for.
-    #[repr(C)]
-    struct Timeval {
-        sec: i64,
-        usec: i64,
-    }
-    #[repr(C)]
-    struct Rusage {
-        utime: Timeval,
-        stime: Timeval,
-        maxrss: i64,
-        rest: [i64; 13],
-    }
-    unsafe extern "C" {
-        fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
-    }
-    let mut status = 0;
-    let mut ru = std::mem::MaybeUninit::<Rusage>::zeroed();
-    let r = unsafe { wait4(pid, &mut status, 0, ru.as_mut_ptr()) };
-    assert_eq!(r, pid);
-    let ru = unsafe { ru.assume_init() };
-    (status, ru.maxrss as u64)
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let reaped = common::wait_with_rusage(child);
+    let code = reaped.status.code().unwrap_or(-1);
+    (code, stderr, start.elapsed(), reaped)
 }
 
 #[test]
@@ -606,7 +580,7 @@ fn hostile_probe_files_end_in_a_clear_error_fast_and_small() {
         ("huge.yaml", "a probe file may be at most 4194304 bytes"),
     ];
     for (file, want) in cases {
-        let (code, stderr, elapsed, rss_kib) = run_measured(&p(file));
+        let (code, stderr, wall, reaped) = run_measured(&p(file));
         assert_eq!(code, 2, "{file}: {stderr}");
         assert!(stderr.contains(want), "{file}: want {want:?} in {stderr}");
         assert_eq!(
@@ -614,7 +588,17 @@ fn hostile_probe_files_end_in_a_clear_error_fast_and_small() {
             1,
             "{file}: one error line: {stderr}"
         );
-        assert!(elapsed < Duration::from_secs(1), "{file}: took {elapsed:?}");
+        // "Fast" is bounded in CPU time, not wall time: a busy machine stretches wall time
+        // (the debug binary takes about 0.85s unloaded and over 2s with both cores busy) but
+        // not the CPU the run needs. The bound is generous on purpose: what it guards against
+        // is blow-up (expanding the alias bomb, walking a million routes or 100 MB), which
+        // takes tens of seconds of CPU or gigabytes, not a slower machine.
+        assert!(
+            reaped.cpu < Duration::from_secs(5),
+            "{file}: used {:?} of CPU ({wall:?} wall)",
+            reaped.cpu
+        );
+        let rss_kib = reaped.max_rss_kib;
         assert!(rss_kib < 100 * 1024, "{file}: peak RSS {rss_kib} KiB");
     }
 }

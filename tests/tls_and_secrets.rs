@@ -6,6 +6,8 @@
 //! The servers here record whole requests (head and body) and can speak TLS; they run on a
 //! runtime of their own so the tests can block on the binary.
 
+mod common;
+
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -849,7 +851,7 @@ fn post_with_a_json_rpc_body_and_head_without_a_body() {
             r#"{"jsonrpc":"2.0","id":1,"result":"pong"}"#,
         ),
         // Announces 100 000 bytes it never sends: only a client that knows HEAD has no body
-        // finishes in time.
+        // finishes before the route's 30s timeout (and calls it ok).
         ("HEAD", "/big") => resp(200, &[], vec![b'x'; 100_000]),
         _ => resp(404, &[], ""),
     });
@@ -858,7 +860,7 @@ fn post_with_a_json_rpc_body_and_head_without_a_body() {
     probe_file(
         dir.path(),
         &format!(
-            "{FAST}\ntargets:\n  - name: rpc\n    base_url: http://127.0.0.1:{}\n    routes:\n      - path: /rpc\n        method: POST\n        body: '{body}'\n        headers: {{ Content-Type: application/json }}\n        expect: {{ json: {{ result: pong }} }}\n      - {{ path: /big, method: HEAD, timeout: 1500ms }}\n",
+            "{FAST}\ntargets:\n  - name: rpc\n    base_url: http://127.0.0.1:{}\n    routes:\n      - path: /rpc\n        method: POST\n        body: '{body}'\n        headers: {{ Content-Type: application/json }}\n        expect: {{ json: {{ result: pong }} }}\n      - {{ path: /big, method: HEAD, timeout: 30s }}\n",
             s.port()
         ),
     );
@@ -869,8 +871,10 @@ fn post_with_a_json_rpc_body_and_head_without_a_body() {
     let doc = o.json();
     assert_eq!(route(&doc, "rpc", "/rpc")["outcome"], "ok", "{doc:#}");
     assert_eq!(route(&doc, "rpc", "/big")["outcome"], "ok", "{doc:#}");
+    // Half the timeout: far more than a busy machine adds to a whole run, far less than
+    // waiting for the announced body takes.
     assert!(
-        took < Duration::from_millis(1400),
+        took < Duration::from_secs(15),
         "HEAD did not wait for a body: {took:?}"
     );
 
@@ -1071,7 +1075,7 @@ fn ip_v6_reaches_a_v6_server_and_never_falls_back_to_v4() {
     let v6 = match Srv::start("[::1]:0", None, |_| resp(200, &[], "v6")) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("skipped: cannot bind [::1] on this machine ({e})");
+            common::skip_outside_ci(&format!("cannot bind [::1] on this machine ({e})"));
             return;
         }
     };

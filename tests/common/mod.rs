@@ -640,3 +640,65 @@ pub fn ms(n: u64) -> Duration {
 pub fn missing_socket(dir: &Path) -> PathBuf {
     dir.join("nobody-here.sock")
 }
+
+/// What `wait4` reports about a child that has finished.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    pub status: std::process::ExitStatus,
+    /// CPU time the child used, user plus system: unlike wall time, a busy machine does not
+    /// add to it.
+    pub cpu: Duration,
+    /// Peak resident set size in KiB (Linux reports `ru_maxrss` in KiB).
+    pub max_rss_kib: u64,
+}
+
+/// Wait for `child` (once; its handle is consumed) with `wait4`, returning its exit status,
+/// CPU time and peak RSS.
+pub fn wait_with_rusage(child: std::process::Child) -> Reaped {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain old data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting once for our own child, with valid pointers to locals. `Child` never
+        // waits for it afterwards: it is dropped below without `wait`.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        assert!(
+            r == -1 && err.kind() == std::io::ErrorKind::Interrupted,
+            "wait4({pid}) = {r}: {err}"
+        );
+    }
+    drop(child);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Reaped {
+        status: std::process::ExitStatus::from_raw(status),
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        max_rss_kib: ru.ru_maxrss as u64,
+    }
+}
+
+/// A check that cannot run on this machine: a failure under CI (`ROUTEWATCH_CI` set, where
+/// everything a check needs is installed), elsewhere a `skipping: …` line on stderr. The
+/// caller returns right after, so the test passes without claiming the check ran.
+#[track_caller]
+pub fn skip_outside_ci(reason: &str) {
+    assert!(
+        std::env::var_os("ROUTEWATCH_CI").is_none(),
+        "ROUTEWATCH_CI is set, so this check must run, but: {reason}"
+    );
+    say_skipped(&format!("skipping: {reason}"));
+}
+
+/// A line on the real stderr, past the test harness's output capture (which would show it
+/// only for a failed test), so a skip is seen in every `cargo test` run.
+pub fn say_skipped(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

@@ -138,12 +138,17 @@ else
              --propagation private --kill-child=SIGKILL "$2/inner-init.sh"' \
         "$STATE" "$CG" "$LAB_DIR" "$NETFLAG" > "$STATE/unshare.log" 2>&1 < /dev/null 9>&- &
 
-    # The inner PID 1 is the child of the wrapper (= unshare after exec).
+    # The inner PID 1 is the child of the wrapper once it is `unshare` (after the
+    # exec). Before that, the wrapper's child is the short-lived awk writing
+    # wrapper.start (the file can be non-empty while awk still runs), which must
+    # not be taken for PID 1: read the children only once the exec happened.
     deadline=$(( $(now_ms) + 10000 )); INNER=
     while :; do
-        if [ -s "$STATE/wrapper.pid" ] && [ -s "$STATE/wrapper.start" ]; then
+        if [ -s "$STATE/wrapper.pid" ]; then
             W=$(cat "$STATE/wrapper.pid")
-            INNER=$(cat "/proc/$W/task/$W/children" 2>/dev/null | awk '{print $1}')
+            if [ "$(cat "/proc/$W/comm" 2>/dev/null)" = unshare ] && [ -s "$STATE/wrapper.start" ]; then
+                INNER=$(awk '{print $1}' "/proc/$W/task/$W/children" 2>/dev/null || true)
+            fi
         fi
         [ -n "$INNER" ] && break
         [ "$(now_ms)" -lt "$deadline" ] || { cat "$STATE/unshare.log" >&2; die "lab did not start"; }
