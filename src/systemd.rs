@@ -14,15 +14,6 @@ use zbus::proxy::CacheProperties;
 trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    /// The unit of the process behind a pidfd, as systemd sees it (systemd 249 and later).
-    #[zbus(name = "GetUnitByPIDFD")]
-    fn get_unit_by_pidfd(
-        &self,
-        pidfd: zbus::Fd<'_>,
-    ) -> zbus::Result<(OwnedObjectPath, String, Vec<u8>)>;
-    /// The unit of a PID in systemd's own PID namespace; 0 is the caller.
-    #[zbus(name = "GetUnitByPID")]
-    fn get_unit_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
 }
 
 #[zbus::proxy(
@@ -217,39 +208,27 @@ impl Systemd {
         Ok(facts)
     }
 
-    /// Which unit systemd says the process behind `pidfd` belongs to, and that unit's
-    /// invocation ID (hex). `Ok(None)` when this systemd predates `GetUnitByPIDFD`.
-    pub async fn unit_of_pidfd(
-        &self,
-        unit: &str,
-        pidfd: std::os::fd::BorrowedFd<'_>,
-    ) -> Result<Option<(String, String)>, SystemdError> {
-        let err = |e| Self::call_error(unit, e);
-        let manager = ManagerProxy::new(&self.conn).await.map_err(err)?;
-        match manager.get_unit_by_pidfd(zbus::Fd::from(pidfd)).await {
-            Ok((_, id, invocation)) => Ok(Some((id, hex(&invocation)))),
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod" =>
-            {
-                Ok(None)
-            }
-            Err(zbus::Error::FDO(f)) if matches!(*f, zbus::fdo::Error::UnknownMethod(_)) => {
-                Ok(None)
-            }
-            Err(e) => Err(err(e)),
-        }
-    }
-
-    /// Whether this process and systemd share a PID namespace, for a systemd too old for
-    /// `GetUnitByPIDFD`: systemd resolves "the caller" (PID 0) from the bus credentials in
-    /// its own namespace, and our own PID number in that same namespace; in another
-    /// namespace the number names some other process (or none).
-    pub async fn shares_pid_namespace(&self, unit: &str) -> Result<bool, SystemdError> {
-        let err = |e| Self::call_error(unit, e);
-        let manager = ManagerProxy::new(&self.conn).await.map_err(err)?;
-        let caller = manager.get_unit_by_pid(0).await.map_err(err)?;
-        let by_number = manager.get_unit_by_pid(std::process::id()).await;
-        Ok(by_number.is_ok_and(|p| p == caller))
+    /// Whether this process is in the PID namespace of the bus (and so of the systemd that
+    /// started it): the bus daemon reports the PID it sees for our connection, which the
+    /// kernel translates into its own namespace; only in the same namespace is it our own.
+    /// In another one (routewatch in a container with the host's bus socket), a `MainPID`
+    /// number names some other process here.
+    pub async fn pid_as_the_bus_sees_us(&self) -> Result<Option<u32>, SystemdError> {
+        let err = |e: zbus::Error| SystemdError::Call {
+            unit: String::new(),
+            reason: e.to_string(),
+        };
+        let me = self
+            .conn
+            .unique_name()
+            .ok_or_else(|| err(zbus::Error::Failure("no unique name on the bus".into())))?
+            .clone();
+        let dbus = zbus::fdo::DBusProxy::new(&self.conn).await.map_err(err)?;
+        let creds = dbus
+            .get_connection_credentials(me.into())
+            .await
+            .map_err(|e| err(e.into()))?;
+        Ok(creds.process_id())
     }
 
     /// `RestartUnit(unit, "replace")`; returns the job path.
@@ -276,17 +255,10 @@ pub enum KillError {
     #[error("MainPID changed from {was} to {now} before the kill; not signalling")]
     PidChanged { was: u32, now: u32 },
     #[error(
-        "systemd says the process this PID {pid} names here belongs to {found}, not {unit}: routewatch does not see systemd's PID namespace (run it beside systemd, not in a container); not signalling"
+        "routewatch is not in the PID namespace of systemd's bus (the bus sees it as PID {seen}, it is PID {} here), so MainPID {pid} would name another process here (run routewatch beside systemd, not in a container); not signalling",
+        std::process::id()
     )]
-    NotTheUnitsProcess {
-        pid: u32,
-        unit: String,
-        found: String,
-    },
-    #[error(
-        "routewatch is not in systemd's PID namespace, so MainPID {pid} means another process here (run it beside systemd, not in a container); not signalling"
-    )]
-    OtherPidNamespace { pid: u32 },
+    OtherPidNamespace { pid: u32, seen: u32 },
     #[error("pidfd_send_signal(SIGKILL) to PID {pid} failed: {source}")]
     Signal { pid: u32, source: std::io::Error },
     #[error("{0}")]
@@ -300,7 +272,6 @@ impl KillError {
             self,
             KillError::WrongCgroup { .. }
                 | KillError::PidChanged { .. }
-                | KillError::NotTheUnitsProcess { .. }
                 | KillError::OtherPidNamespace { .. }
         )
     }
@@ -353,11 +324,20 @@ impl Armed {
 }
 
 /// Get ready to SIGKILL the unit's main process with no PID-reuse race and no namespace
-/// trap: open a pidfd first, then check that the process behind it is in the unit's cgroup,
-/// that systemd itself says that very process (by pidfd) belongs to the unit's current
-/// invocation, and that it is still the unit's MainPID. Nothing is signalled here.
+/// trap: check that we share the PID namespace MainPID is numbered in, open a pidfd, then
+/// check that the process behind it is in the unit's cgroup and still the unit's MainPID.
+/// Nothing is signalled here.
 pub async fn arm_kill(systemd: &Systemd, facts: &UnitFacts) -> Result<Armed, KillError> {
     let pid = facts.main_pid;
+    // MainPID is a number in systemd's PID namespace: it means the same process here only
+    // when we share that namespace.
+    let seen = systemd.pid_as_the_bus_sees_us().await?;
+    if seen != Some(std::process::id()) {
+        return Err(KillError::OtherPidNamespace {
+            pid,
+            seen: seen.unwrap_or(0),
+        });
+    }
     let raw = rustix::process::Pid::from_raw(pid as i32)
         .ok_or(KillError::PidChanged { was: pid, now: 0 })?;
     let pidfd =
@@ -374,29 +354,6 @@ pub async fn arm_kill(systemd: &Systemd, facts: &UnitFacts) -> Result<Armed, Kil
             expected: facts.control_group.clone(),
             found,
         });
-    }
-    use std::os::fd::AsFd;
-    match systemd.unit_of_pidfd(&facts.unit, pidfd.as_fd()).await? {
-        Some((unit, invocation)) => {
-            if unit != facts.unit
-                || (!facts.invocation_id.is_empty() && invocation != facts.invocation_id)
-            {
-                return Err(KillError::NotTheUnitsProcess {
-                    pid,
-                    unit: facts.unit.clone(),
-                    found: if unit == facts.unit {
-                        format!("another invocation of {unit}")
-                    } else {
-                        unit
-                    },
-                });
-            }
-        }
-        None => {
-            if !systemd.shares_pid_namespace(&facts.unit).await? {
-                return Err(KillError::OtherPidNamespace { pid });
-            }
-        }
     }
     let now = systemd.facts(&facts.unit).await?;
     if now.main_pid != pid {

@@ -101,14 +101,6 @@ struct Shared {
     restart_calls: Vec<(String, String)>,
     /// Runs after a successful `RestartUnit` has updated the unit.
     on_restart: Option<Hook>,
-    /// `GetUnitByPIDFD` names this unit whatever process the pidfd holds (the namespace
-    /// trap: the PID routewatch opened is some other unit's process).
-    pidfd_unit: Option<String>,
-    /// `GetUnitByPIDFD` is unknown (a systemd older than 249).
-    no_pidfd_method: bool,
-    /// `GetUnitByPID` answers as systemd does for a caller in another PID namespace: its
-    /// own PID number names some other unit than the caller's.
-    other_pid_namespace: bool,
 }
 
 /// Handle on the fake's state; cheap to clone.
@@ -151,18 +143,6 @@ impl Fake {
 
     pub fn on_restart(&self, hook: impl Fn() + Send + Sync + 'static) {
         self.lock().on_restart = Some(Box::new(hook));
-    }
-
-    pub fn pidfd_names_unit(&self, unit: &str) {
-        self.lock().pidfd_unit = Some(unit.into());
-    }
-
-    pub fn without_get_unit_by_pidfd(&self) {
-        self.lock().no_pidfd_method = true;
-    }
-
-    pub fn caller_in_another_pid_namespace(&self) {
-        self.lock().other_pid_namespace = true;
     }
 
     pub fn load_calls(&self) -> usize {
@@ -245,63 +225,6 @@ impl Manager {
             )
             .await?;
         Ok(path)
-    }
-
-    /// As systemd: the unit whose process the pidfd refers to (here: the unit whose
-    /// MainPID is that process), with its invocation ID.
-    #[zbus(name = "GetUnitByPIDFD")]
-    async fn get_unit_by_pidfd(
-        &self,
-        pidfd: zbus::OwnedFd,
-    ) -> fdo::Result<(OwnedObjectPath, String, Vec<u8>)> {
-        use std::os::fd::AsRawFd;
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
-            .map_err(|e| fdo::Error::Failed(e.to_string()))?;
-        let pid: Option<u32> = info
-            .lines()
-            .find_map(|l| l.strip_prefix("Pid:"))
-            .and_then(|p| p.trim().parse().ok());
-        let s = self.0.lock();
-        if s.no_pidfd_method {
-            return Err(fdo::Error::UnknownMethod(
-                "Unknown method GetUnitByPIDFD".into(),
-            ));
-        }
-        let found = match &s.pidfd_unit {
-            Some(name) => s.units.get(name).map(|u| (name.clone(), u.clone())),
-            // As systemd: by the process's cgroup (a MainPID may have just changed).
-            None => {
-                let cgroup = pid
-                    .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok())
-                    .and_then(|t| {
-                        t.lines()
-                            .find_map(|l| l.strip_prefix("0::"))
-                            .map(|c| c.trim().to_string())
-                    });
-                s.units
-                    .iter()
-                    .find(|(_, u)| {
-                        Some(u.main_pid) == pid || cgroup.as_deref() == Some(&u.control_group)
-                    })
-                    .map(|(n, u)| (n.clone(), u.clone()))
-            }
-        };
-        match found {
-            Some((name, u)) => Ok((unit_path(&name), name, u.invocation_id)),
-            None => Err(fdo::Error::Failed(format!(
-                "PID {pid:?} does not belong to any loaded unit."
-            ))),
-        }
-    }
-
-    /// As systemd for a caller in its own PID namespace: PID 0 (the caller) and the
-    /// caller's own PID name the same unit.
-    #[zbus(name = "GetUnitByPID")]
-    async fn get_unit_by_pid(&self, pid: u32) -> fdo::Result<OwnedObjectPath> {
-        if pid != 0 && self.0.lock().other_pid_namespace {
-            return Ok(unit_path("unrelated.service"));
-        }
-        Ok(unit_path("session-test.scope"))
     }
 
     async fn restart_unit(&self, name: String, mode: String) -> fdo::Result<OwnedObjectPath> {

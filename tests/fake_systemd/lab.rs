@@ -167,6 +167,10 @@ pub struct Running {
 }
 
 impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn finish(mut self, deadline: Duration) -> Run {
         let mut timed_out = false;
         let status = loop {
