@@ -61,7 +61,7 @@ struct RawFile {
     defaults: Option<RawDefaults>,
     /// The services to probe.
     #[schemars(with = "Vec<RawTarget>")]
-    targets: Spanned<Vec<Spanned<RawTarget>>>,
+    targets: Spanned<RawTargets>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -112,7 +112,7 @@ struct RawTarget {
     /// The HTTP routes to probe (none for a `tcp` target).
     #[serde(default)]
     #[schemars(with = "Vec<RawRoute>")]
-    routes: Vec<Spanned<RawRoute>>,
+    routes: RawRoutes,
     // Per-target overrides of `defaults`.
     #[schemars(with = "Option<Dur>")]
     timeout: Option<Spanned<Dur>>,
@@ -182,6 +182,202 @@ struct RawRoute {
     max_backoff: Option<Spanned<Dur>>,
     #[schemars(with = "Option<Size>")]
     max_body: Option<Spanned<Size>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route counting while the file is read. A route as read is a large struct, so a file with far
+// more than `MAX_ROUTES` routes must not be held whole before its count is checked: the lists
+// below keep the first `MAX_ROUTES` route slots of the file and only count the rest, and
+// `resolve` reports the total.
+
+/// Visitor methods that accept every scalar (other than a string) as `$value`.
+macro_rules! any_scalar {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+thread_local! {
+    /// Route slots read so far by the file being parsed on this thread: a route, or a target
+    /// without routes (a `tcp` probe). Reset by `parse_in`.
+    static ROUTE_SLOTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn slots_read() -> usize {
+    ROUTE_SLOTS.with(std::cell::Cell::get)
+}
+
+fn add_slots(n: usize) {
+    ROUTE_SLOTS.with(|c| c.set(c.get().saturating_add(n)));
+}
+
+/// `targets:` as read: the targets while the file is within `MAX_ROUTES`, and the file's
+/// total of route slots (what `MAX_ROUTES` limits).
+#[derive(Debug, Default)]
+struct RawTargets {
+    kept: Vec<Spanned<RawTarget>>,
+    slots: usize,
+}
+
+impl<'de> Deserialize<'de> for RawTargets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTargets;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of targets")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawTargets, A::Error> {
+                let mut kept = Vec::new();
+                loop {
+                    let routes = if slots_read() < MAX_ROUTES {
+                        match seq.next_element::<Spanned<RawTarget>>()? {
+                            Some(t) => {
+                                let n = t.value.routes.count;
+                                kept.push(t);
+                                n
+                            }
+                            None => break,
+                        }
+                    } else {
+                        match seq.next_element::<RouteCount>()? {
+                            Some(c) => c.0,
+                            None => break,
+                        }
+                    };
+                    // A target without routes is one probe (`tcp`), or an error found later.
+                    if routes == 0 {
+                        add_slots(1);
+                    }
+                }
+                Ok(RawTargets {
+                    kept,
+                    slots: slots_read(),
+                })
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A target's `routes:` as read: the routes while the file is within `MAX_ROUTES`, and how
+/// many were written.
+#[derive(Debug, Default)]
+struct RawRoutes {
+    kept: Vec<Spanned<RawRoute>>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for RawRoutes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRoutes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of routes")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawRoutes, A::Error> {
+                let mut out = RawRoutes::default();
+                loop {
+                    if slots_read() < MAX_ROUTES {
+                        match seq.next_element::<Spanned<RawRoute>>()? {
+                            Some(r) => out.kept.push(r),
+                            None => break,
+                        }
+                    } else if seq.next_element::<de::IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                    out.count += 1;
+                    add_slots(1);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A target past the route limit: only its routes are counted, everything else is skipped.
+struct RouteCount(usize);
+
+impl<'de> Deserialize<'de> for RouteCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteCount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a target")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RouteCount, A::Error> {
+                let mut n = 0;
+                while let Some(key) = map.next_key::<KeyName>()? {
+                    if key.0 {
+                        n += map.next_value::<RawRoutes>()?.count;
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                Ok(RouteCount(n))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RouteCount, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(RouteCount(0))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RouteCount, E> {
+                Ok(RouteCount(0))
+            }
+            any_scalar!(RouteCount(0));
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A mapping key of a skipped target: whether it is `routes`.
+struct KeyName(bool);
+
+impl<'de> Deserialize<'de> for KeyName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyName, E> {
+                Ok(KeyName(v == "routes"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<KeyName, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(KeyName(false))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<KeyName, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(KeyName(false))
+            }
+            any_scalar!(KeyName(false));
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_class() -> Class {
@@ -514,6 +710,7 @@ fn parse_in(
             message: "the file is empty; expected a probe file with at least 'targets:', e.g. targets: [ { name: web, base_url: http://127.0.0.1:8000, routes: [ { path: /health } ] } ]".into(),
         });
     }
+    ROUTE_SLOTS.with(|c| c.set(0));
     let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(file, text, &e))?;
     resolve(raw, file, text, env, base_dir)
@@ -1385,17 +1582,14 @@ fn resolve(
     };
 
     let targets_at = Spanned::new((), raw.targets.referenced, raw.targets.defined);
-    let raw_targets = raw.targets.value;
+    let total_routes = raw.targets.value.slots;
+    let raw_targets = raw.targets.value.kept;
     if raw_targets.is_empty() {
         return Err(cx.err(
             &targets_at,
             "no targets; expected at least one entry under 'targets:', e.g. - { name: web, base_url: http://127.0.0.1:8000, routes: [{ path: /health }] }",
         ));
     }
-    let total_routes: usize = raw_targets
-        .iter()
-        .map(|t| t.value.routes.len().max(1))
-        .sum();
     if total_routes > MAX_ROUTES {
         return Err(cx.err(
             &targets_at,
@@ -1591,7 +1785,7 @@ fn resolve_target(
     }
 
     let routes = if let Endpoint::Tcp { addr } = &endpoint {
-        if let Some(r) = t.routes.first() {
+        if let Some(r) = t.routes.kept.first() {
             return Err(cx.err(
                 r,
                 format!("target {name:?}: a tcp target has no routes (it is one connect probe)"),
@@ -1608,13 +1802,14 @@ fn resolve_target(
             timing,
         }]
     } else {
-        if t.routes.is_empty() {
+        if t.routes.kept.is_empty() {
             return Err(cx.err(
                 &at,
                 format!("target {name:?}: no routes; expected at least one entry under 'routes:'"),
             ));
         }
         t.routes
+            .kept
             .into_iter()
             .map(|r| resolve_route(cx, r, &endpoint, &timing, &target_headers, &name))
             .collect::<Result<_, _>>()?
