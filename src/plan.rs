@@ -2,6 +2,7 @@
 //! Nothing downstream of `config` sees an `Option<Duration>` or an unparsed URL.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -186,11 +187,12 @@ pub struct Expect {
     /// Inclusive ranges; default 200–399.
     pub status: Vec<(u16, u16)>,
     pub body_contains: Option<String>,
-    pub body_regex: Option<Regex>,
+    /// Shared by every route of the file with the same pattern (one compiled copy, one cache).
+    pub body_regex: Option<Arc<Regex>>,
     /// Dotted field path → expected JSON value.
     pub json: Vec<(String, serde_json::Value)>,
     /// Header name → pattern the value must match.
-    pub headers: Vec<(HeaderName, Regex)>,
+    pub headers: Vec<(HeaderName, Arc<Regex>)>,
     /// Slower than this (and otherwise fine) is `slow`: degraded, never unhealthy.
     pub max_latency: Option<Duration>,
 }
