@@ -1592,8 +1592,8 @@ const MAX_RETRIES: u64 = 100;
 const MAX_CONCURRENCY: u64 = 4096;
 
 /// The password of a URL's userinfo, as written in `raw`, as the URL serialises it and
-/// percent-decoded; empty and very short ones are left out (redacting them would shred the
-/// report).
+/// percent-decoded (a very short one is only redacted as a whole value, see
+/// `plan::MIN_REDACTED_CHARS`).
 fn url_passwords(raw: &str, url: &reqwest::Url) -> Vec<String> {
     let Some(encoded) = url.password() else {
         return Vec::new();
@@ -1609,7 +1609,7 @@ fn url_passwords(raw: &str, url: &reqwest::Url) -> Vec<String> {
             out.push(percent_decode(written));
         }
     }
-    out.retain(|s| s.chars().count() >= 3);
+    out.retain(|s| !s.is_empty());
     out.sort();
     out.dedup();
     out
@@ -2166,7 +2166,7 @@ fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool), ConfigErr
                 format!("environment variable {var} is not set (referenced as ${{{var}}})"),
             )
         })?;
-        if value.len() >= 3 {
+        if !value.is_empty() {
             cx.secrets.borrow_mut().push(value.clone());
         }
         out.push_str(&value);
@@ -2174,7 +2174,7 @@ fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool), ConfigErr
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    if secret && out.len() >= 3 {
+    if secret && !out.is_empty() {
         cx.secrets.borrow_mut().push(out.clone());
     }
     Ok((out, secret))
