@@ -128,7 +128,7 @@ struct RawTarget {
     headers: BTreeMap<String, Spanned<String>>,
     /// What to do when core routes are hung (needs `unit`).
     #[schemars(with = "Option<RawRecovery>")]
-    recovery: Option<Spanned<RawRecovery>>,
+    recovery: Option<Box<Spanned<RawRecovery>>>,
     /// The HTTP routes to probe (none for a `tcp` target).
     #[serde(default)]
     #[schemars(with = "Vec<RawRoute>")]
@@ -149,7 +149,7 @@ struct RawTarget {
     #[schemars(with = "Option<Size>")]
     max_body: Option<Spanned<Size>>,
     proxy: Option<bool>,
-    tls: Option<RawTls>,
+    tls: Option<Box<RawTls>>,
     ip: Option<RawIp>,
 }
 
@@ -191,7 +191,7 @@ struct RawRoute {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     headers: BTreeMap<String, Spanned<String>>,
-    expect: Option<RawExpect>,
+    expect: Option<Box<RawExpect>>,
     #[schemars(with = "Option<Dur>")]
     timeout: Option<Spanned<Dur>>,
     #[schemars(with = "Option<Count>")]
@@ -252,7 +252,8 @@ fn add_slots(n: usize) {
 /// total of route slots (what `MAX_ROUTES` limits).
 #[derive(Debug, Default)]
 struct RawTargets {
-    kept: Vec<Spanned<RawTarget>>,
+    /// Boxed: a target as read is large, and a growing list of them would be copied whole.
+    kept: Vec<Box<Spanned<RawTarget>>>,
     slots: usize,
 }
 
@@ -271,7 +272,7 @@ impl<'de> Deserialize<'de> for RawTargets {
                         match seq.next_element::<Spanned<RawTarget>>()? {
                             Some(t) => {
                                 let n = t.value.routes.count;
-                                kept.push(t);
+                                kept.push(Box::new(t));
                                 n
                             }
                             None => break,
@@ -327,6 +328,8 @@ impl<'de> Deserialize<'de> for RawRoutes {
                     out.count += 1;
                     add_slots(1);
                 }
+                // A route as read is large: no room for more than were written.
+                out.kept.shrink_to_fit();
                 Ok(out)
             }
         }
@@ -1757,7 +1760,7 @@ fn resolve(
         let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
         let target = resolve_target(
             &cx,
-            t,
+            *t,
             &base_timing,
             base_connect,
             base_concurrency,
@@ -1893,7 +1896,7 @@ fn resolve_target(
                     ),
                 ));
             }
-            Some(resolve_recovery(cx, r)?)
+            Some(resolve_recovery(cx, *r)?)
         }
     };
 
@@ -2240,7 +2243,7 @@ fn resolve_route(
         headers.retain(|o| o.name != h.name);
         headers.push(h);
     }
-    let expect = resolve_expect(cx, &at, r.expect.unwrap_or_default(), target)?;
+    let expect = resolve_expect(cx, &at, r.expect.map(|e| *e).unwrap_or_default(), target)?;
     Ok(Route {
         path,
         url,
