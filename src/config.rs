@@ -252,8 +252,7 @@ fn add_slots(n: usize) {
 /// total of route slots (what `MAX_ROUTES` limits).
 #[derive(Debug, Default)]
 struct RawTargets {
-    /// Boxed: a target as read is large, and a growing list of them would be copied whole.
-    kept: Vec<Box<Spanned<RawTarget>>>,
+    kept: Vec<Spanned<RawTarget>>,
     slots: usize,
 }
 
@@ -272,7 +271,7 @@ impl<'de> Deserialize<'de> for RawTargets {
                         match seq.next_element::<Spanned<RawTarget>>()? {
                             Some(t) => {
                                 let n = t.value.routes.count;
-                                kept.push(Box::new(t));
+                                kept.push(t);
                                 n
                             }
                             None => break,
@@ -1760,7 +1759,7 @@ fn resolve(
         let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
         let target = resolve_target(
             &cx,
-            *t,
+            t,
             &base_timing,
             base_connect,
             base_concurrency,

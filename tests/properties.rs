@@ -153,6 +153,10 @@ proptest! {
 }
 
 /// Peak RSS (KiB) and exit code of `routewatch validate --config FILE`, from `wait4`.
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4 below, which also reports its peak RSS"
+)]
 fn validate_measured(cfg: &std::path::Path) -> (i32, u64, String) {
     use std::io::Read;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_routewatch"))
