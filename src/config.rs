@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -27,6 +28,25 @@ use crate::plan::{
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// More routes than this in one file is a mistake, not a plan.
 pub const MAX_ROUTES: usize = 20_000;
+/// A regular expression (`expect.body_regex`, an `expect.header` pattern) longer than this is
+/// refused before it is compiled: health-check patterns are short, and compiling a long one
+/// costs memory in proportion to its length before any size limit applies.
+pub const MAX_PATTERN_BYTES: usize = 4096;
+/// The compiled size of one regular expression (regex's `size_limit`). Fits every realistic
+/// health-check pattern (`\w{10}` needs half of it; ASCII classes such as `[0-9a-z]` or
+/// `(?-u:\w)` are far smaller than Unicode `\w`).
+pub const MAX_REGEX_BYTES: usize = 1 << 20;
+/// The lazy DFA cache of one regular expression while it matches (regex's `dfa_size_limit`).
+pub const MAX_REGEX_CACHE_BYTES: usize = 1 << 20;
+/// All distinct patterns of one file together, compiled (identical patterns are compiled once
+/// and shared). Each pattern is charged the smallest of [`REGEX_TIERS`] it fits in, plus
+/// [`REGEX_OVERHEAD_BYTES`]: about 800 distinct simple patterns, 200 with a Unicode `\w+`, or
+/// 16 at the per-pattern limit.
+pub const MAX_REGEX_TOTAL_BYTES: usize = 16 << 20;
+/// What a compiled pattern costs beyond its automaton (reverse automaton, prefilter, cache pool).
+const REGEX_OVERHEAD_BYTES: usize = 16 << 10;
+/// Compiled-size steps a pattern is tried at; it is charged the first it fits in.
+const REGEX_TIERS: [usize; 5] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, MAX_REGEX_BYTES];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -61,7 +81,7 @@ struct RawFile {
     defaults: Option<RawDefaults>,
     /// The services to probe.
     #[schemars(with = "Vec<RawTarget>")]
-    targets: Spanned<Vec<Spanned<RawTarget>>>,
+    targets: Spanned<RawTargets>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -108,11 +128,11 @@ struct RawTarget {
     headers: BTreeMap<String, Spanned<String>>,
     /// What to do when core routes are hung (needs `unit`).
     #[schemars(with = "Option<RawRecovery>")]
-    recovery: Option<Spanned<RawRecovery>>,
+    recovery: Option<Box<Spanned<RawRecovery>>>,
     /// The HTTP routes to probe (none for a `tcp` target).
     #[serde(default)]
     #[schemars(with = "Vec<RawRoute>")]
-    routes: Vec<Spanned<RawRoute>>,
+    routes: RawRoutes,
     // Per-target overrides of `defaults`.
     #[schemars(with = "Option<Dur>")]
     timeout: Option<Spanned<Dur>>,
@@ -129,7 +149,7 @@ struct RawTarget {
     #[schemars(with = "Option<Size>")]
     max_body: Option<Spanned<Size>>,
     proxy: Option<bool>,
-    tls: Option<RawTls>,
+    tls: Option<Box<RawTls>>,
     ip: Option<RawIp>,
 }
 
@@ -171,7 +191,7 @@ struct RawRoute {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     headers: BTreeMap<String, Spanned<String>>,
-    expect: Option<RawExpect>,
+    expect: Option<Box<RawExpect>>,
     #[schemars(with = "Option<Dur>")]
     timeout: Option<Spanned<Dur>>,
     #[schemars(with = "Option<Count>")]
@@ -182,6 +202,204 @@ struct RawRoute {
     max_backoff: Option<Spanned<Dur>>,
     #[schemars(with = "Option<Size>")]
     max_body: Option<Spanned<Size>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route counting while the file is read. A route as read is a large struct, so a file with far
+// more than `MAX_ROUTES` routes must not be held whole before its count is checked: the lists
+// below keep the first `MAX_ROUTES` route slots of the file and only count the rest, and
+// `resolve` reports the total.
+
+/// Visitor methods that accept every scalar (other than a string) as `$value`.
+macro_rules! any_scalar {
+    ($value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+thread_local! {
+    /// Route slots read so far by the file being parsed on this thread: a route, or a target
+    /// without routes (a `tcp` probe). Reset by `parse_in`.
+    static ROUTE_SLOTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn slots_read() -> usize {
+    ROUTE_SLOTS.with(std::cell::Cell::get)
+}
+
+fn add_slots(n: usize) {
+    ROUTE_SLOTS.with(|c| c.set(c.get().saturating_add(n)));
+}
+
+/// `targets:` as read: the targets while the file is within `MAX_ROUTES`, and the file's
+/// total of route slots (what `MAX_ROUTES` limits).
+#[derive(Debug, Default)]
+struct RawTargets {
+    kept: Vec<Spanned<RawTarget>>,
+    slots: usize,
+}
+
+impl<'de> Deserialize<'de> for RawTargets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawTargets;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of targets")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawTargets, A::Error> {
+                let mut kept = Vec::new();
+                loop {
+                    let routes = if slots_read() < MAX_ROUTES {
+                        match seq.next_element::<Spanned<RawTarget>>()? {
+                            Some(t) => {
+                                let n = t.value.routes.count;
+                                kept.push(t);
+                                n
+                            }
+                            None => break,
+                        }
+                    } else {
+                        match seq.next_element::<RouteCount>()? {
+                            Some(c) => c.0,
+                            None => break,
+                        }
+                    };
+                    // A target without routes is one probe (`tcp`), or an error found later.
+                    if routes == 0 {
+                        add_slots(1);
+                    }
+                }
+                Ok(RawTargets {
+                    kept,
+                    slots: slots_read(),
+                })
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A target's `routes:` as read: the routes while the file is within `MAX_ROUTES`, and how
+/// many were written.
+#[derive(Debug, Default)]
+struct RawRoutes {
+    kept: Vec<Spanned<RawRoute>>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for RawRoutes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRoutes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of routes")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawRoutes, A::Error> {
+                let mut out = RawRoutes::default();
+                loop {
+                    if slots_read() < MAX_ROUTES {
+                        match seq.next_element::<Spanned<RawRoute>>()? {
+                            Some(r) => out.kept.push(r),
+                            None => break,
+                        }
+                    } else if seq.next_element::<de::IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                    out.count += 1;
+                    add_slots(1);
+                }
+                // A route as read is large: no room for more than were written.
+                out.kept.shrink_to_fit();
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A target past the route limit: only its routes are counted, everything else is skipped.
+struct RouteCount(usize);
+
+impl<'de> Deserialize<'de> for RouteCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RouteCount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a target")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RouteCount, A::Error> {
+                let mut n = 0;
+                while let Some(key) = map.next_key::<KeyName>()? {
+                    if key.0 {
+                        n += map.next_value::<RawRoutes>()?.count;
+                    } else {
+                        map.next_value::<de::IgnoredAny>()?;
+                    }
+                }
+                Ok(RouteCount(n))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RouteCount, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(RouteCount(0))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RouteCount, E> {
+                Ok(RouteCount(0))
+            }
+            any_scalar!(RouteCount(0));
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A mapping key of a skipped target: whether it is `routes`.
+struct KeyName(bool);
+
+impl<'de> Deserialize<'de> for KeyName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyName, E> {
+                Ok(KeyName(v == "routes"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<KeyName, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(KeyName(false))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<KeyName, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(KeyName(false))
+            }
+            any_scalar!(KeyName(false));
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_class() -> Class {
@@ -526,6 +744,7 @@ fn parse_in(
             message: "the file is empty; expected a probe file with at least 'targets:', e.g. targets: [ { name: web, base_url: http://127.0.0.1:8000, routes: [ { path: /health } ] } ]".into(),
         });
     }
+    ROUTE_SLOTS.with(|c| c.set(0));
     let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(file, text, &e))?;
     resolve(raw, file, text, env, base_dir)
@@ -705,7 +924,7 @@ fn yaml_error(file: &str, text: &str, e: &serde_saphyr::Error) -> ConfigError {
     ConfigError {
         file: file.into(),
         at,
-        message,
+        message: clip_message(message),
     }
 }
 
@@ -899,6 +1118,62 @@ fn shape_message(text: &str, offset: usize, want: Want) -> String {
         }
         _ => format!("expected {}, found {found}", want.accepted()),
     }
+}
+
+/// An error message of one short line whatever the file holds: every quoted value longer than
+/// 80 characters cut to its first 60 and its length, and the whole at most 400 characters.
+fn clip_message(message: String) -> String {
+    const LONG: usize = 80;
+    const MAX: usize = 400;
+    let mut out = String::with_capacity(message.len().min(MAX + 8));
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..open]);
+        let quoted = &rest[open + 1..];
+        // The closing quote of a Debug-quoted string: the first one not escaped.
+        let mut escaped = false;
+        let close = quoted.char_indices().find_map(|(i, c)| {
+            let hit = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            hit.then_some(i)
+        });
+        let Some(close) = close else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let inner = &quoted[..close];
+        let n = inner.chars().count();
+        if n > LONG {
+            let head: String = inner.chars().take(60).collect();
+            out.push_str(&format!("\"{head}\"… ({n} characters)"));
+        } else {
+            out.push('"');
+            out.push_str(inner);
+            out.push('"');
+        }
+        rest = &quoted[close + 1..];
+    }
+    out.push_str(rest);
+    match out.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}… (message cut)", &out[..i]),
+        None => out,
+    }
+}
+
+/// A value for an error message: quoted, and when long (over 60 characters as quoted) its
+/// beginning and its size.
+fn shorten(s: &str) -> String {
+    let mut head = String::new();
+    let mut width = 0;
+    for c in s.chars() {
+        width += c.escape_debug().count();
+        if width > 60 {
+            return format!("{head:?}… ({} bytes)", s.len());
+        }
+        head.push(c);
+    }
+    format!("{s:?}")
 }
 
 fn truncate_chars(s: &str, max: usize) -> String {
@@ -1132,6 +1407,8 @@ struct Ctx<'a> {
     base_dir: Option<&'a Path>,
     /// Every value taken from the environment, to be redacted from all output.
     secrets: std::cell::RefCell<Vec<String>>,
+    /// Every pattern compiled so far (shared by identical patterns), and their charged size.
+    regexes: std::cell::RefCell<(std::collections::HashMap<String, Arc<Regex>>, usize)>,
 }
 
 impl Ctx<'_> {
@@ -1140,7 +1417,7 @@ impl Ctx<'_> {
         ConfigError {
             file: self.file.into(),
             at: (l.line() > 0).then(|| (l.line(), l.column())),
-            message: message.into(),
+            message: clip_message(message.into()),
         }
     }
 
@@ -1156,6 +1433,80 @@ impl Ctx<'_> {
             .map(str::trim)
             .filter(|s| !s.is_empty() && !s.contains('\n') && s.chars().count() <= 60)
             .map_or_else(|| fallback.to_string(), str::to_string)
+    }
+
+    /// Compile a pattern of the file within [`MAX_PATTERN_BYTES`], [`MAX_REGEX_BYTES`] and
+    /// what is left of [`MAX_REGEX_TOTAL_BYTES`]; an identical pattern compiled before is
+    /// shared. `what` names the value in errors, which quote the pattern shortened.
+    fn regex(
+        &self,
+        s: &Spanned<String>,
+        target: &str,
+        what: &str,
+    ) -> Result<Arc<Regex>, ConfigError> {
+        let pattern = s.value.as_str();
+        if let Some(re) = self.regexes.borrow().0.get(pattern) {
+            return Ok(re.clone());
+        }
+        let shown = shorten(pattern);
+        let scope = format!("target {target:?}: ");
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return Err(self.err(
+                s,
+                format!(
+                    "{scope}{what} {shown} is too long; a regular expression may be at most {MAX_PATTERN_BYTES} bytes"
+                ),
+            ));
+        }
+        let spent = self.regexes.borrow().1;
+        let left = MAX_REGEX_TOTAL_BYTES.saturating_sub(spent);
+        for tier in REGEX_TIERS {
+            let charge = tier + REGEX_OVERHEAD_BYTES;
+            if charge > left {
+                return Err(self.err(
+                    s,
+                    format!(
+                        "{scope}{what} {shown}: the file's regular expressions together compile to more than {} MiB; use fewer distinct patterns or simpler ones (ASCII classes such as [0-9a-z] or (?-u:\\w) instead of \\w)",
+                        MAX_REGEX_TOTAL_BYTES >> 20
+                    ),
+                ));
+            }
+            let built = regex::RegexBuilder::new(pattern)
+                .size_limit(tier)
+                .dfa_size_limit(MAX_REGEX_CACHE_BYTES)
+                .build();
+            match built {
+                Ok(re) => {
+                    let re = Arc::new(re);
+                    let mut cache = self.regexes.borrow_mut();
+                    cache.1 += charge;
+                    cache.0.insert(pattern.to_string(), re.clone());
+                    return Ok(re);
+                }
+                Err(regex::Error::CompiledTooBig(_)) => continue,
+                Err(err) => {
+                    // The crate's message quotes the whole pattern; keep only its last line.
+                    let why = err.to_string();
+                    let why = why.lines().last().unwrap_or("").trim();
+                    let why = why.strip_prefix("error: ").unwrap_or(why);
+                    return Err(self.err(
+                        s,
+                        format!(
+                            "{scope}invalid {what} {shown}: {}; expected a regular expression (Rust regex syntax)",
+                            truncate_chars(why, 120)
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(self.err(
+            s,
+            format!(
+                "{scope}{what} {shown} compiles to more than {} MiB; a regular expression may compile to at most {} MiB (ASCII classes such as [0-9a-z] or (?-u:\\w) are far smaller than \\w, and repetitions such as {{100}} multiply the size)",
+                MAX_REGEX_BYTES >> 20,
+                MAX_REGEX_BYTES >> 20
+            ),
+        ))
     }
 
     /// A `> 0` duration, checked where it is written.
@@ -1255,8 +1606,8 @@ const MAX_RETRIES: u64 = 100;
 const MAX_CONCURRENCY: u64 = 4096;
 
 /// The password of a URL's userinfo, as written in `raw`, as the URL serialises it and
-/// percent-decoded; empty and very short ones are left out (redacting them would shred the
-/// report).
+/// percent-decoded (a very short one is only redacted as a whole value, see
+/// `plan::MIN_REDACTED_CHARS`).
 fn url_passwords(raw: &str, url: &reqwest::Url) -> Vec<String> {
     let Some(encoded) = url.password() else {
         return Vec::new();
@@ -1272,7 +1623,7 @@ fn url_passwords(raw: &str, url: &reqwest::Url) -> Vec<String> {
             out.push(percent_decode(written));
         }
     }
-    out.retain(|s| s.chars().count() >= 3);
+    out.retain(|s| !s.is_empty());
     out.sort();
     out.dedup();
     out
@@ -1359,6 +1710,7 @@ fn resolve(
         env,
         base_dir,
         secrets: Default::default(),
+        regexes: Default::default(),
     };
     let d = raw.defaults.unwrap_or_default();
     // Every value of `defaults` is checked where it is written, even if each target overrides it.
@@ -1397,17 +1749,14 @@ fn resolve(
     };
 
     let targets_at = Spanned::new((), raw.targets.referenced, raw.targets.defined);
-    let raw_targets = raw.targets.value;
+    let total_routes = raw.targets.value.slots;
+    let raw_targets = raw.targets.value.kept;
     if raw_targets.is_empty() {
         return Err(cx.err(
             &targets_at,
             "no targets; expected at least one entry under 'targets:', e.g. - { name: web, base_url: http://127.0.0.1:8000, routes: [{ path: /health }] }",
         ));
     }
-    let total_routes: usize = raw_targets
-        .iter()
-        .map(|t| t.value.routes.len().max(1))
-        .sum();
     if total_routes > MAX_ROUTES {
         return Err(cx.err(
             &targets_at,
@@ -1558,7 +1907,7 @@ fn resolve_target(
                     ),
                 ));
             }
-            Some(resolve_recovery(cx, r)?)
+            Some(resolve_recovery(cx, *r)?)
         }
     };
 
@@ -1603,7 +1952,7 @@ fn resolve_target(
     }
 
     let routes = if let Endpoint::Tcp { addr } = &endpoint {
-        if let Some(r) = t.routes.first() {
+        if let Some(r) = t.routes.kept.first() {
             return Err(cx.err(
                 r,
                 format!("target {name:?}: a tcp target has no routes (it is one connect probe)"),
@@ -1620,13 +1969,14 @@ fn resolve_target(
             timing,
         }]
     } else {
-        if t.routes.is_empty() {
+        if t.routes.kept.is_empty() {
             return Err(cx.err(
                 &at,
                 format!("target {name:?}: no routes; expected at least one entry under 'routes:'"),
             ));
         }
         t.routes
+            .kept
             .into_iter()
             .map(|r| resolve_route(cx, r, &endpoint, &timing, &target_headers, &name))
             .collect::<Result<_, _>>()?
@@ -1830,7 +2180,7 @@ fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool), ConfigErr
                 format!("environment variable {var} is not set (referenced as ${{{var}}})"),
             )
         })?;
-        if value.len() >= 3 {
+        if !value.is_empty() {
             cx.secrets.borrow_mut().push(value.clone());
         }
         out.push_str(&value);
@@ -1838,7 +2188,7 @@ fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool), ConfigErr
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    if secret && out.len() >= 3 {
+    if secret && !out.is_empty() {
         cx.secrets.borrow_mut().push(out.clone());
     }
     Ok((out, secret))
@@ -1904,7 +2254,7 @@ fn resolve_route(
         headers.retain(|o| o.name != h.name);
         headers.push(h);
     }
-    let expect = resolve_expect(cx, &at, r.expect.unwrap_or_default(), target)?;
+    let expect = resolve_expect(cx, &at, r.expect.map(|e| *e).unwrap_or_default(), target)?;
     Ok(Route {
         path,
         url,
@@ -1923,12 +2273,7 @@ fn resolve_expect(
     e: RawExpect,
     target: &str,
 ) -> Result<Expect, ConfigError> {
-    let compile = |s: &Spanned<String>, what: &str| {
-        Regex::new(&s.value).map_err(|err| {
-            let first = err.to_string().lines().last().unwrap_or("").trim().to_string();
-            cx.err(s, format!("target {target:?}: invalid {what} {:?}: {first}; expected a regular expression (Rust regex syntax)", s.value))
-        })
-    };
+    let compile = |s: &Spanned<String>, what: &str| cx.regex(s, target, what);
     let body_regex = e
         .body_regex
         .as_ref()
@@ -2465,5 +2810,127 @@ mod tests {
         ] {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
+    }
+
+    fn regex_route(pattern: &str) -> String {
+        format!("      - {{ path: /a, expect: {{ body_regex: '{pattern}' }} }}\n")
+    }
+
+    #[test]
+    fn a_long_pattern_is_refused_at_its_value_shortened_in_the_message() {
+        let long = r"\w".repeat(MAX_PATTERN_BYTES);
+        let got = err(&format!("{HEAD}    routes:\n{}", regex_route(&long)));
+        assert!(
+            got.starts_with("p.yaml:5:43: target \"a\": expect.body_regex \"\\\\w\\\\w"),
+            "{got}"
+        );
+        assert!(
+            got.contains(&format!("… (8192 bytes) is too long; a regular expression may be at most {MAX_PATTERN_BYTES} bytes")),
+            "{got}"
+        );
+        assert!(got.len() < 300, "{got}");
+        // At the limit it is only the compiled size that counts.
+        let ascii = "a".repeat(MAX_PATTERN_BYTES);
+        parse(
+            &format!("{HEAD}    routes:\n{}", regex_route(&ascii)),
+            "p.yaml",
+            &|_| None,
+        )
+        .expect("a pattern of exactly the limit is fine");
+    }
+
+    #[test]
+    fn a_pattern_that_compiles_too_big_is_refused_with_advice() {
+        let yaml = format!(
+            "{HEAD}    routes:\n      - {{ path: /a, expect: {{ header: {{ x-v: '\\w{{100}}' }} }} }}\n"
+        );
+        let got = err(&yaml);
+        assert!(
+            got.starts_with("p.yaml:5:46: target \"a\": expect.header pattern \"\\\\w{100}\" compiles to more than 1 MiB"),
+            "{got}"
+        );
+        assert!(got.contains("(?-u:\\w)"), "{got}");
+        // The ASCII class of the same pattern is small.
+        parse(
+            &format!("{HEAD}    routes:\n{}", regex_route(r"(?-u:\w){100}")),
+            "p.yaml",
+            &|_| None,
+        )
+        .expect("ASCII \\w{100} fits");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_pattern_once_and_the_reason() {
+        let got = err(&format!("{HEAD}    routes:\n{}", regex_route("(ab")));
+        assert_eq!(
+            got,
+            "p.yaml:5:43: target \"a\": invalid expect.body_regex \"(ab\": unclosed group; expected a regular expression (Rust regex syntax)"
+        );
+    }
+
+    #[test]
+    fn identical_patterns_are_compiled_once_and_distinct_ones_share_a_budget() {
+        let mut yaml = format!("{HEAD}    routes:\n");
+        for _ in 0..2_000 {
+            yaml.push_str(&regex_route(r"\w{10}x"));
+        }
+        let plan = parse(&yaml, "p.yaml", &|_| None).expect("one pattern 2000 times");
+        let routes = &plan.targets[0].routes;
+        let first = routes[0].expect.body_regex.as_ref().unwrap();
+        assert!(
+            routes
+                .iter()
+                .all(|r| Arc::ptr_eq(r.expect.body_regex.as_ref().unwrap(), first)),
+            "one shared compiled pattern"
+        );
+        let mut yaml = format!("{HEAD}    routes:\n");
+        for i in 0..40 {
+            yaml.push_str(&regex_route(&format!(r"\w{{10}}{i}")));
+        }
+        let got = err(&yaml);
+        assert!(
+            got.contains("the file's regular expressions together compile to more than 16 MiB"),
+            "{got}"
+        );
+        assert!(got.starts_with("p.yaml:"), "{got}");
+    }
+
+    #[test]
+    fn a_huge_value_is_quoted_short_in_any_error() {
+        let name = "n".repeat(100_000);
+        let got = err(&format!(
+            "targets:\n  - name: {name}\n    routes: [ {{ path: /a }} ]\n"
+        ));
+        assert!(got.contains("… (100000 characters)"), "{got}");
+        assert!(got.len() < 300, "{got}");
+        let got = err(&format!(
+            "{TARGET}user_agent: \"{}\\n\"\n",
+            "u".repeat(100_000)
+        ));
+        assert!(got.len() < 500, "{}", &got[..500.min(got.len())]);
+        let got = err(&format!(
+            "{HEAD}    routes: [ {{ path: /a, class: {} }} ]\n",
+            "c".repeat(100_000)
+        ));
+        assert!(got.len() < 500, "{}", &got[..500.min(got.len())]);
+    }
+
+    #[test]
+    fn a_file_over_the_route_limit_is_counted_whole_but_kept_only_to_the_limit() {
+        let mut yaml = String::from("targets:\n");
+        for t in 0..3 {
+            yaml.push_str(&format!(
+                "  - name: t{t}\n    base_url: http://x\n    routes:\n"
+            ));
+            for _ in 0..9_000 {
+                yaml.push_str("      - {path: /a}\n");
+            }
+        }
+        yaml.push_str("  - {name: tcp, tcp: \"h:1\"}\n  - {name: bad, junk: [1, 2]}\n");
+        assert_err(
+            &yaml,
+            "p.yaml:2:3: 27002 routes; at most 20000 are allowed in one file",
+        );
+        ROUTE_SLOTS.with(|c| assert_eq!(c.get(), 27_002));
     }
 }

@@ -2,6 +2,7 @@
 //! Nothing downstream of `config` sees an `Option<Duration>` or an unparsed URL.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
@@ -20,24 +21,241 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Replace every secret in `text` with `<redacted>`.
+    /// Replace every secret in `text`, in every form [`redact`] knows, with `<redacted>`.
     pub fn redact(&self, text: &str) -> String {
         redact(text, &self.secrets)
     }
 }
 
-/// Replace every secret in `text` with `<redacted>` (longest first, so a header value that
-/// contains a token is caught whole). Pure.
+/// Secrets shorter than this (in characters) are never looked for inside server text, where
+/// replacing every "a" would shred it: only a text that is the whole secret is redacted, and
+/// the routes that send secret headers show no server text at all (see [`Reveal`]).
+pub const MIN_REDACTED_CHARS: usize = 3;
+
+const REDACTED: &str = "<redacted>";
+
+/// Replace every secret in `text` with `<redacted>`, in every form a server commonly echoes it:
+/// as is; upper-, lower- or mixed-case; JSON-escaped (`\"`, `\\`, `\/`, `\n`, `\uXXXX` for
+/// non-ASCII, in either hex case); percent-encoded (any character as `%XX`, either hex case,
+/// space as `+`); non-ASCII characters sent as Latin-1 bytes and decoded lossily (U+FFFD), or
+/// as UTF-8 read as Latin-1 (`Ã©`); with a line break (`\n`, `\r\n`, or escaped) between any
+/// two characters; and base64, standard or URL-safe, padded or not, at each of the three
+/// alignments inside a longer base64 string (so `user:secret` in a Basic token is caught) —
+/// any mix of these. Secrets shorter than [`MIN_REDACTED_CHARS`] are only redacted where they
+/// are the whole text. Pure.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_string();
-    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in sorted {
-        if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "<redacted>");
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if secret.chars().count() < MIN_REDACTED_CHARS {
+            if text == secret {
+                return REDACTED.to_string();
+            }
+            continue;
+        }
+        match secret_regex(secret) {
+            Some(re) => ranges.extend(re.find_iter(text).map(|m| m.range())),
+            // Too big to compile (a secret of many KiB): as is and case-folded only.
+            None => {
+                let lower = text.to_lowercase();
+                if lower.len() == text.len() {
+                    let needle = secret.to_lowercase();
+                    ranges.extend(lower.match_indices(&needle).map(|(i, m)| i..i + m.len()));
+                }
+                ranges.extend(
+                    text.match_indices(secret.as_str())
+                        .map(|(i, m)| i..i + m.len()),
+                );
+            }
         }
     }
+    if ranges.is_empty() {
+        return text.to_string();
+    }
+    ranges.sort_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for r in ranges {
+        if r.end <= at {
+            continue;
+        }
+        if r.start >= at {
+            out.push_str(&text[at..r.start]);
+            out.push_str(REDACTED);
+        }
+        at = r.end;
+    }
+    out.push_str(&text[at..]);
     out
+}
+
+/// Whether any form [`redact`] knows of a secret occurs in `text`. Pure.
+pub fn contains_secret(text: &str, secrets: &[String]) -> bool {
+    redact(text, secrets) != text
+}
+
+/// A line break a server may put inside a value: raw, JSON-escaped or percent-encoded.
+const BREAK: &str = r"(?:\r?\n|\\r\\n|\\n|%0[dD]%0[aA]|%0[aA])?";
+
+/// One regular expression for every form of `secret` (see [`redact`]); `None` if it would
+/// not compile within the size limit.
+fn secret_regex(secret: &str) -> Option<regex::Regex> {
+    let per_char: Vec<String> = secret.chars().map(char_forms).collect();
+    let mut alternatives = vec![per_char.join(BREAK)];
+    let mut encoded = base64_forms(secret.as_bytes());
+    // Leftmost-first: the longest form where several start at the same place.
+    encoded.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    for form in encoded {
+        let chars: Vec<String> = form
+            .chars()
+            .map(|c| regex::escape(&c.to_string()))
+            .collect();
+        alternatives.push(chars.join(BREAK));
+    }
+    regex::RegexBuilder::new(&alternatives.join("|"))
+        .size_limit(4 << 20)
+        .dfa_size_limit(1 << 20)
+        .build()
+        .ok()
+}
+
+/// An alternation of every way one character of a secret may be written back.
+fn char_forms(c: char) -> String {
+    let mut forms: Vec<String> = vec![c.to_string()];
+    forms.extend(c.to_uppercase().map(String::from));
+    forms.extend(c.to_lowercase().map(String::from));
+    if c.to_uppercase().count() == 1 && c.to_lowercase().count() == 1 {
+        forms.push(c.to_uppercase().collect());
+        forms.push(c.to_lowercase().collect());
+    }
+    // JSON.
+    match c {
+        '"' => forms.push(r#"\""#.into()),
+        '\\' => forms.push(r"\\".into()),
+        '/' => forms.push(r"\/".into()),
+        '\n' => forms.push(r"\n".into()),
+        '\r' => forms.push(r"\r".into()),
+        '\t' => forms.push(r"\t".into()),
+        '\u{8}' => forms.push(r"\b".into()),
+        '\u{c}' => forms.push(r"\f".into()),
+        _ => {}
+    }
+    if !c.is_ascii() || c.is_ascii_control() || "\"\\/<>&'".contains(c) {
+        let mut units = [0u16; 2];
+        for case in [false, true] {
+            let escaped: String = c
+                .encode_utf16(&mut units)
+                .iter()
+                .map(|u| {
+                    if case {
+                        format!("\\u{u:04X}")
+                    } else {
+                        format!("\\u{u:04x}")
+                    }
+                })
+                .collect();
+            forms.push(escaped);
+        }
+    }
+    // Percent-encoding of each UTF-8 byte, either hex case; a space also as `+`.
+    let mut utf8 = [0u8; 4];
+    let bytes = c.encode_utf8(&mut utf8).as_bytes();
+    forms.push(bytes.iter().map(|b| format!("%{b:02X}")).collect());
+    forms.push(bytes.iter().map(|b| format!("%{b:02x}")).collect());
+    if c == ' ' {
+        forms.push("+".into());
+    }
+    if !c.is_ascii() {
+        // Sent as Latin-1 and decoded lossily, or its UTF-8 bytes read as Latin-1.
+        if (c as u32) <= 0xFF {
+            forms.push("\u{FFFD}".into());
+        }
+        forms.push(bytes.iter().map(|&b| char::from(b)).collect());
+    }
+    forms.sort();
+    forms.dedup();
+    // Longest first, so an escape is taken whole rather than its first character alone.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    let alternatives: Vec<String> = forms.iter().map(|f| regex::escape(f)).collect();
+    format!("(?:{})", alternatives.join("|"))
+}
+
+/// The base64 texts of `secret` wherever it sits in a longer encoded string: for each of the
+/// three byte alignments, the characters that depend on the secret's bytes alone (at least
+/// 8 of them, so they cannot be chance), standard and URL-safe; and the whole encoding at
+/// offset 0, with and without padding. Pure.
+pub fn base64_forms(secret: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    let mut out = Vec::new();
+    let full = STANDARD.encode(secret);
+    out.push(full.clone());
+    out.push(STANDARD_NO_PAD.encode(secret));
+    for lead in 0..3usize {
+        let mut padded = vec![0u8; lead];
+        padded.extend_from_slice(secret);
+        let text = STANDARD_NO_PAD.encode(&padded);
+        // Character i holds bits 6i..6i+6; keep those inside the secret's bits.
+        let first = (8 * lead).div_ceil(6);
+        let end = (8 * (lead + secret.len())) / 6;
+        if end >= first + 8 {
+            out.push(text[first..end].to_string());
+        }
+    }
+    let url_safe: Vec<String> = out
+        .iter()
+        .map(|f| f.replace('+', "-").replace('/', "_"))
+        .collect();
+    out.extend(url_safe);
+    out.retain(|f| f.trim_end_matches('=').len() >= 4);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What `<withheld>` text says in place of a server's text.
+pub const WITHHELD: &str = "withheld: the route sends a secret header";
+
+/// How a route's server-supplied text (body excerpts, header values) may be shown in reports
+/// and logs. Every known form of every secret is redacted; in addition, a route that sends a
+/// secret header shows no server text that holds any form of a secret, and none at all when a
+/// secret is shorter than [`MIN_REDACTED_CHARS`] (it cannot be told apart from ordinary text).
+#[derive(Debug, Clone, Copy)]
+pub struct Reveal<'a> {
+    pub secrets: &'a [String],
+    /// The route sends a header whose value came from `${VAR}` or a URL password.
+    pub sends_secret: bool,
+}
+
+impl<'a> Reveal<'a> {
+    /// The policy for `route` of a plan with `secrets`.
+    pub fn for_route(route: &Route, secrets: &'a [String]) -> Reveal<'a> {
+        Reveal {
+            secrets,
+            sends_secret: route.headers.iter().any(|h| h.secret),
+        }
+    }
+
+    /// `text` redacted and cut to `max` characters, quoted; or `None` when it is withheld.
+    pub fn quoted(&self, text: &str, max: usize) -> Option<String> {
+        let short = self
+            .secrets
+            .iter()
+            .any(|s| !s.is_empty() && s.chars().count() < MIN_REDACTED_CHARS);
+        if self.sends_secret && short {
+            return None;
+        }
+        let redacted = redact(text, self.secrets);
+        if self.sends_secret && redacted != text {
+            return None;
+        }
+        let cut = if redacted.chars().count() <= max {
+            redacted
+        } else {
+            let head: String = redacted.chars().take(max).collect();
+            format!("{head}…")
+        };
+        Some(format!("{cut:?}"))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -186,11 +404,12 @@ pub struct Expect {
     /// Inclusive ranges; default 200–399.
     pub status: Vec<(u16, u16)>,
     pub body_contains: Option<String>,
-    pub body_regex: Option<Regex>,
+    /// Shared by every route of the file with the same pattern (one compiled copy, one cache).
+    pub body_regex: Option<Arc<Regex>>,
     /// Dotted field path → expected JSON value.
     pub json: Vec<(String, serde_json::Value)>,
     /// Header name → pattern the value must match.
-    pub headers: Vec<(HeaderName, Regex)>,
+    pub headers: Vec<(HeaderName, Arc<Regex>)>,
     /// Slower than this (and otherwise fine) is `slow`: degraded, never unhealthy.
     pub max_latency: Option<Duration>,
 }
@@ -317,5 +536,140 @@ mod tests {
             socket: "/run/app.sock".into(),
         };
         assert!(!target(unix, false).speaks_tls());
+    }
+
+    const S: &str = "s3cr3t/Välue\"x";
+
+    fn gone(text: &str) {
+        let got = redact(text, &[S.to_string()]);
+        assert!(got.contains("<redacted>"), "{text:?} -> {got:?}");
+        assert!(
+            !got.contains("s3cr3t") && !got.contains("S3CR3T"),
+            "{got:?}"
+        );
+        assert!(got.starts_with("pre ") && got.ends_with(" post"), "{got:?}");
+    }
+
+    #[test]
+    fn a_secret_is_redacted_as_is_and_in_any_case() {
+        gone(&format!("pre {S} post"));
+        gone(&format!("pre {} post", S.to_uppercase()));
+        gone(&format!("pre {} post", S.to_lowercase()));
+        gone("pre S3cR3T/väLUE\"X post");
+    }
+
+    #[test]
+    fn a_secret_is_redacted_json_escaped() {
+        // serde_json: `"` and `\` escaped, `/` and non-ASCII as is.
+        let json = serde_json::to_string(S).unwrap();
+        gone(&format!("pre {} post", &json[1..json.len() - 1]));
+        // PHP's default: `\/` and `\u00e4`.
+        gone(r#"pre s3cr3t\/V\u00e4lue\"x post"#);
+        gone(r#"pre s3cr3t\/V\u00E4lue\"x post"#);
+        let slash = |t: &str| redact(t, &["a\\b".to_string()]);
+        assert_eq!(slash(r"x a\\b y"), "x <redacted> y");
+        let emoji = redact(r"k=\ud83d\ude00ok!", &["😀ok!".to_string()]);
+        assert_eq!(emoji, "k=<redacted>");
+    }
+
+    #[test]
+    fn a_secret_is_redacted_percent_encoded() {
+        gone("pre s3cr3t%2FV%C3%A4lue%22x post");
+        gone("pre s3cr3t%2fV%c3%a4lue%22x post");
+        gone("pre %73%33cr3t%2FV%C3%A4lue%22x post");
+        let space = |t: &str| redact(t, &["two words".to_string()]);
+        assert_eq!(space("q=two+words&r=1"), "q=<redacted>&r=1");
+        assert_eq!(space("q=two%20words"), "q=<redacted>");
+    }
+
+    #[test]
+    fn a_secret_is_redacted_with_a_line_break_inside() {
+        gone("pre s3cr3t/V\nälue\"x post");
+        gone("pre s3cr3t/Vä\r\nlue\"x post");
+        gone(r#"pre s3cr3t\/V\u00e4\nlue\"x post"#);
+    }
+
+    #[test]
+    fn a_non_ascii_secret_is_redacted_when_echoed_as_latin1_or_mojibake() {
+        let mut latin1 = b"pre s3cr3t/V".to_vec();
+        latin1.push(0xE4);
+        latin1.extend_from_slice(b"lue\"x post");
+        gone(&String::from_utf8_lossy(&latin1));
+        gone("pre s3cr3t/VÃ¤lue\"x post");
+    }
+
+    #[test]
+    fn a_secret_is_redacted_in_base64_at_every_alignment() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let secret = "tok-3x/q?>>~é";
+        let secrets = [secret.to_string()];
+        for prefix in ["", "a", "ab", "user:", "admin:"] {
+            let encoded = STANDARD.encode(format!("{prefix}{secret}").as_bytes());
+            for text in [
+                encoded.clone(),
+                URL_SAFE_NO_PAD.encode(format!("{prefix}{secret}").as_bytes()),
+                STANDARD.encode(format!("{prefix}{secret} and more after it").as_bytes()),
+            ] {
+                let got = redact(&format!("Basic {text}"), &secrets);
+                assert!(got.contains("<redacted>"), "{prefix:?}: {text} -> {got}");
+                // No run of the encoding that depends on the secret alone is left.
+                for form in base64_forms(secret.as_bytes()) {
+                    assert!(!got.contains(&form), "{prefix:?}: {form} in {got}");
+                }
+            }
+        }
+        // At offset 0 the whole encoding goes, padding included.
+        assert_eq!(redact(&STANDARD.encode(secret), &secrets), "<redacted>");
+    }
+
+    #[test]
+    fn short_secrets_are_redacted_only_as_a_whole_value() {
+        let short = ["ab".to_string()];
+        assert_eq!(redact("ab", &short), "<redacted>");
+        assert_eq!(redact("a cab abounds", &short), "a cab abounds");
+        let route_secret = Reveal {
+            secrets: &short,
+            sends_secret: true,
+        };
+        assert_eq!(route_secret.quoted("nothing secret here", 60), None);
+        let other_route = Reveal {
+            secrets: &short,
+            sends_secret: false,
+        };
+        assert_eq!(
+            other_route.quoted("a cab", 60).as_deref(),
+            Some("\"a cab\"")
+        );
+    }
+
+    #[test]
+    fn a_route_that_sends_a_secret_withholds_text_that_holds_any_form_of_it() {
+        let secrets = [S.to_string()];
+        let reveal = Reveal {
+            secrets: &secrets,
+            sends_secret: true,
+        };
+        assert_eq!(reveal.quoted("pre s3cr3t%2FV%C3%A4lue%22x post", 60), None);
+        assert_eq!(
+            reveal.quoted("unrelated failure text", 60).as_deref(),
+            Some("\"unrelated failure text\"")
+        );
+        let other = Reveal {
+            secrets: &secrets,
+            sends_secret: false,
+        };
+        assert_eq!(
+            other.quoted(&format!("x {S}"), 60).as_deref(),
+            Some("\"x <redacted>\"")
+        );
+    }
+
+    #[test]
+    fn ordinary_text_is_left_alone() {
+        let secrets = ["s3cr3t-value-123".to_string()];
+        for text in ["", "ok", "status: healthy", "s3cr3t-value-12", "Zm9vYmFy"] {
+            assert_eq!(redact(text, &secrets), text);
+        }
     }
 }

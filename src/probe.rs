@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::outcome::Outcome;
-use crate::plan::{Class, Endpoint, IpFamily, Plan, Route, Target};
+use crate::plan::{Class, Endpoint, IpFamily, Plan, Route, Target, WITHHELD};
 use crate::retry::{self, AttemptFacts, Next};
 
 /// What one route came to after its attempts.
@@ -569,7 +569,7 @@ async fn attempt_http(
             return Attempt::fail(
                 Outcome::ProtocolError,
                 format!(
-                    "the server sends {:?} before any request: not HTTP",
+                    "the server sends {} before any request: not HTTP",
                     shown(&first, 40, secrets)
                 ),
             );
@@ -670,6 +670,7 @@ async fn judge_response(
         };
     }
 
+    let reveal = crate::plan::Reveal::for_route(route, secrets);
     let mismatch = expect.headers.iter().find_map(|(name, pattern)| {
         let value = resp
             .headers()
@@ -678,8 +679,10 @@ async fn judge_response(
         match value {
             None => Some(format!("header {name}: missing, expected /{pattern}/")),
             Some(v) if !pattern.is_match(&v) => Some(format!(
-                "header {name}: {:?} does not match /{pattern}/",
-                shown(&v, 80, secrets)
+                "header {name}: {} does not match /{pattern}/",
+                reveal
+                    .quoted(&v, 80)
+                    .unwrap_or_else(|| format!("(value {WITHHELD})"))
             )),
             Some(_) => None,
         }
@@ -756,7 +759,7 @@ async fn judge_response(
                 ..base
             };
         }
-        if !truncated && let Some(reason) = check_body(expect, &body, secrets) {
+        if !truncated && let Some(reason) = check_body(expect, &body, &reveal) {
             return Attempt {
                 outcome: Outcome::BodyMismatch,
                 error: Some(reason),
@@ -804,34 +807,40 @@ pub fn passes_on_prefix(expect: &crate::plan::Expect, prefix: &[u8]) -> bool {
     true
 }
 
-/// Body, regex and JSON expectations; `Some(reason)` on the first mismatch. Pure.
-pub fn check_body(expect: &crate::plan::Expect, body: &[u8], secrets: &[String]) -> Option<String> {
+/// Body, regex and JSON expectations; `Some(reason)` on the first mismatch, quoting the body
+/// as `reveal` allows. Pure.
+pub fn check_body(
+    expect: &crate::plan::Expect,
+    body: &[u8],
+    reveal: &crate::plan::Reveal,
+) -> Option<String> {
     let text = String::from_utf8_lossy(body);
+    let starts = |what: &str| match reveal.quoted(&text, 60) {
+        Some(q) => format!("{what} {q}"),
+        None => format!("body {WITHHELD}"),
+    };
     if let Some(needle) = &expect.body_contains
         && !text.contains(needle.as_str())
     {
         return Some(format!(
-            "body does not contain {:?} (body starts {:?})",
+            "body does not contain {:?} ({})",
             needle,
-            shown(&text, 60, secrets)
+            starts("body starts")
         ));
     }
     if let Some(re) = &expect.body_regex
         && !re.is_match(&text)
     {
         return Some(format!(
-            "body does not match /{re}/ (body starts {:?})",
-            shown(&text, 60, secrets)
+            "body does not match /{re}/ ({})",
+            starts("body starts")
         ));
     }
     if !expect.json.is_empty() {
         let doc: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
-                return Some(format!(
-                    "body is not JSON ({e}); starts {:?}",
-                    shown(&text, 60, secrets)
-                ));
+                return Some(format!("body is not JSON ({e}); {}", starts("starts")));
             }
         };
         for (path, want) in &expect.json {
@@ -843,10 +852,10 @@ pub fn check_body(expect: &crate::plan::Expect, body: &[u8], secrets: &[String])
             match got {
                 None => return Some(format!("json {path}: missing, expected {want}")),
                 Some(got) if !json_matches(got, want) => {
-                    return Some(format!(
-                        "json {path}: {}, expected {want}",
-                        shown(&got.to_string(), 60, secrets)
-                    ));
+                    let shown = reveal
+                        .quoted(&got.to_string(), 60)
+                        .unwrap_or_else(|| format!("(value {WITHHELD})"));
+                    return Some(format!("json {path}: {shown}, expected {want}"));
                 }
                 Some(_) => {}
             }
@@ -1028,26 +1037,26 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Server-supplied text for a message: secrets redacted first, then cut to `max` characters
-/// (so no prefix of a secret survives the cut).
+/// Server-supplied text sent before any request, for a message: every form of every secret
+/// redacted first, then cut to `max` characters (so no prefix of a secret survives), quoted.
 fn shown(s: &str, max: usize, secrets: &[String]) -> String {
-    truncate(&crate::plan::redact(s, secrets), max)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let cut: String = s.chars().take(max).collect();
-        format!("{cut}…")
-    }
+    let reveal = crate::plan::Reveal {
+        secrets,
+        sends_secret: false,
+    };
+    reveal.quoted(s, max).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Expect;
+    use crate::plan::{Expect, Reveal};
     use serde_json::json;
+
+    const NONE: Reveal<'static> = Reveal {
+        secrets: &[],
+        sends_secret: false,
+    };
 
     fn expect_json(pairs: &[(&str, serde_json::Value)]) -> Expect {
         Expect {
@@ -1062,7 +1071,7 @@ mod tests {
     #[test]
     fn a_cut_body_passes_only_when_the_cut_cannot_matter() {
         let re = |p: &str| Expect {
-            body_regex: Some(regex::Regex::new(p).unwrap()),
+            body_regex: Some(regex::Regex::new(p).unwrap().into()),
             ..Expect::default()
         };
         let prefix = "a".repeat(4096);
@@ -1092,32 +1101,32 @@ mod tests {
     fn json_expectations_walk_dotted_paths() {
         let body = br#"{"status":"healthy","checks":{"db":"ok","n":3},"list":[{"a":true}]}"#;
         assert_eq!(
-            check_body(&expect_json(&[("status", json!("healthy"))]), body, &[]),
+            check_body(&expect_json(&[("status", json!("healthy"))]), body, &NONE),
             None
         );
         assert_eq!(
             check_body(
                 &expect_json(&[("checks.db", json!("ok")), ("checks.n", json!(3))]),
                 body,
-                &[]
+                &NONE
             ),
             None
         );
         assert_eq!(
-            check_body(&expect_json(&[("list.0.a", json!(true))]), body, &[]),
+            check_body(&expect_json(&[("list.0.a", json!(true))]), body, &NONE),
             None
         );
-        let why = check_body(&expect_json(&[("status", json!("degraded"))]), body, &[]).unwrap();
+        let why = check_body(&expect_json(&[("status", json!("degraded"))]), body, &NONE).unwrap();
         assert!(
             why.contains("json status") && why.contains("healthy"),
             "{why}"
         );
-        let why = check_body(&expect_json(&[("checks.cache", json!("ok"))]), body, &[]).unwrap();
+        let why = check_body(&expect_json(&[("checks.cache", json!("ok"))]), body, &NONE).unwrap();
         assert!(why.contains("missing"), "{why}");
         let why = check_body(
             &expect_json(&[("status", json!("healthy"))]),
             b"<html>",
-            &[],
+            &NONE,
         )
         .unwrap();
         assert!(why.contains("not JSON"), "{why}");
@@ -1133,17 +1142,21 @@ mod tests {
             "Bearer s3cr3t-value-123".to_string(),
             "s3cr3t-value-123".to_string(),
         ];
+        let reveal = Reveal {
+            secrets: &secrets,
+            sends_secret: false,
+        };
         let why = check_body(
             &e,
             b"invalid token: Bearer s3cr3t-value-123 (expired) and more text here",
-            &secrets,
+            &reveal,
         )
         .unwrap();
         assert!(!why.contains("s3cr3t"), "{why}");
         assert!(why.contains("<redacted>"), "{why}");
         // A secret straddling the 60-character cut leaves no prefix behind.
         let long = format!("{}s3cr3t-value-123", "x".repeat(50));
-        let why = check_body(&e, long.as_bytes(), &secrets).unwrap();
+        let why = check_body(&e, long.as_bytes(), &reveal).unwrap();
         assert!(!why.contains("s3cr"), "{why}");
     }
 
@@ -1153,18 +1166,18 @@ mod tests {
             body_contains: Some("ready".into()),
             ..Expect::default()
         };
-        assert_eq!(check_body(&e, b"all ready", &[]), None);
+        assert_eq!(check_body(&e, b"all ready", &NONE), None);
         assert!(
-            check_body(&e, b"starting", &[])
+            check_body(&e, b"starting", &NONE)
                 .unwrap()
                 .contains("does not contain")
         );
         let e = Expect {
-            body_regex: Some(regex::Regex::new("^v[0-9]+").unwrap()),
+            body_regex: Some(regex::Regex::new("^v[0-9]+").unwrap().into()),
             ..Expect::default()
         };
-        assert_eq!(check_body(&e, b"v12 ok", &[]), None);
-        assert!(check_body(&e, b"x", &[]).is_some());
+        assert_eq!(check_body(&e, b"v12 ok", &NONE), None);
+        assert!(check_body(&e, b"x", &NONE).is_some());
     }
 
     #[test]

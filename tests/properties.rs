@@ -35,6 +35,9 @@ fn yamlish() -> impl Strategy<Value = String> {
         Just("tcp"),
         Just("headers"),
         Just("max_body"),
+        Just("body_regex"),
+        Just("header"),
+        Just("body_contains"),
     ];
     let scalar = prop_oneof![
         Just("core".to_string()),
@@ -48,6 +51,9 @@ fn yamlish() -> impl Strategy<Value = String> {
         Just("*a".to_string()),
         Just("[".to_string()),
         Just("${X}".to_string()),
+        Just(r"'\w{100}'".to_string()),
+        Just("'(a'".to_string()),
+        Just(r"'[\w\W]{50}'".to_string()),
         "[ -~]{0,12}",
     ];
     let line = (0usize..6, key, prop::bool::ANY, scalar).prop_map(|(indent, k, dash, v)| {
@@ -89,6 +95,27 @@ proptest! {
     }
 
     #[test]
+    fn the_parser_survives_arbitrary_bytes_read_as_text(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let text = String::from_utf8_lossy(&bytes);
+        if let Err(e) = routewatch::config::parse(&text, "p.yaml", &|_| None) {
+            prop_assert!(!e.message.is_empty());
+            prop_assert!(e.to_string().len() < 1_000);
+        }
+    }
+
+    #[test]
+    fn any_pattern_is_compiled_or_refused_with_a_short_located_error(pattern in "[\\\\wWdDsSpP{}()\\[\\]*+?|.^$0-9a-z,-]{0,60}") {
+        let yaml = format!(
+            "targets:\n  - name: a\n    base_url: http://x\n    routes: [ {{ path: /a, expect: {{ body_regex: {} }} }} ]\n",
+            serde_json::to_string(&pattern).unwrap()
+        );
+        if let Err(e) = routewatch::config::parse(&yaml, "p.yaml", &|_| None) {
+            prop_assert!(e.to_string().starts_with("p.yaml:"), "{e}");
+            prop_assert!(e.to_string().len() < 500, "{e}");
+        }
+    }
+
+    #[test]
     fn retry_after_parsing_accepts_any_string(s in "\\PC{0,40}") {
         let _ = routewatch::retry::parse_retry_after(&s, std::time::SystemTime::now());
     }
@@ -122,5 +149,107 @@ proptest! {
     fn auxiliary_routes_never_make_a_target_unhealthy(routes in prop::collection::vec(outcome(), 0..12)) {
         let v = target_verdict(routes.iter().map(|&o| (Class::Auxiliary, o)));
         prop_assert!(v == Verdict::Healthy || v == Verdict::Degraded);
+    }
+}
+
+/// Peak RSS (KiB) and exit code of `routewatch validate --config FILE`, from `wait4`.
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4 below, which also reports its peak RSS"
+)]
+fn validate_measured(cfg: &std::path::Path) -> (i32, u64, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_routewatch"))
+        .args(["validate", "--config"])
+        .arg(cfg)
+        .env_remove("ROUTEWATCH_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; the child is ours and not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss as u64, stderr)
+}
+
+/// Generated worst cases under the 4 MiB file limit stay under 64 MiB peak.
+#[test]
+fn generated_worst_cases_stay_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "targets:\n  - name: a\n    base_url: http://x\n    routes:\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "regex",
+            format!(
+                "{head}      - {{ path: /a, expect: {{ body_regex: '{}' }} }}\n",
+                r"\w".repeat(500_000)
+            ),
+        ),
+        (
+            "header-patterns",
+            format!(
+                "{head}      - {{ path: /a, expect: {{ header: {{ {} }} }} }}\n",
+                (0..3_000)
+                    .map(|i| format!("x-{i}: '\\w+{i}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        (
+            "routes",
+            format!("{head}{}", "      - {path: /a}\n".repeat(200_000)),
+        ),
+        (
+            "targets",
+            (0..120_000)
+                .map(|i| format!("- {{name: t{i}, tcp: 'h:1'}}\n"))
+                .collect::<String>()
+                .lines()
+                .fold(String::from("targets:\n"), |mut a, l| {
+                    a.push_str("  ");
+                    a.push_str(l);
+                    a.push('\n');
+                    a
+                }),
+        ),
+        (
+            "flow",
+            format!(
+                "targets: [{}]\n",
+                "{name: a, base_url: 'http://x', routes: [{path: /a}]}, ".repeat(70_000)
+            ),
+        ),
+    ];
+    for (name, text) in cases {
+        assert!(
+            text.len() <= 4 * 1024 * 1024,
+            "{name}: {} bytes",
+            text.len()
+        );
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let (code, rss_kib, stderr) = validate_measured(&path);
+        assert_eq!(code, 2, "{name}: {}", &stderr[..stderr.len().min(500)]);
+        assert_eq!(stderr.lines().count(), 1, "{name}");
+        assert!(
+            rss_kib < 64 * 1024,
+            "{name}: peak RSS {rss_kib} KiB: {stderr}"
+        );
     }
 }

@@ -602,3 +602,109 @@ fn hostile_probe_files_end_in_a_clear_error_fast_and_small() {
         assert!(rss_kib < 100 * 1024, "{file}: peak RSS {rss_kib} KiB");
     }
 }
+
+/// Hostile patterns and oversized files under the 4 MiB limit: one short error line, at the
+/// value's position, in bounded memory (never a wall-time assertion: the machine may be busy).
+#[test]
+fn hostile_regexes_and_route_floods_end_in_one_short_line_in_bounded_memory() {
+    let dir = trusted_dir();
+    let p = |name: &str| dir.path().join(name);
+    let head = "targets:\n  - name: a\n    base_url: http://x\n    routes:\n";
+    let route =
+        |pattern: &str| format!("      - {{ path: /a, expect: {{ body_regex: '{pattern}' }} }}\n");
+    // 1 MB of Unicode \w: once 3 GB of compiler memory.
+    std::fs::write(
+        p("wide.yaml"),
+        format!("{head}{}", route(&r"\w".repeat(512 * 1024))),
+    )
+    .unwrap();
+    // At the length limit, but far over the compiled-size limit.
+    std::fs::write(
+        p("dense.yaml"),
+        format!("{head}{}", route(&r"\w".repeat(2048))),
+    )
+    .unwrap();
+    // Many distinct patterns, each fine alone.
+    let many: String = (0..40).map(|i| route(&format!(r"\w{{10}}{i}"))).collect();
+    std::fs::write(p("budget.yaml"), format!("{head}{many}")).unwrap();
+    // 175 000 routes written out, under 4 MiB.
+    let flood = "      - {path: /a}\n".repeat(175_000);
+    std::fs::write(p("flood.yaml"), format!("{head}{flood}")).unwrap();
+    // 4 MiB of one scalar, echoed in the error.
+    std::fs::write(
+        p("scalar.yaml"),
+        format!("targets:\n  - name: {}\n", "n".repeat(4 * 1024 * 1024 - 40)),
+    )
+    .unwrap();
+    let half = (4 * 1024 * 1024 - 20) / 2;
+    std::fs::write(
+        p("nested.yaml"),
+        format!("targets: {}{}\n", "[".repeat(half), "]".repeat(half)),
+    )
+    .unwrap();
+    let noise: Vec<u8> = (0..4 * 1024 * 1024 - 1u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(p("noise.yaml"), noise).unwrap();
+
+    let cases = [
+        (
+            "wide.yaml",
+            "wide.yaml:5:43: target \"a\": expect.body_regex",
+        ),
+        (
+            "wide.yaml",
+            "… (1048576 bytes) is too long; a regular expression may be at most 4096 bytes",
+        ),
+        ("dense.yaml", "compiles to more than 1 MiB"),
+        ("budget.yaml", "together compile to more than 16 MiB"),
+        ("flood.yaml", "too large"),
+        ("scalar.yaml", "… (4194264 characters)"),
+        ("nested.yaml", "recursion limit exceeded"),
+        ("noise.yaml", "invalid UTF-8"),
+    ];
+    for (file, want) in cases {
+        let (code, stderr, _, reaped) = run_measured(&p(file));
+        let rss_kib = reaped.max_rss_kib;
+        assert_eq!(code, 2, "{file}: {}", &stderr[..stderr.len().min(600)]);
+        assert!(
+            stderr.contains(want),
+            "{file}: want {want:?} in {}",
+            &stderr[..stderr.len().min(600)]
+        );
+        assert_eq!(stderr.lines().count(), 1, "{file}: one error line");
+        assert!(
+            stderr.len() < 500,
+            "{file}: a short line: {} bytes",
+            stderr.len()
+        );
+        assert!(rss_kib < 64 * 1024, "{file}: peak RSS {rss_kib} KiB");
+    }
+}
+
+/// Over the route limit by far, the count is still exact, and the file costs no more memory
+/// than one at the limit.
+#[test]
+fn a_route_count_far_over_the_limit_is_exact_and_small() {
+    let dir = trusted_dir();
+    let mut text = String::from("targets:\n");
+    for t in 0..4 {
+        text.push_str(&format!(
+            "  - name: t{t}\n    base_url: http://x\n    routes:\n"
+        ));
+        text.push_str(&"      - {path: /a}\n".repeat(30_000));
+    }
+    for t in 0..1_000 {
+        text.push_str(&format!("  - {{name: tcp{t}, tcp: \"h:1\"}}\n"));
+    }
+    let cfg = dir.path().join("over.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, stderr, _, reaped) = run_measured(&cfg);
+    let rss_kib = reaped.max_rss_kib;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("over.yaml:2:3: 121000 routes; at most 20000 are allowed in one file"),
+        "{stderr}"
+    );
+    assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB");
+}

@@ -1250,3 +1250,176 @@ fn https_closed_without_an_answer_is_empty_reply_like_plain_http() {
     assert_eq!(r["outcome"], "empty_reply", "{doc:#}");
     assert_eq!(r["attempts"], 2, "empty_reply is retried: {doc:#}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets echoed back in another encoding
+
+/// A secret with characters every encoding treats differently: `/`, `"`, `\`, a space.
+const ODD_SECRET: &str = "s3cr3t/Tok\"en\\Val 42";
+/// A URL password with a non-ASCII character (`päss-w0rd`), sent in a Basic token.
+const ODD_PASSWORD: &str = "p%C3%A4ss-w0rd";
+
+/// Every way `value` is echoed by the server below, as sent.
+fn echoed_forms(value: &str) -> Vec<(&'static str, Vec<u8>)> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let json = serde_json::to_string(value).unwrap();
+    let json = json[1..json.len() - 1].to_string();
+    let pct_upper: String = value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let pct_lower_plus = pct_upper.to_lowercase().replace("%20", "+");
+    let half = value.len() / 2;
+    vec![
+        ("as-is", value.into()),
+        ("json", json.clone().into()),
+        ("php-json", json.replace('/', "\\/").into()),
+        ("percent", pct_upper.into()),
+        ("percent-lower-plus", pct_lower_plus.into()),
+        ("upper", value.to_uppercase().into()),
+        ("lower", value.to_lowercase().into()),
+        ("base64", STANDARD.encode(value).into()),
+        (
+            "base64-url-shifted",
+            URL_SAFE_NO_PAD.encode(format!("x{value}")).into(),
+        ),
+        (
+            "basic-auth",
+            STANDARD.encode(format!("admin:{value}")).into(),
+        ),
+        (
+            "line-break",
+            format!("{}\n{}", &value[..half], &value[half..]).into(),
+        ),
+    ]
+}
+
+/// A 200 whose body fails `body_contains: welcome` and echoes `what` in one encoding (the
+/// path names it), or the Latin-1 bytes of the Basic password.
+fn echo_server(what: impl Fn(&Req) -> String + Send + Sync + 'static) -> Srv {
+    Srv::http(move |r| {
+        let value = what(r);
+        if r.path == "/latin1" {
+            let password = "päss-w0rd";
+            let mut body = b"bad password: ".to_vec();
+            body.extend(password.chars().map(|c| c as u32 as u8));
+            return resp(200, &[], body);
+        }
+        let form = echoed_forms(&value)
+            .into_iter()
+            .find(|(name, _)| r.path == format!("/{name}"))
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let mut body = b"{\"error\":\"rejected\",\"you_sent\":\"".to_vec();
+        body.extend(form);
+        body.extend(b"\"}");
+        resp(200, &[("Content-Type", "application/json")], body)
+    })
+}
+
+#[test]
+fn a_secret_echoed_in_any_common_encoding_reaches_no_output() {
+    // One target sends the secret and hears it back; the other never sends it, yet its server
+    // knows and echoes it (redacted there, not withheld).
+    let sends = echo_server(|r| r.header("x-api-key").unwrap_or("").to_string());
+    let knows = echo_server(|_| ODD_SECRET.to_string());
+    let names: Vec<&str> = echoed_forms("x").iter().map(|(n, _)| *n).collect();
+    let routes = |extra: &str| {
+        names
+            .iter()
+            .map(|n| format!("      - {{ path: /{n}, expect: {{ body_contains: welcome }} }}\n"))
+            .collect::<String>()
+            + extra
+    };
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: sends\n    base_url: http://admin:{ODD_PASSWORD}@127.0.0.1:{}\n    headers: {{ X-Api-Key: \"${{{SECRET_VAR}}}\" }}\n    routes:\n{}  - name: knows\n    base_url: http://127.0.0.1:{}\n    routes:\n{}",
+            sends.port(),
+            routes("      - { path: /latin1, expect: { body_contains: welcome } }\n"),
+            knows.port(),
+            routes(""),
+        ),
+    );
+    let envs = [(SECRET_VAR, ODD_SECRET)];
+    let mut forbidden: Vec<(String, Vec<u8>)> = echoed_forms(ODD_SECRET)
+        .into_iter()
+        .map(|(n, b)| (n.to_string(), b))
+        .collect();
+    forbidden.push(("password".into(), "päss-w0rd".into()));
+    forbidden.push(("password-latin1".into(), "p\u{FFFD}ss-w0rd".into()));
+    forbidden.push(("short".into(), "s3cr3t".into()));
+    forbidden.push(("short-upper".into(), "S3CR3T".into()));
+    for args in [
+        &["--format", "json"][..],
+        &["--format", "text", "-v"][..],
+        &["--format", "json", "-vv"][..],
+    ] {
+        let o = check(dir.path(), args, &envs);
+        assert_eq!(o.code, 1, "{args:?}: {}", o.all());
+        for (name, form) in &forbidden {
+            let form = String::from_utf8_lossy(form);
+            assert!(
+                !o.stdout.contains(form.as_ref()) && !o.stderr.contains(form.as_ref()),
+                "{args:?}: the {name} form {form:?} leaked:\n{}",
+                o.all()
+            );
+        }
+    }
+    let doc = check(dir.path(), &["--format", "json"], &envs).json();
+    for n in names.iter().chain(["latin1"].iter()) {
+        let r = route(&doc, "sends", &format!("/{n}"));
+        assert_eq!(r["outcome"], "body_mismatch", "{n}: {doc:#}");
+        assert!(
+            error_of(r).contains("body withheld: the route sends a secret header"),
+            "{n}: {}",
+            error_of(r)
+        );
+    }
+    for n in &names {
+        let r = route(&doc, "knows", &format!("/{n}"));
+        assert_eq!(r["outcome"], "body_mismatch", "{n}: {doc:#}");
+        assert!(
+            error_of(r).contains("<redacted>"),
+            "{n}: redacted, not withheld: {}",
+            error_of(r)
+        );
+    }
+}
+
+#[test]
+fn a_short_secret_withholds_the_bodies_of_the_routes_that_send_it_and_nothing_else() {
+    let s = Srv::http(|r| resp(200, &[], format!("a plain answer for {}", r.path)));
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}\n    routes:\n      - {{ path: /keyed, headers: {{ X-Key: \"${{{SECRET_VAR}}}\" }}, expect: {{ body_contains: welcome }} }}\n      - {{ path: /open, expect: {{ body_contains: welcome }} }}\n",
+            s.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[(SECRET_VAR, "an")]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert_eq!(
+        s.requests()[0]
+            .header("x-key")
+            .or(s.requests()[1].header("x-key")),
+        Some("an")
+    );
+    let doc = o.json();
+    let keyed = error_of(route(&doc, "api", "/keyed"));
+    assert!(keyed.contains("body withheld"), "{keyed}");
+    let open = error_of(route(&doc, "api", "/open"));
+    assert!(
+        open.contains("a plain answer for /open"),
+        "a 2-character secret does not shred other text: {open}"
+    );
+}
