@@ -293,6 +293,15 @@ fn check(args: CheckArgs) -> Exit {
             }
         }
     };
+    // A stop that came while the file loaded (a large one takes a while) wins over whatever
+    // the load found.
+    if let Some(sig) = stop.pending(&rt) {
+        log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
+        return fail(
+            Exit::CouldNotRun,
+            "interrupted while loading the probe file; nothing was probed",
+        );
+    }
     let plan = match plan {
         Ok(p) => Arc::new(p),
         Err(e) => return fail(Exit::Usage, e),
@@ -523,6 +532,16 @@ impl Stop {
                 .and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
                 .ok(),
         }
+    }
+
+    /// A signal already received, if any (the runtime's driver gets one short turn to see
+    /// it).
+    fn pending(&mut self, rt: &tokio::runtime::Runtime) -> Option<&'static str> {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(1), self.wait())
+                .await
+                .ok()
+        })
     }
 
     async fn wait(&mut self) -> &'static str {

@@ -467,6 +467,66 @@ fn status_never_follows_a_symlinked_state_file_or_quotes_it() {
 }
 
 #[test]
+fn a_stop_while_a_large_probe_file_loads_ends_in_exit_4_with_a_line() {
+    let dir = trusted_dir();
+    let cfg = dir.path().join("large.yaml");
+    let mut text =
+        String::from("targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    routes:\n");
+    while text.len() < 2_000_000 {
+        text.push_str("      - { path: /a, expect: { body_contains: abcdefghijklmnop } }\n");
+    }
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("routewatch"))
+        .args(["check", "--no-recover", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Send SIGTERM as soon as the process catches it (SigCgt bit 15), which is before the
+    // file is read: the load of a file this size takes far longer than that.
+    let caught = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & (1 << 14) != 0)
+    };
+    let pid = child.id();
+    while !caught(pid) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited before catching SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(4),
+        "not killed by the signal: {status:?} {stderr}"
+    );
+    assert!(stderr.contains("event=interrupted"), "{stderr}");
+}
+
+#[test]
 fn unit_names_must_be_plain_services() {
     let dir = trusted_dir();
     for (i, unit) in [
