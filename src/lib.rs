@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod evidence;
 pub mod log;
 pub mod outcome;
 pub mod plan;

@@ -51,6 +51,9 @@ pub struct RecoveryReport {
     pub act_ms: Option<u64>,
     pub verify_ms: Option<u64>,
     pub total_ms: u64,
+    /// What the kernel said about the unit when the decision was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<crate::evidence::Evidence>,
 }
 
 /// Everything the decision looks at.
@@ -64,7 +67,15 @@ pub struct DecisionInput<'a> {
     pub policy: &'a RecoveryPolicy,
     pub state: &'a TargetState,
     pub lock_held_elsewhere: bool,
+    /// The probed address's listener has a full accept queue: a `connect_timeout` there is
+    /// the hung signature too (the kernel drops SYNs once the process stops accepting).
+    pub queue_full: bool,
     pub now: SystemTime,
+}
+
+/// Whether a core outcome shows the hang, given the policy and the listener's queue. Pure.
+pub fn shows_hang(o: Outcome, p: &RecoveryPolicy, queue_full: bool) -> bool {
+    p.on.contains(&o) || (queue_full && o == Outcome::ConnectTimeout)
 }
 
 /// The checks that need only the run and the state file (no D-Bus). `Err` is the refusal
@@ -87,7 +98,11 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
             input.cut_short
         ));
     }
-    if !input.core_failures.iter().any(|o| p.on.contains(o)) {
+    if !input
+        .core_failures
+        .iter()
+        .any(|&o| shows_hang(o, p, input.queue_full))
+    {
         let mut seen: Vec<&str> = input.core_failures.iter().map(|o| o.as_str()).collect();
         seen.dedup();
         let on: Vec<&str> = p.on.iter().map(|o| o.as_str()).collect();
@@ -131,6 +146,32 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The checks on who serves the probed address. Pure.
+pub fn decide_on_listener(
+    ev: &crate::evidence::Evidence,
+    addr: Option<&str>,
+    unit: &str,
+) -> Result<(), String> {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    match &ev.listener {
+        None => Err(format!(
+            "nothing listens on {addr}, which {unit} is probed at although it is active: a stale or wrong address, not a hang of {unit} (probe the unit's own port or socket)"
+        )),
+        Some(l) if l.in_unit == Some(false) => Err(match &l.held_by {
+            Some(h) => format!(
+                "{addr} is served by PID {} ({}) in {}, not by {unit}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy)",
+                h.pid, h.comm, h.cgroup
+            ),
+            None => format!(
+                "{addr} is served by a process outside {unit}: killing {unit} would not help (probe the unit's own port or socket)"
+            ),
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The checks on the unit as systemd sees it. Pure.
@@ -229,6 +270,7 @@ impl Recoverer<'_> {
             act_ms: None,
             verify_ms: None,
             total_ms: 0,
+            evidence: None,
         };
         let finish = |mut r: RecoveryReport| {
             r.total_ms = started.elapsed().as_millis() as u64;
@@ -239,6 +281,7 @@ impl Recoverer<'_> {
                 Decision::Disabled => "disabled",
             };
             if r.decision != Decision::Act {
+                let evidence = r.evidence.as_ref().map(|e| e.summary()).unwrap_or_default();
                 log_event!(
                     Level::Warn,
                     "recovery_decision",
@@ -246,7 +289,8 @@ impl Recoverer<'_> {
                     "unit" = unit,
                     "action" = policy.action.as_str(),
                     "decision" = decision,
-                    "reason" = r.reason
+                    "reason" = r.reason,
+                    "evidence" = evidence
                 );
             }
             r
@@ -279,7 +323,20 @@ impl Recoverer<'_> {
             policy: &policy,
             state,
             lock_held_elsewhere: case.lock_held_elsewhere,
+            queue_full: false,
             now: SystemTime::now(),
+        };
+        // Where the core routes went, if it can be looked up here; and its accept queue when
+        // a connect timed out (is the process still accepting?).
+        let probed = probed_address(target);
+        let input = DecisionInput {
+            queue_full: input.core_failures.contains(&Outcome::ConnectTimeout)
+                && probed.as_ref().is_ok_and(|a| {
+                    crate::evidence::listening(a).iter().any(
+                        |l| matches!((l.queue, l.backlog), (Some(q), Some(b)) if b > 0 && q >= b),
+                    )
+                }),
+            ..input
         };
         if let Err(reason) = decide_before_systemd(&input) {
             report.reason = reason;
@@ -308,7 +365,9 @@ impl Recoverer<'_> {
             return finish(report);
         }
 
-        // 3. Confirm: the failing core routes, once more, right before acting.
+        // 3. Confirm: the failing core routes, once more, right before acting, with the
+        // unit's CPU time measured around it.
+        let cpu_before = crate::evidence::cpu_usage_usec(&facts.control_group);
         let t = Instant::now();
         let confirm = self
             .prober
@@ -318,7 +377,26 @@ impl Recoverer<'_> {
                 Instant::now() + single_attempt_budget(target, &failing),
             )
             .await;
-        report.confirm_ms = Some(t.elapsed().as_millis() as u64);
+        let window = t.elapsed();
+        report.confirm_ms = Some(window.as_millis() as u64);
+        let evidence = crate::evidence::gather(
+            probed.as_ref().map_err(String::as_str),
+            &facts.control_group,
+            facts.main_pid,
+            cpu_before.map(|b| (b, window)),
+        );
+        let said = evidence.summary();
+        report.evidence = Some(evidence);
+        let ev = report.evidence.as_ref().expect("just set");
+        if let Err(reason) = decide_on_listener(
+            ev,
+            probed.as_ref().ok().map(|a| a.to_string()).as_deref(),
+            &unit,
+        ) {
+            report.reason = reason;
+            return finish(report);
+        }
+        let queue_full = ev.listener.as_ref().is_some_and(|l| l.queue_full());
         if let Some(ok) = confirm.iter().find(|r| r.outcome.is_pass()) {
             report.reason = format!(
                 "confirm: {} answered {} on the re-probe; not acting",
@@ -326,7 +404,10 @@ impl Recoverer<'_> {
             );
             return finish(report);
         }
-        if !confirm.iter().any(|r| policy.on.contains(&r.outcome)) {
+        if !confirm
+            .iter()
+            .any(|r| shows_hang(r.outcome, &policy, queue_full))
+        {
             let seen: Vec<&str> = confirm.iter().map(|r| r.outcome.as_str()).collect();
             report.reason = format!(
                 "confirm: the re-probe saw {}, not a hang; not acting",
@@ -348,6 +429,11 @@ impl Recoverer<'_> {
                 .join(", "),
             state.consecutive_unhealthy
         );
+        let why = if said.is_empty() {
+            why
+        } else {
+            format!("{why}; {said}")
+        };
         let what = match policy.action {
             Action::Kill => format!(
                 "SIGKILL MainPID {} of {unit} (Restart={} brings it back)",
@@ -394,6 +480,7 @@ impl Recoverer<'_> {
             action: policy.action,
             pid: Some(facts.main_pid),
             outcome: ActionOutcome::Pending,
+            evidence: Some(said.clone()).filter(|s| !s.is_empty()),
         })) {
             let why = format!("cannot record the action ({e}), so its cooldown could not be kept");
             return finish(self.refused_late(report, why));
@@ -557,6 +644,12 @@ impl Recoverer<'_> {
     }
 }
 
+/// Where a target's routes are probed, when that can be looked up in this host's tables;
+/// otherwise why not.
+fn probed_address(target: &crate::plan::Target) -> Result<crate::evidence::Address, String> {
+    crate::evidence::probed_address(target)
+}
+
 /// Enough time for one attempt of each of these routes (they run concurrently).
 fn single_attempt_budget(target: &crate::plan::Target, routes: &[usize]) -> Duration {
     routes
@@ -606,6 +699,7 @@ mod tests {
             policy,
             state,
             lock_held_elsewhere: false,
+            queue_full: false,
             now,
         }
     }
@@ -723,6 +817,7 @@ mod tests {
             action: Action::Kill,
             pid: Some(1),
             outcome: ActionOutcome::Recovered,
+            evidence: None,
         };
         let s = TargetState {
             consecutive_unhealthy: 1,
@@ -820,6 +915,70 @@ mod tests {
             let why = decide_on_unit(&f, &p, now).unwrap_err();
             assert!(why.contains(needle), "{why:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_connect_timeout_is_a_hang_only_when_the_accept_queue_is_full() {
+        let now = SystemTime::now();
+        let p = policy();
+        let s = streak(1);
+        let connect = DecisionInput {
+            core_failures: vec![Outcome::ConnectTimeout],
+            ..input(&p, &s, now)
+        };
+        assert!(
+            decide_before_systemd(&connect)
+                .unwrap_err()
+                .contains("not a hang")
+        );
+        let full = DecisionInput {
+            queue_full: true,
+            ..connect
+        };
+        assert_eq!(decide_before_systemd(&full), Ok(()));
+    }
+
+    #[test]
+    fn a_listener_outside_the_unit_or_none_is_refused() {
+        use crate::evidence::{Evidence, Holder, Listener};
+        let ev = |in_unit, held_by| Evidence {
+            listener: Some(Listener {
+                address: "127.0.0.1:8080".into(),
+                queue: Some(0),
+                backlog: Some(128),
+                in_unit,
+                held_by,
+            }),
+            ..Evidence::default()
+        };
+        let addr = Some("127.0.0.1:8080");
+        assert_eq!(
+            decide_on_listener(&ev(Some(true), None), addr, "api.service"),
+            Ok(())
+        );
+        let neighbour = Holder {
+            pid: 77,
+            comm: "nginx".into(),
+            cgroup: "/system.slice/nginx.service".into(),
+        };
+        let why =
+            decide_on_listener(&ev(Some(false), Some(neighbour)), addr, "api.service").unwrap_err();
+        assert!(
+            why.contains("PID 77 (nginx) in /system.slice/nginx.service, not by api.service"),
+            "{why}"
+        );
+        let why = decide_on_listener(&Evidence::default(), addr, "api.service").unwrap_err();
+        assert!(why.contains("nothing listens on 127.0.0.1:8080"), "{why}");
+        // Unknown ownership (the unit's cgroup cannot be read here) and remote addresses are
+        // not judged.
+        assert_eq!(
+            decide_on_listener(&ev(None, None), addr, "api.service"),
+            Ok(())
+        );
+        assert_eq!(
+            decide_on_listener(&Evidence::default(), None, "api.service"),
+            Ok(())
+        );
     }
 
     #[test]

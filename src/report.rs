@@ -136,6 +136,14 @@ pub fn text(report: &RunReport, colour: bool) -> String {
                 r.unit,
                 recovery::story(r)
             );
+            if let Some(said) = r
+                .evidence
+                .as_ref()
+                .map(|e| e.summary())
+                .filter(|s| !s.is_empty())
+            {
+                let _ = writeln!(out, "  evidence: {said}");
+            }
         }
     }
     for w in &report.warnings {

@@ -212,6 +212,7 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
                 act_ms: None,
                 verify_ms: None,
                 total_ms: 0,
+                evidence: None,
             });
             continue;
         }

@@ -98,6 +98,9 @@ pub struct ActionRecord {
     pub action: Action,
     pub pid: Option<u32>,
     pub outcome: ActionOutcome,
+    /// What the kernel said when the action was decided, in plain words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 impl State {
@@ -630,6 +633,7 @@ mod tests {
             action: Action::Kill,
             pid: Some(42),
             outcome: ActionOutcome::Recovered,
+            evidence: None,
         });
         assert!(s.holds_actions());
     }
@@ -755,6 +759,7 @@ mod tests {
             action: Action::Kill,
             pid: Some(7),
             outcome,
+            evidence: None,
         };
         s.add_action("api", rec(t - 5, ActionOutcome::Pending));
         s.add_action("api", rec(t + 3600, ActionOutcome::Recovered));

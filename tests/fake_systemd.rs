@@ -699,6 +699,111 @@ fn kill_from_another_pid_namespace_is_refused() {
     );
 }
 
+/// An empty cgroup of our own, removed on drop: a unit with no process in it.
+struct EmptyCgroup(std::path::PathBuf, String);
+
+impl EmptyCgroup {
+    fn new(own: &str) -> EmptyCgroup {
+        let name = format!(
+            "{}/rw-empty-{}",
+            own.trim_end_matches('/'),
+            std::process::id()
+        );
+        let dir = routewatch::evidence::cgroup_dir(&name);
+        std::fs::create_dir(&dir).expect("create a child cgroup (root, cgroup v2)");
+        EmptyCgroup(dir, name)
+    }
+}
+
+impl Drop for EmptyCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_probed_port_served_by_another_process_is_refused_naming_it() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("ROUTEWATCH_CI").is_none(),
+            "CI runs as root"
+        );
+        eprintln!("skipping: creating a cgroup needs root");
+        return;
+    }
+    let lab = Lab::start();
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
+    };
+    // The unit's cgroup holds none of the processes serving the probed port (this test's
+    // own server): a stale port, or a neighbour's.
+    let own = sleeper.cgroup().unwrap();
+    let empty = EmptyCgroup::new(&own);
+    lab.fake.update(UNIT, |u| u.control_group = empty.1.clone());
+    let run = lab.check(&lab.probe_file(&[("action", "kill")]), &[]);
+    run.expect(
+        1,
+        "refuse",
+        &format!(
+            "127.0.0.1:{} is served by PID {}",
+            lab.http.port,
+            std::process::id()
+        ),
+    );
+    assert!(
+        run.reason()
+            .contains("killing rw-fake.service would not help"),
+        "{run}"
+    );
+    let ev = &run.recovery()["evidence"]["listener"];
+    assert_eq!(ev["in_unit"], false, "{run}");
+    assert_eq!(ev["held_by"]["pid"], std::process::id(), "{run}");
+    assert!(sleeper.alive(), "the wrong process was signalled");
+}
+
+#[test]
+fn a_kill_carries_the_kernel_evidence_into_the_report_and_the_record() {
+    let lab = Lab::start();
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
+    };
+    let (fake, http) = (lab.fake.clone(), lab.http.clone());
+    let pid = sleeper.pid();
+    let watcher = thread::spawn(move || {
+        if sleeper.wait_for_exit(RUN_DEADLINE).is_some() {
+            fake.update(UNIT, |u| {
+                u.main_pid = FAKE_PID_AFTER;
+                u.invocation_id = vec![0xc3; 16];
+            });
+            http.set(Mode::Ok);
+        }
+    });
+    let run = lab.check(
+        &lab.probe_file(&[("action", "kill")]),
+        &["--format", "json"],
+    );
+    watcher.join().unwrap();
+    run.expect(3, "act", &format!("SIGKILL MainPID {pid}"));
+    let ev = run.recovery()["evidence"].clone();
+    // The probed port is this test's server, which is in the unit's cgroup here.
+    assert_eq!(ev["listener"]["in_unit"], true, "{run}");
+    assert!(ev["cpu_ms"].is_u64() && ev["window_ms"].is_u64(), "{run}");
+    assert!(ev["listener"]["queue"].is_u64(), "{run}");
+    assert!(ev["threads"]["total"].as_u64() >= Some(1), "{run}");
+    assert!(ev["gather_us"].is_u64(), "{run}");
+    assert!(
+        run.reason().contains("thread(s)"),
+        "the reason says what the kernel saw: {run}"
+    );
+    let rec = &lab.state()["targets"]["api"]["actions"][0];
+    assert!(
+        rec["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("thread(s)")),
+        "{rec}"
+    );
+}
+
 // ------------------------------------------------------------------ the action record
 
 /// A state file as an earlier run left it.
