@@ -909,7 +909,64 @@ fn scenario_a_hung_is_recovered(cx: &mut Ctx) {
     assert_eq!(run.doc()["status"], "recovered", "status\n{}", run.ctx());
     run.assert_decision("act");
     assert_killed_and_back(run.recovery(), &before, &run.ctx());
+    // What the kernel said: the hung port is the unit's own listener, its main process
+    // sleeps, and the evidence cost little.
+    let ev = &run.recovery()["evidence"];
+    eprintln!("e2e a: evidence {ev} (reason: {})", run.reason());
+    assert_eq!(ev["listener"]["in_unit"], true, "evidence\n{}", run.ctx());
+    assert!(
+        ev["listener"]["backlog"].as_u64() > Some(0),
+        "sock_diag backlog\n{}",
+        run.ctx()
+    );
+    assert!(
+        ev["threads"]["total"].as_u64() >= Some(1),
+        "threads\n{}",
+        run.ctx()
+    );
+    assert!(ev["cpu_ms"].is_u64(), "cgroup CPU time\n{}", run.ctx());
     wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+}
+
+/// The probed port is served by another unit than the one named (a stale or mistyped
+/// port): never a kill of either, and the refusal names who serves it. Runs after b, which
+/// leaves rw-hang hung; the probe file blames rw-plain for rw-hang's port.
+fn scenario_l_port_of_another_unit_refuses(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "l");
+    let cfg = probe_file(
+        &dir,
+        &Target {
+            name: "wrong-port",
+            port: HANG_PORT,
+            unit: Some(PLAIN_UNIT),
+        },
+    );
+    let hang_before = facts(HANG_UNIT);
+    let plain_before = facts(PLAIN_UNIT);
+    make_hung(HANG_PORT);
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    run.assert_code(1);
+    run.assert_decision("refuse");
+    let reason = run.reason().to_lowercase();
+    assert!(
+        reason.contains(&format!("127.0.0.1:{HANG_PORT} is served by pid"))
+            && reason.contains(HANG_UNIT)
+            && reason.contains(&format!("not by {PLAIN_UNIT}")),
+        "reason\n{}",
+        run.ctx()
+    );
+    assert_eq!(
+        facts(HANG_UNIT),
+        hang_before,
+        "nothing may be killed\n{}",
+        run.ctx()
+    );
+    assert_eq!(
+        facts(PLAIN_UNIT),
+        plain_before,
+        "nothing may be killed\n{}",
+        run.ctx()
+    );
 }
 
 /// b. hung again right away, same state dir: the cooldown refuses.
@@ -1355,7 +1412,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 11] = [
+    let scenarios: [(&str, Scenario, u32); 12] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1364,6 +1421,11 @@ fn real_systemd_recovery() {
         (
             "b: cooldown refuses a second kill",
             scenario_b_cooldown_refuses,
+            0,
+        ),
+        (
+            "l: a port served by another unit is refused, the owner named",
+            scenario_l_port_of_another_unit_refuses,
             0,
         ),
         (
