@@ -928,6 +928,71 @@ fn scenario_a_hung_is_recovered(cx: &mut Ctx) {
     wait_healthy(HANG_PORT, Duration::from_millis(5_000));
 }
 
+/// A service that stopped accepting (its accept loop deadlocked), flooded until its accept
+/// queue is full: the kernel drops new SYNs, so every probe ends as `connect_timeout`, which
+/// is not in `recovery.on`. The evidence (the unit's own listener, queue full) makes it the
+/// hung signature: killed and recovered, never missed.
+fn scenario_m_deadlocked_accept_loop_is_recovered(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "m");
+    let cfg = probe_file(
+        &dir,
+        &Target {
+            name: "deadlock",
+            port: HANG_PORT,
+            unit: Some(HANG_UNIT),
+        },
+    );
+    let before = facts(HANG_UNIT);
+    let (rc, code) = curl(HANG_PORT, "/control/deadlock", 500);
+    assert!(
+        rc == 0 && code == "200",
+        "deadlock: curl exit {rc}, HTTP {code}"
+    );
+    // Fill the accept queue from inside the lab: connections held for 30 s by a process of
+    // its own (the queue holds backlog + 1; the rest stay in SYN-SENT).
+    let flood = format!(
+        "import socket, time\nheld = []\nfor _ in range(200):\n    s = socket.socket()\n    s.setblocking(False)\n    try:\n        s.connect(('127.0.0.1', {HANG_PORT}))\n    except BlockingIOError:\n        pass\n    held.append(s)\ntime.sleep(30)\n"
+    );
+    let script = dir.join("flood.py");
+    fs::write(&script, flood).unwrap();
+    let spawn = format!("nohup python3 {} >/dev/null 2>&1 &", script.display());
+    assert_eq!(in_lab(&["sh", "-c", &spawn]).code(), 0, "start the flood");
+    // The queue is full once a new connection no longer completes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (rc, _) = curl(HANG_PORT, "/health", 300);
+        if rc == 28 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the accept queue never filled (curl exit {rc})"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    eprintln!("e2e m: reason: {}", run.reason());
+    assert_eq!(
+        run.doc()["targets"][0]["routes"][0]["outcome"],
+        "connect_timeout",
+        "outcome\n{}",
+        run.ctx()
+    );
+    run.assert_code(3);
+    run.assert_decision("act");
+    let ev = &run.recovery()["evidence"]["listener"];
+    assert_eq!(ev["in_unit"], true, "evidence\n{}", run.ctx());
+    assert!(
+        ev["queue"].as_u64() > Some(0) && ev["queue"].as_u64() >= ev["backlog"].as_u64(),
+        "queue full\n{}",
+        run.ctx()
+    );
+    assert!(run.reason().contains("full"), "reason\n{}", run.ctx());
+    assert_killed_and_back(run.recovery(), &before, &run.ctx());
+    let _ = in_lab(&["pkill", "-f", "flood.py"]);
+    wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+}
+
 /// The probed port is served by another unit than the one named (a stale or mistyped
 /// port): never a kill of either, and the refusal names who serves it. Runs after b, which
 /// leaves rw-hang hung; the probe file blames rw-plain for rw-hang's port.
@@ -1412,7 +1477,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 12] = [
+    let scenarios: [(&str, Scenario, u32); 13] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1457,6 +1522,11 @@ fn real_systemd_recovery() {
             1,
         ),
         (
+            "m: a deadlocked accept loop with a full queue is recovered",
+            scenario_m_deadlocked_accept_loop_is_recovered,
+            1,
+        ),
+        (
             "k: recovery timing, 5 runs",
             scenario_k_recovery_timing,
             TIMING_RUNS as u32,
@@ -1475,7 +1545,7 @@ fn real_systemd_recovery() {
         let result = panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut cx)));
         let after = all_facts();
         let mut kills = kills_between(&before, &after);
-        // The kills of rw-hang that are the point of a, h, j and k.
+        // The kills of rw-hang that are the point of a, h, j, m and k.
         if let Some(k) = kills.get_mut(HANG_UNIT) {
             *k = k.saturating_sub(expected_kills);
         }
@@ -1512,7 +1582,7 @@ fn real_systemd_recovery() {
         );
     }
     eprintln!(
-        "e2e: wrong kills (any kill besides those that are the point of a, h, j, k): {wrong_kills}"
+        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, k): {wrong_kills}"
     );
     drop(lab);
     // The shipped unit's state directory on the host's /var/lib.

@@ -10,6 +10,10 @@ hang     every request is accepted and never answered (the handler thread
 429      every request -> 429 Too Many Requests with Retry-After: 0.
 
 GET /control/hang answers 200 and then switches the process into hang mode.
+GET /control/deadlock answers 200 and then stops accepting connections
+altogether (the accept loop blocks forever, the listening socket stays open):
+the accept queue fills up and the kernel drops further SYNs, so clients see a
+connect that never completes. This is the deadlock seen from the wire.
 The mode lives in memory only, so a restarted process starts in its
 command-line mode again.
 
@@ -40,6 +44,7 @@ class State:
 
 STATE = State("healthy")
 FOREVER = threading.Event()  # never set: hung handlers wait on it
+SERVER = []  # the one server, for /control/deadlock
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -69,6 +74,12 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if mode == "hang":
             FOREVER.wait()
+            return
+        if path == "/control/deadlock":
+            self._reply(200, "deadlocked from now on\n")
+            # Stop the accept loop (from this handler thread); main() then blocks forever
+            # with the socket still listening.
+            threading.Thread(target=SERVER[0].shutdown, daemon=True).start()
             return
         if path == "/control/hang":
             self._reply(200, "hanging from now on\n")
@@ -104,8 +115,11 @@ def main():
     args = ap.parse_args()
     STATE.set(args.mode)
     srv = Server((args.bind, args.port), Handler)
+    SERVER.append(srv)
     print(f"fixture: listening on {args.bind}:{args.port} mode={args.mode}", file=sys.stderr, flush=True)
     srv.serve_forever()
+    # Only after /control/deadlock: never accept again, never exit.
+    FOREVER.wait()
 
 
 if __name__ == "__main__":
