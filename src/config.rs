@@ -2116,6 +2116,7 @@ fn resolve_recovery(cx: &Ctx, r: Spanned<RawRecovery>) -> Result<RecoveryPolicy,
         max_actions: max_actions.unwrap_or(d.max_actions),
         window: raw.window.map_or(d.window, |x| x.0),
         verify_timeout: verify_timeout.unwrap_or(d.verify_timeout),
+        dump: None,
     })
 }
 

@@ -474,6 +474,69 @@ pub struct RecoveryPolicy {
     pub max_actions: u32,
     pub window: Duration,
     pub verify_timeout: Duration,
+    /// Forensics before a kill: this signal first, then wait, then SIGKILL what is left.
+    pub dump: Option<Dump>,
+}
+
+/// `recovery.dump`: a signal that makes the hung process leave its own evidence (Go and the
+/// JVM print every thread's stack on SIGQUIT; Python does with `faulthandler.register`;
+/// SIGABRT leaves a core for systemd-coredump), sent through the same pidfd as the kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dump {
+    pub signal: DumpSignal,
+    pub wait: Duration,
+}
+
+/// The signals `recovery.dump` may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum DumpSignal {
+    #[serde(rename = "SIGQUIT")]
+    Quit,
+    #[serde(rename = "SIGABRT")]
+    Abrt,
+    #[serde(rename = "SIGUSR1")]
+    Usr1,
+    #[serde(rename = "SIGUSR2")]
+    Usr2,
+    #[serde(rename = "SIGTERM")]
+    Term,
+    #[serde(rename = "SIGINT")]
+    Int,
+    #[serde(rename = "SIGHUP")]
+    Hup,
+}
+
+impl DumpSignal {
+    pub const ALL: [DumpSignal; 7] = [
+        DumpSignal::Quit,
+        DumpSignal::Abrt,
+        DumpSignal::Usr1,
+        DumpSignal::Usr2,
+        DumpSignal::Term,
+        DumpSignal::Int,
+        DumpSignal::Hup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DumpSignal::Quit => "SIGQUIT",
+            DumpSignal::Abrt => "SIGABRT",
+            DumpSignal::Usr1 => "SIGUSR1",
+            DumpSignal::Usr2 => "SIGUSR2",
+            DumpSignal::Term => "SIGTERM",
+            DumpSignal::Int => "SIGINT",
+            DumpSignal::Hup => "SIGHUP",
+        }
+    }
+
+    /// `SIGQUIT`, `sigquit` or `QUIT`.
+    pub fn parse(s: &str) -> Option<DumpSignal> {
+        let upper = s.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        DumpSignal::ALL
+            .into_iter()
+            .find(|d| &d.as_str()[3..] == name)
+    }
 }
 
 impl Default for RecoveryPolicy {
@@ -487,6 +550,7 @@ impl Default for RecoveryPolicy {
             max_actions: 3,
             window: Duration::from_secs(6 * 3600),
             verify_timeout: Duration::from_secs(60),
+            dump: None,
         }
     }
 }

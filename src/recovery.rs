@@ -54,6 +54,21 @@ pub struct RecoveryReport {
     /// What the kernel said about the unit when the decision was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<crate::evidence::Evidence>,
+    /// The forensic signal sent before the kill (`recovery.dump`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dump: Option<DumpReport>,
+}
+
+/// What `recovery.dump` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpReport {
+    pub signal: crate::plan::DumpSignal,
+    /// How long it waited for the process to leave on its own.
+    pub waited_ms: u64,
+    /// The process exited on the dump signal (systemd restarts it like after a kill).
+    pub exited: bool,
+    /// Where its output went: the unit's journal from just before the signal.
+    pub journal: String,
 }
 
 /// Everything the decision looks at.
@@ -271,6 +286,7 @@ impl Recoverer<'_> {
             verify_ms: None,
             total_ms: 0,
             evidence: None,
+            dump: None,
         };
         let finish = |mut r: RecoveryReport| {
             r.total_ms = started.elapsed().as_millis() as u64;
@@ -434,13 +450,19 @@ impl Recoverer<'_> {
         } else {
             format!("{why}; {said}")
         };
-        let what = match policy.action {
-            Action::Kill => format!(
+        let what = match (policy.action, policy.dump) {
+            (Action::Kill, Some(d)) => format!(
+                "{} then SIGKILL MainPID {} of {unit} (Restart={} brings it back)",
+                d.signal.as_str(),
+                facts.main_pid,
+                facts.restart
+            ),
+            (Action::Kill, None) => format!(
                 "SIGKILL MainPID {} of {unit} (Restart={} brings it back)",
                 facts.main_pid, facts.restart
             ),
-            Action::Restart => format!("RestartUnit {unit} (MainPID {})", facts.main_pid),
-            Action::None => unreachable!("handled above"),
+            (Action::Restart, _) => format!("RestartUnit {unit} (MainPID {})", facts.main_pid),
+            (Action::None, _) => unreachable!("handled above"),
         };
         if self.dry_run {
             report.decision = Decision::DryRun;
@@ -485,7 +507,42 @@ impl Recoverer<'_> {
             let why = format!("cannot record the action ({e}), so its cooldown could not be kept");
             return finish(self.refused_late(report, why));
         }
+        // Forensics first, through the same pidfd: the process may print its stacks (or
+        // leave a core) and may exit on it; whatever is still there is then killed.
+        let mut exited_on_dump = false;
+        if let (Some(armed), Some(dump)) = (&armed, policy.dump) {
+            let since = unix_secs(SystemTime::now());
+            let t = Instant::now();
+            match armed.dump(dump.signal, dump.wait).await {
+                Ok(exited) => {
+                    exited_on_dump = exited;
+                    report.dump = Some(DumpReport {
+                        signal: dump.signal,
+                        waited_ms: t.elapsed().as_millis() as u64,
+                        exited,
+                        journal: format!("journalctl -u {unit} --since @{since}"),
+                    });
+                    log_event!(
+                        Level::Warn,
+                        "recovery_dump",
+                        "target" = target.name,
+                        "unit" = unit,
+                        "pid" = facts.main_pid,
+                        "signal" = dump.signal.as_str(),
+                        "exited" = exited
+                    );
+                }
+                Err(e) => log_event!(
+                    Level::Warn,
+                    "recovery_dump_failed",
+                    "target" = target.name,
+                    "unit" = unit,
+                    "error" = e
+                ),
+            }
+        }
         let acted = match armed {
+            Some(_) if exited_on_dump => Ok(()),
             Some(armed) => armed.fire().map_err(|e| e.to_string()),
             None => systemd
                 .restart(&unit)

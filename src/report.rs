@@ -144,6 +144,20 @@ pub fn text(report: &RunReport, colour: bool) -> String {
             {
                 let _ = writeln!(out, "  evidence: {said}");
             }
+            if let Some(d) = &r.dump {
+                let _ = writeln!(
+                    out,
+                    "  dump: {} {} after {} ms; its output: {}",
+                    d.signal.as_str(),
+                    if d.exited {
+                        "ended the process"
+                    } else {
+                        "left it running, SIGKILL followed"
+                    },
+                    d.waited_ms,
+                    d.journal
+                );
+            }
         }
     }
     for w in &report.warnings {

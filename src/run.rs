@@ -213,6 +213,7 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
                 verify_ms: None,
                 total_ms: 0,
                 evidence: None,
+                dump: None,
             });
             continue;
         }

@@ -259,8 +259,12 @@ pub enum KillError {
         std::process::id()
     )]
     OtherPidNamespace { pid: u32, seen: u32 },
-    #[error("pidfd_send_signal(SIGKILL) to PID {pid} failed: {source}")]
-    Signal { pid: u32, source: std::io::Error },
+    #[error("pidfd_send_signal({signal}) to PID {pid} failed: {source}")]
+    Signal {
+        pid: u32,
+        signal: &'static str,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Facts(#[from] SystemdError),
 }
@@ -312,11 +316,52 @@ impl Armed {
         self.pid
     }
 
+    /// Send the dump signal through the pidfd, then wait up to `wait` for the process to
+    /// exit (a pidfd is readable once it has). `Ok(true)` when it exited on its own.
+    pub async fn dump(&self, signal: crate::plan::DumpSignal, wait: Duration) -> Result<bool, KillError> {
+        use crate::plan::DumpSignal;
+        use rustix::process::Signal;
+        let sig = match signal {
+            DumpSignal::Quit => Signal::QUIT,
+            DumpSignal::Abrt => Signal::ABORT,
+            DumpSignal::Usr1 => Signal::USR1,
+            DumpSignal::Usr2 => Signal::USR2,
+            DumpSignal::Term => Signal::TERM,
+            DumpSignal::Int => Signal::INT,
+            DumpSignal::Hup => Signal::HUP,
+        };
+        rustix::process::pidfd_send_signal(&self.pidfd, sig).map_err(|e| KillError::Signal {
+            pid: self.pid,
+            signal: signal.as_str(),
+            source: e.into(),
+        })?;
+        // A pidfd polls readable once its process has exited.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut fds = [rustix::event::PollFd::new(
+                &self.pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            if rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL through the pidfd: a recycled PID can never receive it.
     pub fn fire(self) -> Result<(), KillError> {
         rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL).map_err(
             |e| KillError::Signal {
                 pid: self.pid,
+                signal: "SIGKILL",
                 source: e.into(),
             },
         )
