@@ -192,6 +192,10 @@ mod tests {
             "p.yaml:1:26: defaults: concurrency 0 is out of range; expected 1 to 4096"
         );
         assert_err(
+            &format!("defaults: {{ run_timeout: 0s }}\n{TARGET}"),
+            "p.yaml:1:26: defaults: run_timeout 0s must be greater than 0",
+        );
+        assert_err(
             &format!("defaults:\n  max_body: 0KiB\n{TARGET}"),
             "p.yaml:2:13: defaults: max_body 0KiB must be greater than 0",
         );
@@ -213,6 +217,10 @@ mod tests {
         assert_err(
             &format!("{HEAD}    concurrency: 5000\n    routes: [ {{ path: /ok }} ]\n"),
             "p.yaml:4:18: target \"a\": concurrency 5000 is out of range; expected 1 to 4096",
+        );
+        assert_err(
+            &format!("{HEAD}    concurrency: 0\n    routes: [ {{ path: /ok }} ]\n"),
+            "p.yaml:4:18: target \"a\": concurrency 0 is out of range; expected 1 to 4096",
         );
         assert_err(
             &format!("{HEAD}    routes:\n      - path: /ok\n        timeout: 0s\n"),
