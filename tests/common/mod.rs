@@ -9,7 +9,10 @@
 //!
 //! The server stops (and every connection it holds is dropped) when its handle is dropped.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "compiled into several test binaries (integration, probe_outcomes, fake_systemd), each using a part"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -639,6 +642,22 @@ pub fn ms(n: u64) -> Duration {
 /// Exists, for tests that want a socket path nobody listens on.
 pub fn missing_socket(dir: &Path) -> PathBuf {
     dir.join("nobody-here.sock")
+}
+
+/// The `routewatch` binary with nothing inherited that could steer it: no `ROUTEWATCH_CONFIG`,
+/// `STATE_DIRECTORY` or `JOURNAL_STREAM`, no colour, and a system bus that does not exist (a
+/// test never reaches a real one).
+pub fn rw() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("routewatch").unwrap();
+    c.env_remove("ROUTEWATCH_CONFIG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("STATE_DIRECTORY")
+        .env("NO_COLOR", "1")
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/routewatch-test-bus",
+        );
+    c
 }
 
 /// What `wait4` reports about a child that has finished.

@@ -6,16 +6,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command as Std;
 
-use assert_cmd::Command;
+use crate::common::rw;
 
 const PY: &str = "/usr/bin/python3";
-
-fn rw() -> Command {
-    let mut c = Command::cargo_bin("routewatch").unwrap();
-    c.env_remove("ROUTEWATCH_CONFIG")
-        .env_remove("JOURNAL_STREAM");
-    c
-}
 
 /// The independent parsers (Debian's python3-jsonschema, -yaml, -prometheus-client) are
 /// installed by `.ci/run`, and under CI (`ROUTEWATCH_CI` set) a missing one fails the test.

@@ -9,6 +9,8 @@ use std::thread;
 
 use assert_cmd::Command;
 
+use crate::common::rw;
+
 /// A tiny threaded HTTP server on 127.0.0.1 port 0. `/ok` → 200, `/hang` → never answers,
 /// `/busy` → 429, anything else 404. Counts requests.
 struct Server {
@@ -51,14 +53,6 @@ fn server() -> Server {
         }
     });
     Server { port, hits }
-}
-
-fn rw() -> Command {
-    let mut c = Command::cargo_bin("routewatch").unwrap();
-    c.env_remove("ROUTEWATCH_CONFIG")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("STATE_DIRECTORY");
-    c
 }
 
 fn probe_file(dir: &Path, port: u16, routes: &str) -> std::path::PathBuf {

@@ -6,8 +6,6 @@
 //! The servers here record whole requests (head and body) and can speak TLS; they run on a
 //! runtime of their own so the tests can block on the binary.
 
-mod common;
-
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -24,6 +22,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
+
+use crate::common::{self, rw};
 
 const SECRET: &str = "s3cr3t-value-123";
 const SECRET_VAR: &str = "RW_TEST_SECRET";
@@ -342,12 +342,8 @@ fn probe_file(dir: &Path, yaml: &str) -> PathBuf {
 /// `routewatch check --config dir/probes.yaml --state-dir dir/state ARGS…` with `envs` set (and
 /// nothing inherited that could steer it).
 fn check(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::cargo_bin("routewatch").unwrap();
-    cmd.env_remove("ROUTEWATCH_CONFIG")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove(SECRET_VAR)
-        .env("NO_COLOR", "1")
+    let mut cmd = rw();
+    cmd.env_remove(SECRET_VAR)
         .arg("check")
         .arg("--config")
         .arg(dir.join("probes.yaml"))
@@ -558,8 +554,7 @@ fn tls_ca_file_missing_is_a_config_error_with_its_location() {
             o.all()
         );
     }
-    let o = run(Command::cargo_bin("routewatch")
-        .unwrap()
+    let o = run(rw()
         .arg("validate")
         .arg("--config")
         .arg(dir.path().join("probes.yaml")));
@@ -711,8 +706,7 @@ fn secret_survives_a_config_error_elsewhere_in_the_file() {
         assert!(o.stderr.contains("Bad Header"), "{}", o.all());
         assert_no_secret(&o, "config error");
     }
-    let o = run(Command::cargo_bin("routewatch")
-        .unwrap()
+    let o = run(rw()
         .env(SECRET_VAR, SECRET)
         .arg("validate")
         .arg("--config")

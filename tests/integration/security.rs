@@ -1,28 +1,13 @@
 //! Safe to run as root: trust checks on the probe file and state, strict unit names, no
 //! symlink tricks, hostile probe files ending in a clear error fast and in bounded memory.
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-
-fn rw() -> Command {
-    let mut c = Command::cargo_bin("routewatch").unwrap();
-    c.env_remove("ROUTEWATCH_CONFIG")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("STATE_DIRECTORY");
-    // Never reach a real system bus from these tests.
-    c.env(
-        "DBUS_SYSTEM_BUS_ADDRESS",
-        "unix:path=/nonexistent/routewatch-test-bus",
-    );
-    c
-}
+use crate::common::{self, rw};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

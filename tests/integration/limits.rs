@@ -1,8 +1,6 @@
 //! Bounded time, memory and file descriptors, and a clean stop on SIGTERM/SIGINT. These run
 //! the real binary against a local tokio server (port 0).
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common;
 
 /// Body bytes all `/huge` responses have written so far (only one test asks for `/huge`).
 static HUGE_SENT: AtomicU64 = AtomicU64::new(0);

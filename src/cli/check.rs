@@ -1,0 +1,334 @@
+//! `routewatch check`: load, judge the files as root, run, report, push.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use routewatch::log::{self, Level};
+use routewatch::report::{self, Format};
+use routewatch::{config, push, run, state};
+
+use super::output::{emit, make_observer, progress_bar, stdout_colour};
+use super::{env, fail, find_config, is_root, runtime};
+use crate::{CheckArgs, Exit};
+
+pub(crate) fn check(args: CheckArgs) -> Exit {
+    // The runtime and the stop signals come first: a SIGTERM while a large probe file loads
+    // ends the run like any other stop (a log line, exit 4), not with the default action.
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(
+                Exit::CouldNotRun,
+                format!("cannot start the async runtime: {e}"),
+            );
+        }
+    };
+    let mut stop = {
+        let _context = rt.enter();
+        Stop::new()
+    };
+    let push_url = match args.push.as_deref().map(push::parse_url).transpose() {
+        Ok(u) => u,
+        Err(e) => return fail(Exit::Usage, e),
+    };
+    // A report that could not be written is found out before the probing, not after it.
+    if let Some(out) = &args.output
+        && let Err(e) = state::replaceable(out)
+    {
+        let exit = if e.kind() == std::io::ErrorKind::InvalidInput {
+            Exit::Usage
+        } else {
+            Exit::CouldNotRun
+        };
+        return fail(exit, format!("--output {}: {e}", out.display()));
+    }
+    let root = is_root();
+    let ad_hoc = !args.url.is_empty();
+    let mut config_problem = None;
+    let plan = if ad_hoc {
+        config::ad_hoc(&args.url, &args.aux_url)
+    } else {
+        let path = match find_config(args.config.clone()) {
+            Ok(p) => p,
+            Err(e) => return fail(Exit::Usage, e),
+        };
+        // Opened once; as root judged on the path as written and on the opened file, and
+        // read from that same descriptor.
+        let opened = if root {
+            routewatch::trust::open(&path).map(|o| (o.file, o.problem))
+        } else {
+            routewatch::trust::open_regular(&path).map(|f| (f, None))
+        };
+        match opened {
+            Ok((file, problem)) => {
+                config_problem = problem;
+                config::load_opened(&file, &path, &env)
+            }
+            Err(e) => {
+                return fail(Exit::Usage, format!("{}: cannot read: {e}", path.display()));
+            }
+        }
+    };
+    // A stop that came while the file loaded (a large one takes a while) wins over whatever
+    // the load found.
+    if let Some(sig) = stop.pending(&rt) {
+        log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
+        return fail(
+            Exit::CouldNotRun,
+            "interrupted while loading the probe file; nothing was probed",
+        );
+    }
+    let plan = match plan {
+        Ok(p) => Arc::new(p),
+        Err(e) => return fail(Exit::Usage, e),
+    };
+    // Ad hoc runs (CI smoke checks) keep no state unless asked to.
+    let mut state_dir = match (&args.state_dir, ad_hoc) {
+        (Some(d), _) => Some(d.clone()),
+        (None, true) => None,
+        (None, false) => match state::default_dir(&env, root) {
+            Ok(d) => Some(d),
+            Err(e) => return fail(Exit::CouldNotRun, e),
+        },
+    };
+    let mut warnings = Vec::new();
+    let recovery_blocked = if root {
+        let trust = untrusted(config_problem, state_dir.as_deref(), args.insecure_config);
+        if let Some(why) = trust.state_dir {
+            // A state directory others control is neither read nor written: its history
+            // could be forged, and root writing there is what they want.
+            warnings.push(format!(
+                "state directory not used this run ({why}): no streaks, cooldown or history"
+            ));
+            state_dir = None;
+        }
+        trust.blocked
+    } else {
+        None
+    };
+    let may_act = !args.no_recover
+        && recovery_blocked.is_none()
+        && plan.targets.iter().any(|t| {
+            t.recovery
+                .as_ref()
+                .is_some_and(|r| r.action != routewatch::plan::Action::None)
+        });
+    if is_root() && !may_act {
+        drop_privileges();
+    }
+    let format: Format = args.format.into();
+    let progress = progress_bar(&plan, args.quiet);
+    // What finished so far, to report if a stop signal cuts the run short.
+    let finished: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let observer = {
+        let log_and_bar = make_observer(progress.clone());
+        let finished = Arc::clone(&finished);
+        let observer: routewatch::probe::Observer = Arc::new(move |target, r| {
+            log_and_bar(target, r);
+            if let Ok(mut f) = finished.lock() {
+                f.push(format!(
+                    "{} {} {} {}",
+                    target.name,
+                    r.path,
+                    r.class.as_str(),
+                    r.outcome
+                ));
+            }
+        });
+        observer
+    };
+    let opts = run::Options {
+        dry_run: args.dry_run,
+        no_recover: args.no_recover,
+        recovery_blocked,
+        state_dir,
+        lock_wait: Duration::from_secs(2),
+        observer: Some(observer),
+        warnings,
+    };
+    let result = rt.block_on(async {
+        // A stop that came while the file loaded wins before any traffic.
+        tokio::task::yield_now().await;
+        tokio::select! {
+            biased;
+            sig = stop.wait() => {
+                log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
+                None
+            }
+            r = run::check(Arc::clone(&plan), opts) => Some(r),
+        }
+    });
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    let report = match result {
+        Some(Ok(r)) => r,
+        other => {
+            // Abandon whatever is still in flight (a hung socket); nothing is signalled after
+            // a stop.
+            rt.shutdown_timeout(Duration::from_millis(100));
+            if let Some(Err(e)) = other {
+                return fail(Exit::CouldNotRun, e);
+            }
+            let done = finished.lock().map(|f| f.clone()).unwrap_or_default();
+            let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "routewatch: interrupted after {} of {total} routes{}",
+                done.len(),
+                if done.is_empty() { "" } else { ":" }
+            );
+            for line in &done {
+                let _ = writeln!(err, "  {line}");
+            }
+            return fail(
+                Exit::CouldNotRun,
+                "interrupted before the check finished; nothing is signalled after a stop",
+            );
+        }
+    };
+    let emitted = if args.quiet && format == Format::Text && args.output.is_none() {
+        Ok(())
+    } else {
+        let colour = format == Format::Text && args.output.is_none() && stdout_colour();
+        emit(
+            &report::render(&report, format, colour),
+            args.output.as_deref(),
+        )
+    };
+    // The push comes after the report is out: a slow or stopped gateway costs the report
+    // nothing and never changes the exit code.
+    if let Some(url) = push_url {
+        let metrics = report::prometheus(&report);
+        rt.block_on(async {
+            tokio::select! {
+                r = push::push(url, &plan.user_agent, metrics) => {
+                    if let Err(e) = r {
+                        log::emit(Level::Warn, "push_failed", &[("error", &e)]);
+                    }
+                }
+                sig = stop.wait() => {
+                    log::emit(Level::Warn, "push_interrupted", &[("signal", &sig)]);
+                }
+            }
+        });
+    }
+    rt.shutdown_timeout(Duration::from_millis(100));
+    if let Err(e) = emitted {
+        return fail(Exit::CouldNotRun, e);
+    }
+    Exit::of_report(&report)
+}
+
+/// The trust verdict of a run as root.
+pub(crate) struct Trust {
+    /// `Some(reason)`: recovery is off for this run (probing still happens).
+    blocked: Option<String>,
+    /// `Some(reason)`: the state directory is not to be used at all.
+    state_dir: Option<String>,
+}
+
+/// As root: the probe file and state directory must be root's and not writable by others,
+/// as written (every directory and symlink on the way), or recovery is off for this run. A
+/// state directory that does not exist yet is judged by what exists above it.
+pub(crate) fn untrusted(
+    config_problem: Option<String>,
+    state_dir: Option<&Path>,
+    insecure: bool,
+) -> Trust {
+    if insecure {
+        log::emit(
+            Level::Warn,
+            "trust_checks_disabled",
+            &[("reason", &"--insecure-config")],
+        );
+        return Trust {
+            blocked: None,
+            state_dir: None,
+        };
+    }
+    let mut problems = Vec::new();
+    if let Some(e) = config_problem {
+        problems.push(format!("probe file: {e}"));
+    }
+    let state_problem = state_dir.and_then(|d| match routewatch::trust::walk(d) {
+        Ok(w) => w.problem,
+        Err(e) => Some(format!("cannot resolve {}: {e}", d.display())),
+    });
+    if let Some(e) = &state_problem {
+        problems.push(format!("state directory: {e}"));
+    }
+    if problems.is_empty() {
+        return Trust {
+            blocked: None,
+            state_dir: None,
+        };
+    }
+    let reason = format!(
+        "recovery disabled: {} (fix the ownership/mode, or pass --insecure-config)",
+        problems.join("; ")
+    );
+    log::emit(Level::Error, "untrusted_config", &[("reason", &reason)]);
+    Trust {
+        blocked: Some(reason),
+        state_dir: state_problem,
+    }
+}
+
+/// Running as root with nothing to recover: give up every capability (and the ability to
+/// regain any) before any traffic. The probe file has been read; the state directory is
+/// root's own, which needs no capability.
+pub(crate) fn drop_privileges() {
+    use rustix::thread::{CapabilitySet, CapabilitySets, set_capabilities, set_no_new_privs};
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    let _ = set_no_new_privs(true);
+    match set_capabilities(None, none) {
+        Ok(()) => log::emit(Level::Debug, "capabilities_dropped", &[]),
+        Err(e) => log::emit(Level::Warn, "capabilities_not_dropped", &[("error", &e)]),
+    }
+}
+
+/// SIGTERM and SIGINT, listened for from creation on: a signal that arrives between two waits
+/// (after the run, before the push) is kept, not lost.
+pub(crate) struct Stop {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Stop {
+    /// Inside the runtime's context.
+    fn new() -> Stop {
+        use tokio::signal::unix::{SignalKind, signal};
+        Stop {
+            signals: signal(SignalKind::terminate())
+                .and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+                .ok(),
+        }
+    }
+
+    /// A signal already received, if any (the runtime's driver gets one short turn to see
+    /// it).
+    fn pending(&mut self, rt: &tokio::runtime::Runtime) -> Option<&'static str> {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(1), self.wait())
+                .await
+                .ok()
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        let Some((term, int)) = self.signals.as_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The subcommands, one module each, and what they share: the probe file lookup, the
+//! runtime, and the one-line error that ends a command.
+
+use std::path::{Path, PathBuf};
+
+use crate::Exit;
+use output::emit;
+
+pub(crate) mod check;
+pub(crate) mod demo;
+pub(crate) mod output;
+pub(crate) mod status;
+pub(crate) mod validate;
+
+/// `routewatch schema`.
+pub(crate) fn schema() -> Exit {
+    print_and_exit(&format!("{:#}\n", routewatch::config::schema()))
+}
+
+/// `routewatch completions SHELL`.
+pub(crate) fn completions(shell: clap_complete::Shell) -> Exit {
+    let mut buf = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <crate::Cli as clap::CommandFactory>::command(),
+        "routewatch",
+        &mut buf,
+    );
+    print_and_exit(&String::from_utf8_lossy(&buf))
+}
+
+/// `routewatch man`.
+pub(crate) fn man() -> Exit {
+    let mut buf = Vec::new();
+    match clap_mangen::Man::new(<crate::Cli as clap::CommandFactory>::command()).render(&mut buf) {
+        Ok(()) => print_and_exit(&String::from_utf8_lossy(&buf)),
+        Err(e) => fail(
+            Exit::CouldNotRun,
+            format!("cannot render the man page: {e}"),
+        ),
+    }
+}
+
+fn print_and_exit(text: &str) -> Exit {
+    match emit(text, None) {
+        Ok(()) => Exit::Healthy,
+        Err(e) => fail(Exit::CouldNotRun, e),
+    }
+}
+
+pub(crate) fn fail(exit: Exit, message: impl std::fmt::Display) -> Exit {
+    eprintln!("routewatch: {message}");
+    exit
+}
+
+pub(crate) fn env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `--config`, then `$ROUTEWATCH_CONFIG`, then `./probes.yaml`, then `/etc/routewatch/probes.yaml`.
+pub(crate) fn find_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    if let Some(p) = env("ROUTEWATCH_CONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    for p in ["probes.yaml", "/etc/routewatch/probes.yaml"] {
+        if Path::new(p).exists() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    Err("no probe file: none given with --config, $ROUTEWATCH_CONFIG is unset, and neither ./probes.yaml nor /etc/routewatch/probes.yaml exists (or use --url URL)".into())
+}
+
+/// One thread: a run is waiting on sockets, and on these small machines a second worker
+/// costs more in wake-ups than it gains (2000 local routes: 74 ms vs 100 ms with two).
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,190 @@
+//! The probe file: serde structs that mirror `probes.yaml` (unknown keys rejected), and one
+//! function, [`resolve`](resolve::resolve), that turns them into a validated [`Plan`]. This
+//! folder is the only place that names the YAML crate.
+//!
+//! Every error reads `file:line:column: what was wrong, the bad value, what is accepted`.
+//!
+//! The folder follows the data: [`raw`] (the file as written, with [`route_count`] keeping a
+//! huge file's routes counted, not held) and [`scalars`] (durations, sizes, counts, statuses)
+//! are read by serde; [`diagnostics`] and [`shape`] turn the YAML crate's errors into ours;
+//! [`resolve`], [`route`], [`context`], [`patterns`] and [`secrets`] turn the raw file into a
+//! [`Plan`]; [`ad_hoc`] builds one from `--url` instead.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::plan::Plan;
+
+mod ad_hoc;
+mod context;
+mod diagnostics;
+mod patterns;
+mod raw;
+mod resolve;
+mod route;
+mod route_count;
+mod scalars;
+mod secrets;
+mod shape;
+
+use diagnostics::{yaml_error, yaml_options};
+use raw::RawFile;
+use resolve::resolve;
+use route_count::ROUTE_SLOTS;
+
+pub use ad_hoc::ad_hoc;
+pub use patterns::{
+    MAX_PATTERN_BYTES, MAX_REGEX_BYTES, MAX_REGEX_CACHE_BYTES, MAX_REGEX_TOTAL_BYTES,
+};
+
+/// Probe files larger than this are refused before parsing.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// More routes than this in one file is a mistake, not a plan.
+pub const MAX_ROUTES: usize = 20_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line and column, when known.
+    pub at: Option<(u64, u64)>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.at {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The JSON Schema of the probe file, generated from the same structs the loader uses.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RawFile)).expect("schema serialises")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Read and resolve a probe file. `env` looks up `${VAR}` references.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
+    let file = crate::trust::open_regular(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        at: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    load_opened(&file, path, env)
+}
+
+/// Read and resolve a probe file from a descriptor already opened (and, as root, judged:
+/// see `trust::open`); `path` names it in errors and anchors relative paths.
+pub fn load_opened(
+    opened: &std::fs::File,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    let file = path.display().to_string();
+    let err = |message: String| ConfigError {
+        file: file.clone(),
+        at: None,
+        message,
+    };
+    let (bytes, over) = crate::trust::read_limited(opened, MAX_FILE_BYTES)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if over {
+        let size = opened.metadata().map_or(0, |m| m.len());
+        return Err(err(format!(
+            "file is {size} bytes; a probe file may be at most {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let col = (offset
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1)) as u64
+            + 1;
+        ConfigError {
+            file: file.clone(),
+            at: Some((line, col)),
+            message: "invalid UTF-8; a probe file must be UTF-8 text".into(),
+        }
+    })?;
+    parse_in(&text, &file, env, path.parent())
+}
+
+/// Parse and resolve probe-file text; `file` names it in errors, relative paths are relative
+/// to the current directory.
+pub fn parse(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    parse_in(text, file, env, None)
+}
+
+fn parse_in(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: Option<&Path>,
+) -> Result<Plan, ConfigError> {
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        return Err(ConfigError {
+            file: file.to_string(),
+            at: Some((1, 1)),
+            message: "the file is empty; expected a probe file with at least 'targets:', e.g. targets: [ { name: web, base_url: http://127.0.0.1:8000, routes: [ { path: /health } ] } ]".into(),
+        });
+    }
+    ROUTE_SLOTS.with(|c| c.set(0));
+    let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| yaml_error(file, text, &e))?;
+    resolve(raw, file, text, env, base_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_or_comment_only_file_says_so() {
+        for text in ["", "\n\n", "# only a comment\n  # another\n"] {
+            let e = parse(text, "p.yaml", &|_| None).unwrap_err();
+            assert_eq!(e.at, Some((1, 1)), "{e}");
+            assert!(e.message.contains("the file is empty"), "{e}");
+        }
+    }
+}
+
+/// Probe files and helpers shared by the unit tests of this folder.
+#[cfg(test)]
+mod testing {
+    use super::parse;
+
+    /// A valid target, for files whose error is elsewhere.
+    pub(super) const TARGET: &str =
+        "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    routes: [ { path: /ok } ]\n";
+    /// A target without routes; the test adds them.
+    pub(super) const HEAD: &str = "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n";
+
+    pub(super) fn err(yaml: &str) -> String {
+        parse(yaml, "p.yaml", &|_| None)
+            .map(|_| ())
+            .expect_err("the probe file is refused")
+            .to_string()
+    }
+
+    pub(super) fn assert_err(yaml: &str, want: &str) {
+        let got = err(yaml);
+        assert!(got.contains(want), "want {want:?} in\n{got}\nfor\n{yaml}");
+    }
+}

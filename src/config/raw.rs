@@ -1,0 +1,190 @@
+//! The probe file as written: serde structs that mirror `probes.yaml` field for field
+//! (unknown keys rejected), and the JSON Schema generated from them.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::route_count::{RawRoutes, RawTargets};
+use super::scalars::{Count, Dur, Size, StatusSpec};
+use crate::plan::{Action, Class};
+
+/// A routewatch probe file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "routewatch probe file")]
+pub(super) struct RawFile {
+    /// User-Agent of every request; default `routewatch/<version>`.
+    #[schemars(with = "Option<String>")]
+    pub(super) user_agent: Option<Spanned<String>>,
+    pub(super) defaults: Option<RawDefaults>,
+    /// The services to probe.
+    #[schemars(with = "Vec<RawTarget>")]
+    pub(super) targets: Spanned<RawTargets>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    #[schemars(with = "Option<Dur>")]
+    pub(super) timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) connect_timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    pub(super) retries: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) max_backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    pub(super) concurrency: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Size>")]
+    pub(super) max_body: Option<Spanned<Size>>,
+    /// Limit on the whole probing phase of a run.
+    #[schemars(with = "Option<Dur>")]
+    pub(super) run_timeout: Option<Spanned<Dur>>,
+    /// Use `HTTP(S)_PROXY` from the environment (default false).
+    pub(super) proxy: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    #[schemars(with = "String")]
+    pub(super) name: Spanned<String>,
+    /// `http://host[:port]`, `https://…`, or `unix:/path/to.sock` (HTTP over a Unix socket).
+    #[schemars(with = "Option<String>")]
+    pub(super) base_url: Option<Spanned<String>>,
+    /// `host:port`: a plain TCP connect probe instead of HTTP.
+    #[schemars(with = "Option<String>")]
+    pub(super) tcp: Option<Spanned<String>>,
+    /// The systemd service to recover (`name.service`); needed for recovery.
+    #[schemars(with = "Option<String>")]
+    pub(super) unit: Option<Spanned<String>>,
+    /// Request headers for every route; `${VAR}` is taken from the environment and never printed.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub(super) headers: BTreeMap<String, Spanned<String>>,
+    /// What to do when core routes are hung (needs `unit`).
+    #[schemars(with = "Option<RawRecovery>")]
+    pub(super) recovery: Option<Box<Spanned<RawRecovery>>>,
+    /// The HTTP routes to probe (none for a `tcp` target).
+    #[serde(default)]
+    #[schemars(with = "Vec<RawRoute>")]
+    pub(super) routes: RawRoutes,
+    // Per-target overrides of `defaults`.
+    #[schemars(with = "Option<Dur>")]
+    pub(super) timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) connect_timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    pub(super) retries: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) max_backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    pub(super) concurrency: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Size>")]
+    pub(super) max_body: Option<Spanned<Size>>,
+    pub(super) proxy: Option<bool>,
+    pub(super) tls: Option<Box<RawTls>>,
+    pub(super) ip: Option<RawIp>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    /// PEM file of extra trusted CA certificates (relative paths are relative to the probe file).
+    #[schemars(with = "Option<String>")]
+    pub(super) ca_file: Option<Spanned<String>>,
+    /// Skip certificate verification (loud in the report; for lab use only).
+    #[serde(default)]
+    pub(super) insecure: bool,
+}
+
+/// Address family: any (default), v4 or v6.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawIp {
+    Any,
+    V4,
+    V6,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    /// Request target, e.g. `/api/health`.
+    #[schemars(with = "String")]
+    pub(super) path: Spanned<String>,
+    /// `core` (liveness; default) or `auxiliary` (heavy, optional; never unhealthy).
+    #[serde(default = "default_class")]
+    pub(super) class: Class,
+    /// HTTP method (default GET).
+    #[schemars(with = "Option<String>")]
+    pub(super) method: Option<Spanned<String>>,
+    /// Request body, e.g. a JSON-RPC health call.
+    pub(super) body: Option<String>,
+    /// Extra request headers for this route.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub(super) headers: BTreeMap<String, Spanned<String>>,
+    pub(super) expect: Option<Box<RawExpect>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Count>")]
+    pub(super) retries: Option<Spanned<Count>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) max_backoff: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Size>")]
+    pub(super) max_body: Option<Spanned<Size>>,
+}
+
+pub(super) fn default_class() -> Class {
+    Class::Core
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExpect {
+    /// Accepted statuses: a code, a range "200-299", or a list; default 200-399.
+    pub(super) status: Option<StatusSpec>,
+    /// A substring the body must contain.
+    pub(super) body_contains: Option<String>,
+    /// A regular expression the body must match.
+    #[schemars(with = "Option<String>")]
+    pub(super) body_regex: Option<Spanned<String>>,
+    /// Dotted JSON field path → expected value.
+    #[serde(default)]
+    pub(super) json: BTreeMap<String, serde_json::Value>,
+    /// Response header name → regular expression its value must match.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub(super) header: BTreeMap<String, Spanned<String>>,
+    pub(super) max_latency: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecovery {
+    /// kill (default) | restart | none.
+    pub(super) action: Option<Action>,
+    /// Consecutive unhealthy runs before acting (default 1).
+    #[schemars(with = "Option<Count>")]
+    pub(super) after_failed_runs: Option<Spanned<Count>>,
+    /// Outcomes that mean "hung" (default [timeout, empty_reply, reset]).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(super) on: Option<Vec<Spanned<String>>>,
+    pub(super) startup_grace: Option<Dur>,
+    pub(super) cooldown: Option<Dur>,
+    #[schemars(with = "Option<Count>")]
+    pub(super) max_actions: Option<Spanned<Count>>,
+    pub(super) window: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub(super) verify_timeout: Option<Spanned<Dur>>,
+}

@@ -1,0 +1,499 @@
+//! Raw file → [`Plan`]: defaults applied, every target's endpoint, unit and recovery policy
+//! validated.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use serde_saphyr::Spanned;
+
+use super::context::{Ctx, MAX_CONCURRENCY, clamp_u32};
+use super::raw::{RawFile, RawIp, RawRecovery, RawTarget};
+use super::route::{resolve_headers, resolve_route};
+use super::scalars::Count;
+use super::secrets::{take_userinfo, without_password};
+use super::{ConfigError, MAX_ROUTES};
+use crate::outcome::Outcome;
+use crate::plan::{
+    self, Class, Endpoint, Expect, Header, IpFamily, Plan, RecoveryPolicy, Route, Target, Timing,
+    Tls,
+};
+
+pub(super) fn resolve(
+    raw: RawFile,
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: Option<&Path>,
+) -> Result<Plan, ConfigError> {
+    let cx = Ctx {
+        file,
+        text,
+        env,
+        base_dir,
+        secrets: Default::default(),
+        regexes: Default::default(),
+    };
+    let d = raw.defaults.unwrap_or_default();
+    // Every value of `defaults` is checked where it is written, even if each target overrides it.
+    let scope = "defaults: ";
+    let base_timing = cx.timing(
+        scope,
+        &d.timeout,
+        &d.retries,
+        &d.backoff,
+        &d.max_backoff,
+        &d.max_body,
+        &Timing::default(),
+    )?;
+    let base_connect = cx
+        .positive(scope, "connect_timeout", &d.connect_timeout)?
+        .unwrap_or(plan::DEFAULT_CONNECT_TIMEOUT);
+    let base_concurrency = cx
+        .count(scope, "concurrency", &d.concurrency, 1..=MAX_CONCURRENCY)?
+        .unwrap_or(plan::DEFAULT_CONCURRENCY as u64);
+    let base_proxy = d.proxy.unwrap_or(false);
+
+    let user_agent = match &raw.user_agent {
+        None => crate::DEFAULT_USER_AGENT.to_string(),
+        Some(ua) => {
+            if HeaderValue::from_str(&ua.value).is_err() {
+                return Err(cx.err(
+                    ua,
+                    format!(
+                        "user_agent {:?} is not a valid header value; expected one line of visible text",
+                        ua.value
+                    ),
+                ));
+            }
+            ua.value.clone()
+        }
+    };
+
+    let targets_at = Spanned::new((), raw.targets.referenced, raw.targets.defined);
+    let total_routes = raw.targets.value.slots;
+    let raw_targets = raw.targets.value.kept;
+    if raw_targets.is_empty() {
+        return Err(cx.err(
+            &targets_at,
+            "no targets; expected at least one entry under 'targets:', e.g. - { name: web, base_url: http://127.0.0.1:8000, routes: [{ path: /health }] }",
+        ));
+    }
+    if total_routes > MAX_ROUTES {
+        return Err(cx.err(
+            &targets_at,
+            format!("{total_routes} routes; at most {MAX_ROUTES} are allowed in one file"),
+        ));
+    }
+
+    let mut targets = Vec::with_capacity(raw_targets.len());
+    // Each name and the line it was first used on.
+    let mut names: Vec<(String, u64)> = Vec::with_capacity(raw_targets.len());
+    for t in raw_targets {
+        let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
+        let target = resolve_target(
+            &cx,
+            t,
+            &base_timing,
+            base_connect,
+            base_concurrency,
+            base_proxy,
+        )?;
+        if let Some((_, line)) = names.iter().find(|(n, _)| *n == target.name) {
+            return Err(cx.err(
+                &name_at,
+                format!(
+                    "duplicate target name {:?} (first used on line {line}); names must be unique",
+                    target.name
+                ),
+            ));
+        }
+        names.push((target.name.clone(), name_at.referenced.line()));
+        targets.push(target);
+    }
+    let run_timeout = cx
+        .positive(scope, "run_timeout", &d.run_timeout)?
+        .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
+    Ok(Plan {
+        user_agent,
+        run_timeout,
+        targets,
+        secrets: cx.secrets.take(),
+    })
+}
+
+pub(super) fn resolve_target(
+    cx: &Ctx,
+    t: Spanned<RawTarget>,
+    base: &Timing,
+    base_connect: Duration,
+    base_concurrency: u64,
+    base_proxy: bool,
+) -> Result<Target, ConfigError> {
+    let at = Spanned::new((), t.referenced, t.defined);
+    let t = t.value;
+    let name = t.name.value.trim().to_string();
+    if name.is_empty() {
+        return Err(cx.err(
+            &t.name,
+            format!(
+                "invalid target name {:?}; expected a non-empty name such as web",
+                t.name.value
+            ),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(cx.err(
+            &t.name,
+            format!(
+                "invalid target name {:?}: it contains the control character {c:?}; expected one line of printable characters (letters, digits, spaces and punctuation; no newlines, tabs or other control characters)",
+                t.name.value
+            ),
+        ));
+    }
+    let scope = format!("target {name:?}: ");
+    let timing = cx.timing(
+        &scope,
+        &t.timeout,
+        &t.retries,
+        &t.backoff,
+        &t.max_backoff,
+        &t.max_body,
+        base,
+    )?;
+    let concurrency = cx
+        .count(&scope, "concurrency", &t.concurrency, 1..=MAX_CONCURRENCY)?
+        .unwrap_or(base_concurrency);
+    let connect_timeout = cx
+        .positive(&scope, "connect_timeout", &t.connect_timeout)?
+        .unwrap_or(base_connect);
+
+    let mut auth = None;
+    let endpoint = match (&t.base_url, &t.tcp) {
+        (Some(_), Some(tcp)) => {
+            return Err(cx.err(
+                tcp,
+                format!("target {name:?}: both base_url and tcp are set; expected exactly one"),
+            ));
+        }
+        (None, None) => {
+            return Err(cx.err(&at, format!("target {name:?}: missing base_url (http://…, https://…, unix:/path.sock) or tcp (host:port)")));
+        }
+        (Some(url), None) => {
+            let (endpoint, credentials) = parse_base_url(cx, url, &name)?;
+            auth = credentials;
+            endpoint
+        }
+        (None, Some(tcp)) => {
+            let v = tcp.value.trim();
+            let ok = v
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(cx.err(tcp, format!("target {name:?}: invalid tcp address {v:?}; expected host:port, e.g. 127.0.0.1:6379")));
+            }
+            Endpoint::Tcp {
+                addr: v.to_string(),
+            }
+        }
+    };
+
+    let mut target_headers = resolve_headers(cx, &t.headers, &name)?;
+    // Credentials from the base_url's userinfo, unless an Authorization header is given.
+    if let Some(h) = auth
+        && !target_headers.iter().any(|o| o.name == h.name)
+    {
+        target_headers.insert(0, h);
+    }
+
+    let unit = match &t.unit {
+        Some(u) => Some(check_unit_name(cx, u)?),
+        None => None,
+    };
+    let recovery = match t.recovery {
+        None => unit.as_ref().map(|_| RecoveryPolicy::default()),
+        Some(r) => {
+            if unit.is_none() {
+                return Err(cx.err(
+                    &r,
+                    format!(
+                        "target {name:?}: 'recovery' needs 'unit' (the systemd service to act on)"
+                    ),
+                ));
+            }
+            Some(resolve_recovery(cx, *r)?)
+        }
+    };
+
+    let tls = match t.tls {
+        None => Tls::default(),
+        Some(raw) => {
+            let ca_file = match &raw.ca_file {
+                None => None,
+                Some(ca) => Some(check_ca_file(cx, ca, &name)?),
+            };
+            Tls {
+                ca_file,
+                insecure: raw.insecure,
+            }
+        }
+    };
+    let ip = match t.ip {
+        None | Some(RawIp::Any) => IpFamily::Any,
+        Some(RawIp::V4) => IpFamily::V4,
+        Some(RawIp::V6) => IpFamily::V6,
+    };
+    if let Endpoint::Http { base } = &endpoint
+        && let Ok(url) = reqwest::Url::parse(base)
+    {
+        let literal = url
+            .host_str()
+            .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok());
+        let contradiction = match (ip, literal) {
+            (IpFamily::V4, Some(std::net::IpAddr::V6(_))) => Some("an IPv6 address with ip: v4"),
+            (IpFamily::V6, Some(std::net::IpAddr::V4(_))) => Some("an IPv4 address with ip: v6"),
+            _ => None,
+        };
+        if let Some(what) = contradiction {
+            return Err(cx.err(
+                &at,
+                format!(
+                    "target {name:?}: base_url {} is {what}; drop 'ip' or use a host name",
+                    without_password(base)
+                ),
+            ));
+        }
+    }
+
+    let routes = if let Endpoint::Tcp { addr } = &endpoint {
+        if let Some(r) = t.routes.kept.first() {
+            return Err(cx.err(
+                r,
+                format!("target {name:?}: a tcp target has no routes (it is one connect probe)"),
+            ));
+        }
+        vec![Route {
+            path: addr.clone(),
+            url: format!("tcp://{addr}"),
+            class: Class::Core,
+            method: reqwest::Method::GET,
+            body: None,
+            headers: Vec::new(),
+            expect: Expect::default(),
+            timing,
+        }]
+    } else {
+        if t.routes.kept.is_empty() {
+            return Err(cx.err(
+                &at,
+                format!("target {name:?}: no routes; expected at least one entry under 'routes:'"),
+            ));
+        }
+        t.routes
+            .kept
+            .into_iter()
+            .map(|r| resolve_route(cx, r, &endpoint, &timing, &target_headers, &name))
+            .collect::<Result<_, _>>()?
+    };
+
+    Ok(Target {
+        name,
+        endpoint,
+        unit,
+        recovery,
+        concurrency: concurrency as usize,
+        connect_timeout,
+        use_env_proxy: t.proxy.unwrap_or(base_proxy),
+        tls,
+        ip,
+        routes,
+    })
+}
+
+pub(super) fn parse_base_url(
+    cx: &Ctx,
+    url: &Spanned<String>,
+    name: &str,
+) -> Result<(Endpoint, Option<Header>), ConfigError> {
+    let v = url.value.trim();
+    if let Some(path) = v.strip_prefix("unix:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if !path.starts_with('/') {
+            return Err(cx.err(url, format!("target {name:?}: invalid unix socket {v:?}; expected an absolute path, e.g. unix:/run/app/rpc.sock")));
+        }
+        return Ok((
+            Endpoint::Unix {
+                socket: PathBuf::from(path),
+            },
+            None,
+        ));
+    }
+    // Never echo a password from the userinfo.
+    let shown = without_password(v);
+    let mut parsed = reqwest::Url::parse(v).map_err(|e| {
+        cx.err(url, format!("target {name:?}: invalid base_url {shown:?} ({e}); expected http://host[:port], https://… or unix:/path.sock"))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(cx.err(url, format!("target {name:?}: invalid base_url {shown:?}; expected http://host[:port], https://… or unix:/path.sock")));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(cx.err(url, format!("target {name:?}: base_url {shown:?} has a query or fragment; put those in the route path")));
+    }
+    let credentials = take_userinfo(v, &mut parsed).map_err(|why| {
+        cx.err(
+            url,
+            format!("target {name:?}: invalid base_url {shown:?}: {why}"),
+        )
+    })?;
+    let auth = credentials.map(|c| {
+        cx.secrets.borrow_mut().extend(c.secrets);
+        c.header
+    });
+    Ok((
+        Endpoint::Http {
+            base: parsed.as_str().trim_end_matches('/').to_string(),
+        },
+        auth,
+    ))
+}
+
+/// A plain service unit name: `name.service` or `name@instance.service`, systemd's characters,
+/// no globs, no paths, never routewatch's own unit.
+pub(super) fn check_unit_name(cx: &Ctx, u: &Spanned<String>) -> Result<String, ConfigError> {
+    let v = u.value.as_str();
+    let ok_chars = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":_.-\\".contains(c))
+    };
+    let valid = v.len() <= 255
+        && v.strip_suffix(".service")
+            .is_some_and(|stem| match stem.split_once('@') {
+                Some((prefix, instance)) => ok_chars(prefix) && ok_chars(instance),
+                None => ok_chars(stem),
+            });
+    if !valid {
+        return Err(cx.err(u, format!("invalid unit {v:?}; expected a service name like app.service or app@1.service (letters, digits, ':_.-\\', no globs, paths or empty template instance)")));
+    }
+    if v == "routewatch.service" || v.starts_with("routewatch@") {
+        return Err(cx.err(
+            u,
+            format!("unit {v:?} is routewatch itself; it can never be a recovery target"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+pub(super) fn resolve_recovery(
+    cx: &Ctx,
+    r: Spanned<RawRecovery>,
+) -> Result<RecoveryPolicy, ConfigError> {
+    let d = RecoveryPolicy::default();
+    let raw = &r.value;
+    let on = match &raw.on {
+        None => d.on.clone(),
+        Some(list) => {
+            let mut on = Vec::new();
+            for item in list {
+                let o = Outcome::parse(item.value.trim()).filter(|o| !o.is_pass()).ok_or_else(|| {
+                    cx.err(item, format!("invalid outcome {:?} in recovery.on; expected failing outcomes such as timeout, empty_reply, reset, connect_timeout, refused, protocol_error, http_error", item.value))
+                })?;
+                on.push(o);
+            }
+            if on.is_empty() {
+                return Err(cx.err(&r, "recovery.on is empty; expected at least one outcome, e.g. [timeout, empty_reply, reset]"));
+            }
+            on
+        }
+    };
+    let at_least_one = |key: &str, v: &Option<Spanned<Count>>, hint: &str| match v {
+        Some(c) if c.value.0 == 0 => Err(cx.err(
+            c,
+            format!(
+                "recovery.{key} {} must be at least 1{hint}",
+                cx.shown(c, c.value.0)
+            ),
+        )),
+        Some(c) => Ok(Some(clamp_u32(c.value.0))),
+        None => Ok(None),
+    };
+    let after_failed_runs = at_least_one("after_failed_runs", &raw.after_failed_runs, "")?;
+    let max_actions = at_least_one(
+        "max_actions",
+        &raw.max_actions,
+        " (use action: none to never act)",
+    )?;
+    let verify_timeout = cx.positive("recovery.", "verify_timeout", &raw.verify_timeout)?;
+    Ok(RecoveryPolicy {
+        action: raw.action.unwrap_or(d.action),
+        after_failed_runs: after_failed_runs.unwrap_or(d.after_failed_runs),
+        on,
+        startup_grace: raw.startup_grace.map_or(d.startup_grace, |x| x.0),
+        cooldown: raw.cooldown.map_or(d.cooldown, |x| x.0),
+        max_actions: max_actions.unwrap_or(d.max_actions),
+        window: raw.window.map_or(d.window, |x| x.0),
+        verify_timeout: verify_timeout.unwrap_or(d.verify_timeout),
+        dump: None,
+    })
+}
+
+/// `tls.ca_file` must exist and hold at least one PEM certificate; relative to the probe file.
+pub(super) fn check_ca_file(
+    cx: &Ctx,
+    ca: &Spanned<String>,
+    target: &str,
+) -> Result<PathBuf, ConfigError> {
+    let raw = Path::new(ca.value.trim());
+    let path = match cx.base_dir {
+        Some(base) if raw.is_relative() => base.join(raw),
+        _ => raw.to_path_buf(),
+    };
+    let pem = std::fs::read(&path).map_err(|e| {
+        cx.err(
+            ca,
+            format!(
+                "target {target:?}: tls.ca_file {}: {e}; expected a PEM file of CA certificates",
+                path.display()
+            ),
+        )
+    })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(path),
+        Ok(_) => Err(cx.err(ca, format!("target {target:?}: tls.ca_file {} holds no PEM certificate; expected -----BEGIN CERTIFICATE----- blocks", path.display()))),
+        Err(e) => Err(cx.err(ca, format!("target {target:?}: tls.ca_file {} is not valid PEM ({e}); expected -----BEGIN CERTIFICATE----- blocks", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::*;
+
+    #[test]
+    fn a_duplicate_target_name_and_an_empty_target_list_have_positions() {
+        assert_eq!(
+            err(&format!(
+                "{TARGET}  - name: a\n    base_url: http://x\n    routes: [ {{ path: /ok }} ]\n"
+            )),
+            "p.yaml:5:11: duplicate target name \"a\" (first used on line 2); names must be unique"
+        );
+        assert_err(
+            "user_agent: x\ntargets: []\n",
+            "p.yaml:2:10: no targets; expected at least one entry under 'targets:'",
+        );
+    }
+
+    #[test]
+    fn a_control_character_in_a_target_name_says_which_characters_are_accepted() {
+        let got = err(
+            "targets:\n  - name: \"nl\\nevent=fake\"\n    base_url: http://x\n    routes: [ { path: /ok } ]\n",
+        );
+        assert_eq!(
+            got,
+            "p.yaml:2:11: invalid target name \"nl\\nevent=fake\": it contains the control character '\\n'; expected one line of printable characters (letters, digits, spaces and punctuation; no newlines, tabs or other control characters)"
+        );
+        assert_err(
+            "targets:\n  - name: \" \"\n    base_url: http://x\n    routes: [ { path: /ok } ]\n",
+            "p.yaml:2:11: invalid target name \" \"; expected a non-empty name such as web",
+        );
+    }
+}
