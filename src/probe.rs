@@ -855,7 +855,13 @@ pub fn check_body(
                     let shown = reveal
                         .quoted(&got.to_string(), 60)
                         .unwrap_or_else(|| format!("(value {WITHHELD})"));
-                    return Some(format!("json {path}: {shown}, expected {want}"));
+                    // A string is never a number: say so when only the type differs.
+                    let kinds = if json_type(got) != json_type(want) {
+                        format!(" ({} is not {})", json_type(got), json_type(want))
+                    } else {
+                        String::new()
+                    };
+                    return Some(format!("json {path}: {shown}, expected {want}{kinds}"));
                 }
                 Some(_) => {}
             }
@@ -864,14 +870,56 @@ pub fn check_body(
     None
 }
 
-/// YAML `ok` and JSON `"ok"` are equal; so are YAML `200` and JSON `200.0`.
-fn json_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+/// One symmetric rule, whichever side a value comes from: strings equal strings, booleans
+/// booleans, null null, and numbers equal numbers when they are the same number, compared
+/// exactly (integers as integers, so 9007199254740993 is not 9007199254740992; `200` equals
+/// `200.0`). A string never equals a number or a boolean: `"200"` is not `200`. Arrays and
+/// objects compare element by element under the same rule. Pure.
+pub fn json_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
     use serde_json::Value as V;
     match (got, want) {
-        (V::Number(a), V::Number(b)) => a.as_f64() == b.as_f64(),
-        (V::String(a), V::Number(b)) => a == &b.to_string(),
-        (V::String(a), V::Bool(b)) => a == &b.to_string(),
+        (V::Number(a), V::Number(b)) => numbers_equal(a, b),
+        (V::Array(a), V::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_matches(x, y))
+        }
+        (V::Object(a), V::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, x)| b.get(k).is_some_and(|y| json_matches(x, y)))
+        }
         _ => got == want,
+    }
+}
+
+/// Exact numeric equality: two integers (64-bit signed or unsigned) as integers; an integer
+/// and a float only when the float is integral and exactly that integer; two floats as floats.
+fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    let int = |n: &serde_json::Number| -> Option<i128> {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    // Exactly the integer this float is, if it is one that fits.
+    let float_int = |f: f64| -> Option<i128> {
+        (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.7e38).then_some(f as i128)
+    };
+    match (int(a), int(b)) {
+        (Some(x), Some(y)) => x == y,
+        (Some(x), None) => b.as_f64().and_then(float_int) == Some(x),
+        (None, Some(y)) => a.as_f64().and_then(float_int) == Some(y),
+        (None, None) => a.as_f64() == b.as_f64(),
+    }
+}
+
+/// How a JSON value's type reads in a message.
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -1130,6 +1178,53 @@ mod tests {
         )
         .unwrap();
         assert!(why.contains("not JSON"), "{why}");
+    }
+
+    #[test]
+    fn json_strings_and_numbers_never_cross_in_either_direction() {
+        // Body value, expected value (as the probe file gives it), equal?
+        let table = [
+            (json!(200), json!(200), true),
+            (json!(200), json!("200"), false),
+            (json!("200"), json!(200), false),
+            (json!("200"), json!("200"), true),
+            (json!(true), json!("true"), false),
+            (json!("true"), json!(true), false),
+            (json!(200.0), json!(200), true),
+            (json!(200), json!(200.0), true),
+            (json!(200.5), json!(200), false),
+            (json!(-3), json!(-3), true),
+            (json!(null), json!(null), true),
+            (json!(null), json!("null"), false),
+            (json!([1, "a"]), json!([1, "a"]), true),
+            (json!([1]), json!(["1"]), false),
+        ];
+        for (got, want, equal) in table {
+            assert_eq!(json_matches(&got, &want), equal, "{got} vs {want}");
+            assert_eq!(json_matches(&want, &got), equal, "{want} vs {got}");
+        }
+    }
+
+    #[test]
+    fn json_integers_compare_exactly() {
+        // 2^53 + 1 and 2^53 are the same double; they are different integers.
+        let body =
+            br#"{"id":9007199254740993,"big":18446744073709551615,"neg":-9223372036854775808}"#;
+        let e = |k: &str, v: serde_json::Value| expect_json(&[(k, v)]);
+        assert_eq!(
+            check_body(&e("id", json!(9007199254740993u64)), body, &NONE),
+            None
+        );
+        let why = check_body(&e("id", json!(9007199254740992u64)), body, &NONE).unwrap();
+        assert!(why.contains("9007199254740993"), "{why}");
+        assert_eq!(check_body(&e("big", json!(u64::MAX)), body, &NONE), None);
+        assert!(check_body(&e("big", json!(u64::MAX - 1)), body, &NONE).is_some());
+        assert_eq!(check_body(&e("neg", json!(i64::MIN)), body, &NONE), None);
+        // The same through the probe file's YAML, in both directions of type.
+        let why = check_body(&e("id", json!("9007199254740993")), body, &NONE).unwrap();
+        assert!(why.contains("a number is not a string"), "{why}");
+        let why = check_body(&e("s", json!(200)), br#"{"s":"200"}"#, &NONE).unwrap();
+        assert!(why.contains("a string is not a number"), "{why}");
     }
 
     #[test]

@@ -1065,3 +1065,38 @@ async fn a_server_that_speaks_first_is_protocol_error_every_time() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// One rule for strings and numbers, whichever side each comes from, and integers compared
+/// exactly (2^53 + 1 is not 2^53, although both are the same double).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_numbers_and_strings_never_cross_and_integers_compare_exactly() {
+    let srv = Server::start(Script::always(http(
+        200,
+        &[("Content-Type", "application/json")],
+        r#"{"code":200,"text":"200","id":9007199254740993,"ratio":2.0}"#,
+    )))
+    .await;
+    // (expectation in YAML, passes?)
+    let cases = [
+        ("code: 200", true),
+        ("code: '200'", false),
+        ("text: '200'", true),
+        ("text: 200", false),
+        ("id: 9007199254740993", true),
+        ("id: 9007199254740992", false),
+        ("ratio: 2", true),
+    ];
+    let routes: String = cases
+        .iter()
+        .map(|(e, _)| format!("- path: /\n  expect: {{ json: {{ {e} }} }}\n"))
+        .collect();
+    let report = check(&file(&srv.base_url(), &fast(0), &routes)).await;
+    for ((e, pass), r) in cases.iter().zip(&report.targets[0].routes) {
+        let want = if *pass {
+            Outcome::Ok
+        } else {
+            Outcome::BodyMismatch
+        };
+        assert_eq!(r.outcome, want, "{e}: {r:?}");
+    }
+}
