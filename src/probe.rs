@@ -214,17 +214,32 @@ impl Prober {
         let start = Instant::now();
         let mut attempts = 0u32;
         let mut last: Option<Attempt> = None;
-        let result = |a: Attempt, attempts: u32| RouteResult {
-            path: route.path.clone(),
-            url: route.url.clone(),
-            class: route.class,
-            outcome: a.outcome,
-            status_code: a.status,
-            attempts,
-            elapsed: start.elapsed(),
-            // Anything the server echoed back of a secret never leaves.
-            error: a.error.map(|e| self.plan.redact(&e)),
-            cut_short: a.cut_short,
+        // The worst attempt that was not a 429: a route is `rate_limited` only when every
+        // attempt got 429, otherwise it ends as this one ("503, 503, then 429" is a 503).
+        let mut worst_other: Option<(Attempt, u32)> = None;
+        let result = |a: Attempt, attempts: u32, worst_other: Option<(Attempt, u32)>| {
+            let a = match worst_other {
+                Some((mut w, n)) if a.outcome == Outcome::RateLimited => {
+                    w.error = Some(format!(
+                        "{} (attempt {n} of {attempts}; the others got 429)",
+                        w.error.unwrap_or_else(|| w.outcome.to_string())
+                    ));
+                    w
+                }
+                _ => a,
+            };
+            RouteResult {
+                path: route.path.clone(),
+                url: route.url.clone(),
+                class: route.class,
+                outcome: a.outcome,
+                status_code: a.status,
+                attempts,
+                elapsed: start.elapsed(),
+                // Anything the server echoed back of a secret never leaves.
+                error: a.error.map(|e| self.plan.redact(&e)),
+                cut_short: a.cut_short,
+            }
         };
         loop {
             let permits = if Instant::now() < deadline {
@@ -263,7 +278,7 @@ impl Prober {
                         a
                     }
                 };
-                return result(a, attempts);
+                return result(a, attempts, worst_other);
             }
             attempts += 1;
             // The attempt starts now (after waiting for its permits): the backoff counts from
@@ -307,6 +322,13 @@ impl Prober {
                 retry_after: a.retry_after,
                 elapsed: started.elapsed(),
             };
+            if a.outcome != Outcome::RateLimited
+                && worst_other
+                    .as_ref()
+                    .is_none_or(|(w, _)| !retry::worse(w.outcome, a.outcome))
+            {
+                worst_other = Some((a.clone(), attempts));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             match retry::next(
                 &facts,
@@ -323,7 +345,7 @@ impl Prober {
                     }
                     last = Some(a);
                 }
-                Next::Stop => return result(a, attempts),
+                Next::Stop => return result(a, attempts, worst_other),
             }
         }
     }
@@ -424,7 +446,7 @@ impl reqwest::dns::Resolve for FamilyResolver {
 }
 
 /// One attempt's result.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Attempt {
     outcome: Outcome,
     status: Option<u16>,

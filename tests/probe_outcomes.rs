@@ -1100,3 +1100,33 @@ async fn json_numbers_and_strings_never_cross_and_integers_compare_exactly() {
         assert_eq!(r.outcome, want, "{e}: {r:?}");
     }
 }
+
+/// `rate_limited` needs a 429 on every attempt: failures before a last 429 are what the route
+/// showed, so it ends as the worst of them, with its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_then_a_429_end_as_the_worst_failure_not_rate_limited() {
+    let srv = Server::start(Script::sequence(vec![
+        http(503, &[], "busy"),
+        http(503, &[], "busy"),
+        http(429, &[("Retry-After", "0")], ""),
+    ]))
+    .await;
+    let report = check(&file(&srv.base_url(), &patient(2), "- path: /health")).await;
+    let r = &report.targets[0].routes[0];
+    assert_eq!(r.outcome, Outcome::HttpError, "{r:?}");
+    assert_eq!(r.status_code, Some(503), "{r:?}");
+    assert_eq!(r.attempts, 3);
+    assert!(r.error.as_deref().unwrap().contains("429"), "{r:?}");
+    assert_eq!(report.targets[0].verdict, Verdict::Unhealthy);
+    within_half_of_long(r);
+
+    // A hang, then 429s: the hang is what the route showed.
+    let srv = Server::start(Script::sequence(vec![
+        Reply::Hang,
+        http(429, &[("Retry-After", "0")], ""),
+    ]))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &hung(2), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 3);
+}
