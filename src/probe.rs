@@ -562,19 +562,25 @@ async fn attempt_http(
             }
             other => other,
         };
-        let resp = match resp {
-            Ok(r) => r,
+        match resp {
+            Ok(r) => Ok(r),
             Err(e) => {
                 let (outcome, error) = classify(&e);
                 let mut a = Attempt::fail(outcome, error);
                 a.local_exhaustion = is_fd_exhaustion(&e);
-                return (a, is_unsent(&e));
+                Err((a, is_unsent(&e)))
             }
-        };
-        (judge_response(resp, route, started, secrets).await, false)
+        }
     };
-    let (a, unsent) = match tokio::time::timeout(budget, run).await {
-        Ok(done) => done,
+    // One deadline for the whole attempt: the head under it here, the body under the same
+    // deadline in `judge_response`, which keeps the status of a head that arrived.
+    let deadline = tokio::time::Instant::from_std(started) + budget;
+    let (a, unsent) = match tokio::time::timeout_at(deadline, run).await {
+        Ok(Ok(resp)) => (
+            judge_response(resp, route, started, deadline, budget, secrets).await,
+            false,
+        ),
+        Ok(Err(failed)) => failed,
         Err(_) => (
             Attempt::fail(
                 Outcome::Timeout,
@@ -666,6 +672,8 @@ async fn judge_response(
     mut resp: reqwest::Response,
     route: &Route,
     started: Instant,
+    deadline: tokio::time::Instant,
+    budget: Duration,
     secrets: &[String],
 ) -> Attempt {
     let status = resp.status().as_u16();
@@ -710,40 +718,8 @@ async fn judge_response(
         }
     });
 
-    // Read the body under the attempt's deadline (a trickling body times out), at most
-    // `max_body` bytes; beyond that we stop reading and close the connection.
-    let max = route.timing.max_body;
-    let mut body: Vec<u8> = Vec::new();
-    let mut truncated = false;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = max.saturating_sub(body.len());
-                if chunk.len() > room {
-                    body.extend_from_slice(&chunk[..room]);
-                    truncated = true;
-                    break;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let (outcome, error) = classify(&e);
-                let outcome = if outcome == Outcome::EmptyReply {
-                    Outcome::ProtocolError
-                } else {
-                    outcome
-                };
-                return Attempt {
-                    outcome,
-                    error: Some(format!("reading the body after status {status}: {error}")),
-                    ..base
-                };
-            }
-        }
-    }
-    let elapsed = started.elapsed();
-
+    // The status or a header already decides the outcome: the body cannot change it, so it
+    // is not waited for (a 503 whose body stalls is still a 503).
     if !expect.status_ok(status) {
         let reason = resp.status().canonical_reason().unwrap_or("");
         let outcome = if status == 429 {
@@ -771,7 +747,88 @@ async fn judge_response(
             ..base
         };
     }
-    if expect.needs_body() {
+
+    // Read the body under the attempt's deadline (a trickling or stalled body times out, and
+    // keeps its status), at most `max_body` bytes; beyond that we stop reading and close the
+    // connection. Reading also stops as soon as the body checks pass on what has arrived: a
+    // `body_contains` found in the first bytes of an endless stream is decided.
+    let max = route.timing.max_body;
+    let length = resp.content_length();
+    let of = |n: usize| match length {
+        Some(total) => format!("{n} of {total} bytes"),
+        None => format!("{n} bytes (of unknown length)"),
+    };
+    let mut body: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    let mut decided = false;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(chunk) => chunk,
+            Err(_) => {
+                return Attempt {
+                    outcome: Outcome::Timeout,
+                    error: Some(format!(
+                        "status {status} received, body stalled after {}: no complete response within {}",
+                        of(body.len()),
+                        fmt_duration(budget)
+                    )),
+                    ..base
+                };
+            }
+        };
+        match chunk {
+            Ok(Some(chunk)) => {
+                let room = max.saturating_sub(body.len());
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+                if expect.needs_body() && passes_on_prefix(expect, &body) {
+                    decided = true;
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // The head arrived: the process answered. A body cut short is a broken
+                // response, whether the connection ended with a FIN or a RST (which one the
+                // kernel sends depends on unread bytes, not on the service): one outcome,
+                // `protocol_error`, never a hung signature.
+                let (outcome, error) = classify(&e);
+                let how = match outcome {
+                    Outcome::Reset => "connection reset by the server",
+                    Outcome::EmptyReply => "connection closed by the server",
+                    _ => "",
+                };
+                let outcome = match outcome {
+                    Outcome::Reset | Outcome::EmptyReply => Outcome::ProtocolError,
+                    Outcome::Timeout | Outcome::ConnectTimeout => Outcome::Timeout,
+                    other => other,
+                };
+                let error = if how.is_empty() {
+                    format!(
+                        "status {status} received, body broken after {}: {error}",
+                        of(body.len())
+                    )
+                } else {
+                    format!(
+                        "status {status} received, body cut after {}: {how} ({error})",
+                        of(body.len())
+                    )
+                };
+                return Attempt {
+                    outcome,
+                    error: Some(error),
+                    ..base
+                };
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+
+    if expect.needs_body() && !decided {
         if truncated && !passes_on_prefix(expect, &body) {
             return Attempt {
                 outcome: Outcome::TooLarge,

@@ -1130,3 +1130,99 @@ async fn failures_then_a_429_end_as_the_worst_failure_not_rate_limited() {
     assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
     assert_eq!(r.attempts, 3);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A head that arrived: its status stays, and the body's fate is said.
+
+/// A body cut mid-way is one outcome whatever ends the connection: a FIN and a RST both say
+/// "the process answered, then broke its response" (which one the kernel sends depends on
+/// unread bytes, not on the service). `protocol_error`, not retried, never a hung signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_by_fin_or_rst_is_protocol_error_with_its_status() {
+    for (how, reply) in [
+        (
+            "FIN",
+            raw(
+                "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+                After::Close,
+            ),
+        ),
+        (
+            "RST",
+            Reply::Raw {
+                bytes: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".to_vec(),
+                then: After::Reset,
+            },
+        ),
+    ] {
+        let srv = Server::start(Script::always(reply)).await;
+        let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+        assert_eq!(r.outcome, Outcome::ProtocolError, "{how}: {r:?}");
+        assert_eq!(r.status_code, Some(200), "{how}: {r:?}");
+        assert_eq!(r.attempts, 1, "{how}: not retried");
+        let err = r.error.as_deref().unwrap();
+        assert!(
+            err.contains("200 received") && err.contains("10 of 100 bytes"),
+            "{how}: {err}"
+        );
+        within_half_of_long(&r);
+    }
+}
+
+/// A head, then a body that stops: the handler hangs mid-response. That is `timeout` (the
+/// route never answered completely), but the status that arrived is kept and the error says
+/// how far the body got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_timeout_keeping_its_status_and_progress() {
+    let srv = Server::start(Script::always(raw(
+        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+        After::Hold,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &hung(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.status_code, Some(200), "{r:?}");
+    assert_eq!(r.attempts, 2);
+    let err = r.error.as_deref().unwrap();
+    assert!(
+        err.contains("200 received, body stalled after 10 of 100 bytes"),
+        "{err}"
+    );
+}
+
+/// The status decides an error status: a 503 whose body never comes is a 503 (retried as
+/// such), not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_status_with_a_stalled_body_is_http_error() {
+    let srv = Server::start(Script::always(raw(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\nbusy",
+        After::Hold,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &patient(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::HttpError, "{r:?}");
+    assert_eq!(r.status_code, Some(503));
+    assert_eq!(r.attempts, 2);
+    within_half_of_long(&r);
+}
+
+/// Reading stops once every body check is decided: a `body_contains` found in the first
+/// bytes of a body that never ends (slowly or at all) is `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_check_satisfied_by_the_first_bytes_of_an_endless_stream_is_ok() {
+    let srv = Server::start(Script::always(Reply::Trickle {
+        head: b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstatus: ".to_vec(),
+        every: ms(100),
+    }))
+    .await;
+    let route = "- path: /\n  expect: { body_contains: 'status:' }";
+    let r = one_route(&file(&srv.base_url(), &patient(0), route)).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.status_code, Some(200));
+    within_half_of_long(&r);
+    // A regex decided on the prefix too; one that needs the end cannot be.
+    let route = "- path: /\n  expect: { body_regex: '^stat' }";
+    let r = one_route(&file(&srv.base_url(), &patient(0), route)).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    within_half_of_long(&r);
+}

@@ -82,6 +82,8 @@ pub enum Reply {
 pub enum After {
     Close,
     Hold,
+    /// Abort with a TCP RST (`SO_LINGER` 0); a plain close on Unix.
+    Reset,
 }
 
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
@@ -481,10 +483,12 @@ async fn perform<C: Conn>(c: &mut C, reply: Reply, stats: &Stats) -> Then {
         Reply::Raw { bytes, then } => {
             let _ = c.write_all(&bytes).await;
             let _ = c.flush().await;
-            if then == After::Hold {
-                drain_until_closed(c).await;
-            } else {
-                let _ = c.shutdown().await;
+            match then {
+                After::Hold => drain_until_closed(c).await,
+                After::Close => {
+                    let _ = c.shutdown().await;
+                }
+                After::Reset => return Then::Reset,
             }
             Then::Close
         }
