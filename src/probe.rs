@@ -555,7 +555,10 @@ async fn attempt_http(
             Err(e)
                 if resend_on.is_some()
                     && (is_unsent(&e) || route.method.is_idempotent())
-                    && matches!(classify(&e).0, Outcome::Reset | Outcome::EmptyReply) =>
+                    && matches!(
+                        classify_for(target, &e).0,
+                        Outcome::Reset | Outcome::EmptyReply
+                    ) =>
             {
                 let fresh = resend_on.expect("checked")();
                 build(&fresh).send().await
@@ -565,7 +568,7 @@ async fn attempt_http(
         match resp {
             Ok(r) => Ok(r),
             Err(e) => {
-                let (outcome, error) = classify(&e);
+                let (outcome, error) = classify_for(target, &e);
                 let mut a = Attempt::fail(outcome, error);
                 a.local_exhaustion = is_fd_exhaustion(&e);
                 Err((a, is_unsent(&e)))
@@ -1031,6 +1034,55 @@ fn is_fd_exhaustion(e: &reqwest::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// [`classify`], then what the target's transport adds to the reading. Pure.
+fn classify_for(target: &Target, e: &reqwest::Error) -> (Outcome, String) {
+    let (outcome, detail) = classify(e);
+    if e.is_connect()
+        && matches!(target.endpoint, Endpoint::Unix { .. })
+        && io_kinds(e).contains(&std::io::ErrorKind::WouldBlock)
+    {
+        // A Unix listener whose accept queue is full answers a connect with EAGAIN at once:
+        // the process holds its socket open and no longer accepts. That is the deadlock
+        // itself, not a refusal.
+        return (
+            Outcome::Timeout,
+            format!(
+                "the listener's accept queue is full: the socket is alive but nothing accepts connections ({detail})"
+            ),
+        );
+    }
+    if e.is_connect()
+        && target.is_https()
+        && !target.use_env_proxy
+        && matches!(outcome, Outcome::EmptyReply | Outcome::Reset)
+    {
+        // TCP is up (a dead port is refused or times out); the server ended the connection
+        // inside the TLS handshake without an alert, as Python's asyncio servers do for a
+        // missing client certificate or a TLS version they do not offer. A configuration
+        // mismatch, not a hang.
+        return (
+            Outcome::Tls,
+            format!(
+                "TLS handshake closed by the server: client certificate required or TLS version/cipher mismatch? ({detail})"
+            ),
+        );
+    }
+    (outcome, detail)
+}
+
+/// The kinds of the I/O errors in a reqwest error's source chain.
+fn io_kinds(e: &reqwest::Error) -> Vec<std::io::ErrorKind> {
+    let mut kinds = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            kinds.push(io.kind());
+        }
+        source = s.source();
+    }
+    kinds
 }
 
 /// Map a reqwest error to an outcome by walking its source chain. Pure.

@@ -1226,3 +1226,48 @@ async fn a_body_check_satisfied_by_the_first_bytes_of_an_endless_stream_is_ok() 
     assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
     within_half_of_long(&r);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transports: what a Unix socket and a TLS handshake say.
+
+/// A Unix socket that exists and is listened on, but whose accept queue is full: the service
+/// holds its socket open and accepts nothing (the deadlock itself). The connect fails at once
+/// with EAGAIN; that is the hung signature, not a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_with_a_full_accept_queue_is_timeout() {
+    let full = full_unix_listener().await;
+    let r = one_route(&file(&full.base_url(), &patient(1), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 2, "retried like any timeout");
+    assert_eq!(r.status_code, None);
+    assert!(
+        r.error.as_deref().unwrap().contains("accept queue is full"),
+        "{r:?}"
+    );
+    within_half_of_long(&r);
+}
+
+/// A TLS server that ends the handshake without an alert (Python's asyncio does, for a
+/// missing client certificate or a TLS version it does not offer), with a FIN or a RST:
+/// `tls`, once, never the retried and kill-eligible `empty_reply` / `reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_closed_without_an_alert_is_tls_not_empty_reply() {
+    for then in [After::Close, After::Reset] {
+        let srv = Server::start(Script::OnAccept(Reply::ReadOnce { then })).await;
+        let base = format!("https://{}", srv.addr);
+        let settings = format!("{}\ntls: {{ insecure: true }}", patient(2));
+        let r = one_route(&file(&base, &settings, "- path: /health")).await;
+        assert_eq!(r.outcome, Outcome::Tls, "{then:?}: {r:?}");
+        assert_eq!(r.attempts, 1, "{then:?}: tls is not retried");
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("TLS handshake closed by the server"),
+            "{then:?}: {r:?}"
+        );
+        // One connection: not re-sent as a dead keep-alive connection either.
+        assert_eq!(srv.stats.connection_count(), 1, "{then:?}");
+        within_half_of_long(&r);
+    }
+}
