@@ -217,7 +217,24 @@ impl Prober {
         // The worst attempt that was not a 429: a route is `rate_limited` only when every
         // attempt got 429, otherwise it ends as this one ("503, 503, then 429" is a 503).
         let mut worst_other: Option<(Attempt, u32)> = None;
-        let result = |a: Attempt, attempts: u32, worst_other: Option<(Attempt, u32)>| {
+        // The last attempt that had its full time: a retry the run's deadline cut short does
+        // not undo what it showed.
+        let mut last_full: Option<Attempt> = None;
+        let result = |a: Attempt,
+                      attempts: u32,
+                      worst_other: Option<(Attempt, u32)>,
+                      last_full: Option<Attempt>| {
+            let a = match last_full {
+                Some(mut full) if a.cut_short => {
+                    full.error = Some(format!(
+                        "{}; the retry after it was cut short by run_timeout {}",
+                        full.error.unwrap_or_else(|| full.outcome.to_string()),
+                        fmt_duration(self.plan.run_timeout)
+                    ));
+                    full
+                }
+                _ => a,
+            };
             let a = match worst_other {
                 Some((mut w, n)) if a.outcome == Outcome::RateLimited => {
                     w.error = Some(format!(
@@ -278,7 +295,7 @@ impl Prober {
                         a
                     }
                 };
-                return result(a, attempts, worst_other);
+                return result(a, attempts, worst_other, last_full);
             }
             attempts += 1;
             // The attempt starts now (after waiting for its permits): the backoff counts from
@@ -322,7 +339,11 @@ impl Prober {
                 retry_after: a.retry_after,
                 elapsed: started.elapsed(),
             };
+            if !a.cut_short {
+                last_full = Some(a.clone());
+            }
             if a.outcome != Outcome::RateLimited
+                && !a.cut_short
                 && worst_other
                     .as_ref()
                     .is_none_or(|(w, _)| !retry::worse(w.outcome, a.outcome))
@@ -345,7 +366,7 @@ impl Prober {
                     }
                     last = Some(a);
                 }
-                Next::Stop => return result(a, attempts, worst_other),
+                Next::Stop => return result(a, attempts, worst_other, last_full),
             }
         }
     }

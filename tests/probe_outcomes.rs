@@ -1271,3 +1271,44 @@ async fn a_tls_handshake_closed_without_an_alert_is_tls_not_empty_reply() {
         within_half_of_long(&r);
     }
 }
+
+/// Routes the run's deadline cut before a full attempt are not failures of the service: a
+/// target whose only failing core routes are such is `unknown` (exit 0) with a warning that
+/// says how many were not probed and why, never `unhealthy` from that alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_the_run_deadline_never_reached_make_the_target_unknown_not_unhealthy() {
+    let srv = Server::start(Script::always(delayed(ms(400), ok("fine")))).await;
+    let yaml = format!(
+        "defaults:\n  run_timeout: 1s\n{}",
+        file(
+            &srv.base_url(),
+            &format!("{}\nconcurrency: 1", patient(0)),
+            &slow_routes(12)
+        )
+    );
+    let report = check(&yaml).await;
+    let t = &report.targets[0];
+    let routes = &t.routes;
+    // 12 × 400ms one at a time cannot fit in 1s: most never got a connection slot.
+    let never = routes.iter().filter(|r| r.attempts == 0).count();
+    assert!(never >= 8, "{routes:#?}");
+    for r in routes.iter().filter(|r| r.outcome != Outcome::Ok) {
+        assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+        assert!(r.cut_short, "only the deadline failed them: {r:?}");
+    }
+    let cut = routes.iter().filter(|r| r.cut_short).count();
+    assert_eq!(t.verdict, Verdict::Unknown, "{routes:#?}");
+    assert_eq!(report.status, RunStatus::Unknown);
+    assert_eq!(report.exit_code, 0);
+    let warning = report
+        .warnings
+        .iter()
+        .find(|w| w.contains("not probed"))
+        .unwrap_or_else(|| panic!("no warning: {:?}", report.warnings));
+    assert!(
+        warning.contains(&format!("{cut} core route(s) not probed"))
+            && warning.contains(&format!("{never} with 0 attempts"))
+            && warning.contains("run_timeout"),
+        "{warning}"
+    );
+}
