@@ -59,6 +59,9 @@ struct TargetClient {
     /// dead connection and for recovery's re-probes. Built on first use.
     fresh: std::sync::OnceLock<reqwest::Client>,
     limit: Arc<Semaphore>,
+    /// The proxy every request of this target goes through (`proxy: true` and the
+    /// environment names one that applies), as shown in errors: no credentials.
+    proxy: Option<String>,
 }
 
 impl TargetClient {
@@ -99,6 +102,7 @@ impl Prober {
                     },
                     fresh: std::sync::OnceLock::new(),
                     limit: Arc::new(Semaphore::new(t.concurrency)),
+                    proxy: env_proxy(t, &|k| std::env::var(k).ok()).map(|(_, shown)| shown),
                 })
             })
             .collect::<Result<_, SetupError>>()?;
@@ -313,7 +317,10 @@ impl Prober {
                             Some(&fresh_client as &(dyn Fn() -> reqwest::Client + Sync)),
                         )
                     };
-                    attempt_http(&first, resend, target, route, budget, &self.plan.secrets).await
+                    let proxy = client.proxy.as_deref();
+                    let a = attempt_http(&first, resend, target, route, budget, &self.plan.secrets)
+                        .await;
+                    through_proxy(a, proxy)
                 }
                 None => attempt_tcp(target, route, budget).await,
             };
@@ -407,8 +414,13 @@ fn build_client(
         .tcp_nodelay(true)
         .pool_max_idle_per_host(t.concurrency.min(idle_cap))
         .pool_idle_timeout(Duration::from_secs(30));
-    if !t.use_env_proxy {
-        b = b.no_proxy();
+    // The proxy is chosen here, once, from the environment (never by the client on its own),
+    // so that what errors name is what was used.
+    b = b.no_proxy();
+    if let Some((url, shown)) = env_proxy(t, &|k| std::env::var(k).ok()) {
+        let proxy = reqwest::Proxy::all(url.as_str())
+            .map_err(|e| err(format!("proxy {shown}: {}", error_chain(&e))))?;
+        b = b.proxy(proxy);
     }
     if let Endpoint::Unix { socket } = &t.endpoint {
         b = b.unix_socket(socket.clone());
@@ -436,6 +448,96 @@ fn build_client(
         b = b.tls_danger_accept_invalid_certs(true);
     }
     b.build().map_err(|e| err(error_chain(&e)))
+}
+
+/// The proxy a target's requests go through: with `proxy: true`, the environment's
+/// `http_proxy`/`HTTP_PROXY` (`https_proxy`/`HTTPS_PROXY` for an `https` target), else
+/// `all_proxy`/`ALL_PROXY`, unless `no_proxy`/`NO_PROXY` names the target's host (`*`, a
+/// host, a domain and its subdomains, an IP address or a CIDR block). Returns the URL to use
+/// and the same without credentials, for messages. `env` reads a variable. Pure.
+pub fn env_proxy(t: &Target, env: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    let Endpoint::Http { base } = &t.endpoint else {
+        return None;
+    };
+    if !t.use_env_proxy {
+        return None;
+    }
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| env(n).filter(|v| !v.trim().is_empty()))
+    };
+    let target = reqwest::Url::parse(base).ok()?;
+    let host = target
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if let Some(list) = var(&["no_proxy", "NO_PROXY"])
+        && no_proxy_matches(&list, &host)
+    {
+        return None;
+    }
+    let raw = if t.is_https() {
+        var(&["https_proxy", "HTTPS_PROXY"])
+    } else {
+        var(&["http_proxy", "HTTP_PROXY"])
+    }
+    .or_else(|| var(&["all_proxy", "ALL_PROXY"]))?;
+    let raw = raw.trim();
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let shown = match reqwest::Url::parse(&with_scheme) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(unparsable proxy URL)".to_string(),
+    };
+    Some((with_scheme, shown))
+}
+
+/// Whether a `no_proxy` list names `host` (lower case, IPv6 without brackets). Pure.
+fn no_proxy_matches(list: &str, host: &str) -> bool {
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    list.split(',').map(str::trim).any(|entry| {
+        let entry = entry.to_ascii_lowercase();
+        if entry.is_empty() {
+            return false;
+        }
+        if entry == "*" {
+            return true;
+        }
+        if let Some((net, bits)) = entry.split_once('/') {
+            let (Some(ip), Ok(net), Ok(bits)) =
+                (ip, net.parse::<std::net::IpAddr>(), bits.parse::<u32>())
+            else {
+                return false;
+            };
+            return match (ip, net) {
+                (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) if bits <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                    u32::from(a) & mask == u32::from(n) & mask
+                }
+                (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) if bits <= 128 => {
+                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                    u128::from(a) & mask == u128::from(n) & mask
+                }
+                _ => false,
+            };
+        }
+        let entry = entry.trim_start_matches("*.").trim_start_matches('.');
+        let entry = entry.trim_start_matches('[').trim_end_matches(']');
+        match (ip, entry.parse::<std::net::IpAddr>()) {
+            (Some(ip), Ok(e)) => ip == e,
+            (_, Ok(_)) | (Some(_), _) => false,
+            (None, Err(_)) => host == entry || host.ends_with(&format!(".{entry}")),
+        }
+    })
 }
 
 /// Resolves names to one address family only (`ip: v4 | v6`).
@@ -642,6 +744,39 @@ async fn attempt_http(
             );
         }
     }
+    a
+}
+
+/// An attempt through a proxy that failed before any response head: the proxy and the target
+/// behind it cannot be told apart, so it is never evidence of a hung target. It is named in
+/// the error and read as the connection never made: `refused` when the proxy refused (or
+/// closed or reset) it, `connect_timeout` when it did not connect or answer in time. A head
+/// that arrived (even the proxy's own 502) is judged as usual. Pure.
+fn through_proxy(mut a: Attempt, proxy: Option<&str>) -> Attempt {
+    let Some(proxy) = proxy else { return a };
+    if a.status.is_some() || a.local_exhaustion {
+        return a;
+    }
+    let detail = a.error.take().unwrap_or_default();
+    let (outcome, what) = match a.outcome {
+        Outcome::Refused => (Outcome::Refused, "refused the connection"),
+        Outcome::EmptyReply => (
+            Outcome::Refused,
+            "closed the connection before any response",
+        ),
+        Outcome::Reset => (Outcome::Refused, "reset the connection before any response"),
+        Outcome::ConnectTimeout => (Outcome::ConnectTimeout, "did not connect in time"),
+        Outcome::Timeout => (
+            Outcome::ConnectTimeout,
+            "accepted, but no response came through it in time",
+        ),
+        Outcome::Tls => (Outcome::Tls, "failed the TLS handshake"),
+        other => (other, "failed"),
+    };
+    a.outcome = outcome;
+    a.error = Some(format!(
+        "via proxy {proxy}: the proxy (or the target behind it) {what}; a proxied probe is never evidence of a hang ({detail})"
+    ));
     a
 }
 
@@ -1425,6 +1560,100 @@ mod tests {
         };
         assert_eq!(check_body(&e, b"v12 ok", &NONE), None);
         assert!(check_body(&e, b"x", &NONE).is_some());
+    }
+
+    fn proxied(base: &str) -> Target {
+        let yaml = format!(
+            "targets:\n  - name: t\n    base_url: {base}\n    proxy: true\n    routes: [ {{ path: / }} ]\n"
+        );
+        let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
+        plan.targets[0].clone()
+    }
+
+    #[test]
+    fn the_proxy_is_chosen_from_the_environment_as_curl_does() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let http = proxied("http://app.internal:8000");
+        let https = proxied("https://app.internal");
+        let e = env(&[
+            ("HTTP_PROXY", "http://user:pw@proxy:3128"),
+            ("https_proxy", "proxy-s:3129"),
+        ]);
+        assert_eq!(
+            env_proxy(&http, &e),
+            Some((
+                "http://user:pw@proxy:3128".into(),
+                "http://proxy:3128".into()
+            ))
+        );
+        assert_eq!(
+            env_proxy(&https, &e).map(|p| p.1),
+            Some("http://proxy-s:3129".into())
+        );
+        let e = env(&[("ALL_PROXY", "http://all:1")]);
+        assert_eq!(
+            env_proxy(&http, &e).map(|p| p.1),
+            Some("http://all:1".into())
+        );
+        // no_proxy: a domain and its subdomains, `*`, IPs and CIDR blocks.
+        for list in [
+            "internal",
+            ".internal",
+            "app.internal",
+            "*",
+            "x, *.internal",
+        ] {
+            assert!(no_proxy_matches(list, "app.internal"), "{list}");
+        }
+        for list in ["other", "pp.internal", "10.0.0.0/8", ""] {
+            assert!(!no_proxy_matches(list, "app.internal"), "{list}");
+        }
+        assert!(no_proxy_matches("127.0.0.0/8", "127.0.0.1"));
+        assert!(no_proxy_matches("::1", "::1"));
+        assert!(!no_proxy_matches("10.0.0.0/8", "127.0.0.1"));
+        let e = env(&[
+            ("HTTP_PROXY", "http://proxy:3128"),
+            ("NO_PROXY", "internal"),
+        ]);
+        assert_eq!(env_proxy(&http, &e), None);
+        // `proxy: false` (the default) never reads the environment.
+        let mut direct = http.clone();
+        direct.use_env_proxy = false;
+        assert_eq!(
+            env_proxy(&direct, &env(&[("HTTP_PROXY", "http://p:1")])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_failure_through_a_proxy_names_it_and_is_never_a_hung_outcome() {
+        for (o, want) in [
+            (Outcome::Timeout, Outcome::ConnectTimeout),
+            (Outcome::EmptyReply, Outcome::Refused),
+            (Outcome::Reset, Outcome::Refused),
+            (Outcome::Refused, Outcome::Refused),
+            (Outcome::ConnectTimeout, Outcome::ConnectTimeout),
+        ] {
+            let a = through_proxy(Attempt::fail(o, "x".into()), Some("http://127.0.0.1:9"));
+            assert_eq!(a.outcome, want, "{o}");
+            assert!(a.error.unwrap().contains("via proxy http://127.0.0.1:9"));
+        }
+        let a = through_proxy(Attempt::fail(Outcome::Timeout, "x".into()), None);
+        assert_eq!(a.outcome, Outcome::Timeout);
+        // A head arrived: judged as any answer.
+        let mut stalled = Attempt::fail(Outcome::Timeout, "x".into());
+        stalled.status = Some(200);
+        assert_eq!(
+            through_proxy(stalled, Some("http://p:1")).outcome,
+            Outcome::Timeout
+        );
     }
 
     #[test]

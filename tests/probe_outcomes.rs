@@ -1312,3 +1312,81 @@ async fn routes_the_run_deadline_never_reached_make_the_target_unknown_not_unhea
         "{warning}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through a proxy (`proxy: true`): the proxy's faults are named and never read as a hang.
+
+/// Runs the binary (the environment is per process) on one proxied route to `target` with
+/// `HTTP_PROXY` set to `proxy`; returns that route of the JSON report.
+fn check_through_proxy(target: &str, proxy: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        file(
+            target,
+            "proxy: true\ntimeout: 2s\nconnect_timeout: 1s\nretries: 1\nbackoff: 20ms",
+            "- path: /health",
+        ),
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("routewatch")
+        .unwrap()
+        .args(["check", "--format", "json", "--no-recover", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("HTTP_PROXY", proxy)
+        .env("http_proxy", proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .timeout(LONG)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(1), "{doc:#}");
+    doc["targets"][0]["routes"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_or_hangs_is_named_and_never_a_hung_outcome() {
+    let target = Server::start(Script::always(ok("fine"))).await;
+    let refusing = format!("http://127.0.0.1:{}", dead_port().await);
+    let hanging = Server::start(Script::OnAccept(Reply::Hang)).await;
+    let hanging_url = hanging.base_url();
+    let base = target.base_url();
+    let (refused, hung) = tokio::task::spawn_blocking(move || {
+        (
+            check_through_proxy(&base, &refusing),
+            check_through_proxy(&base, &hanging_url),
+        )
+    })
+    .await
+    .unwrap();
+    // The default `recovery.on` is timeout, empty_reply, reset: neither is one of them.
+    assert_eq!(refused["outcome"], "refused", "{refused:#}");
+    assert_eq!(hung["outcome"], "connect_timeout", "{hung:#}");
+    for (r, proxy) in [
+        (&refused, "127.0.0.1:"),
+        (&hung, hanging.addr.to_string().as_str()),
+    ] {
+        let err = r["error"].as_str().unwrap();
+        assert!(err.contains("via proxy") && err.contains(proxy), "{err}");
+        assert_eq!(
+            r["attempts"], 2,
+            "retried as the transient faults they are: {r:#}"
+        );
+    }
+    assert!(hanging.stats.connection_count() >= 2, "the proxy was used");
+    assert_eq!(
+        target.stats.request_count(),
+        0,
+        "nothing went around the proxy"
+    );
+}
