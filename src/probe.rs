@@ -701,7 +701,40 @@ async fn attempt_http(
     // One deadline for the whole attempt: the head under it here, the body under the same
     // deadline in `judge_response`, which keeps the status of a head that arrived.
     let deadline = tokio::time::Instant::from_std(started) + budget;
-    let (a, unsent) = match tokio::time::timeout_at(deadline, run).await {
+    let send = tokio::time::timeout_at(deadline, run);
+    tokio::pin!(send);
+    let head = if target.is_https() && !target.use_env_proxy && target.connect_timeout < budget {
+        // The client's connect phase is TCP and the TLS handshake together, bounded by the
+        // route timeout. `connect_timeout` must still bound TCP alone, as for `http://`: when
+        // no head has come after half of it, see whether the port takes a connection at all
+        // by the end of it. A port that does not is `connect_timeout` then, not after the
+        // whole attempt; one that does leaves the request its full time (a slow handshake
+        // is not a dead port). A fast answer never costs the extra connection.
+        let tcp_deadline = tokio::time::Instant::from_std(started) + target.connect_timeout;
+        tokio::select! {
+            done = &mut send => done,
+            _ = tokio::time::sleep(target.connect_timeout / 2) => {
+                tokio::select! {
+                    done = &mut send => done,
+                    up = tokio::time::timeout_at(tcp_deadline, raw_connect(target)) => {
+                        if up.is_err() {
+                            return Attempt::fail(
+                                Outcome::ConnectTimeout,
+                                format!(
+                                    "no TCP connection within connect_timeout {}",
+                                    fmt_duration(target.connect_timeout)
+                                ),
+                            );
+                        }
+                        send.await
+                    }
+                }
+            }
+        }
+    } else {
+        send.await
+    };
+    let (a, unsent) = match head {
         Ok(Ok(resp)) => (
             judge_response(resp, route, started, deadline, budget, secrets).await,
             false,

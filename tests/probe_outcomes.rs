@@ -1390,3 +1390,27 @@ async fn a_proxy_that_refuses_or_hangs_is_named_and_never_a_hung_outcome() {
         "nothing went around the proxy"
     );
 }
+
+/// `connect_timeout` bounds the TCP connect of an `https://` target exactly as of an
+/// `http://` one, and `timeout` the whole attempt: a port that takes no connection (its accept
+/// queue full, so the kernel drops the SYN) is `connect_timeout` after about 1s, not after
+/// most of the 30s attempt timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_port_that_drops_syns_is_connect_timeout_within_connect_timeout() {
+    let hole = blackhole().await;
+    // The blackhole must really stall a connect on this kernel, or the test proves nothing.
+    let stalled = tokio::time::timeout(ms(500), tokio::net::TcpStream::connect(hole.addr)).await;
+    assert!(stalled.is_err(), "a connect did not stall: {stalled:?}");
+    let base = format!("https://{}", hole.addr);
+    let settings =
+        "timeout: 30s\nconnect_timeout: 1s\nbackoff: 20ms\nretries: 1\ntls: { insecure: true }";
+    let r = one_route(&file(&base, settings, "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ConnectTimeout, "{r:?}");
+    assert_eq!(r.attempts, 2, "connect_timeout is transient");
+    assert!(
+        r.error.as_deref().unwrap().contains("connect_timeout 1.0s"),
+        "{r:?}"
+    );
+    // Two attempts of about 1s each; the old bound was the 30s attempt timeout, twice.
+    within_half_of_long(&r);
+}
