@@ -282,6 +282,11 @@ impl Target {
             || matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
     }
 
+    /// An `https://` base URL (TLS with the target itself, whatever the proxy).
+    pub fn is_https(&self) -> bool {
+        matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
+    }
+
     /// The HTTP client's connect-phase timeout. Plain HTTP: `connect_timeout`, kept under the
     /// shortest route `timeout` (at most 90 % of it), so a connection that never opens ends
     /// as `connect_timeout` rather than as a `timeout` of the whole attempt. HTTPS: the

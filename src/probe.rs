@@ -59,6 +59,9 @@ struct TargetClient {
     /// dead connection and for recovery's re-probes. Built on first use.
     fresh: std::sync::OnceLock<reqwest::Client>,
     limit: Arc<Semaphore>,
+    /// The proxy every request of this target goes through (`proxy: true` and the
+    /// environment names one that applies), as shown in errors: no credentials.
+    proxy: Option<String>,
 }
 
 impl TargetClient {
@@ -99,6 +102,7 @@ impl Prober {
                     },
                     fresh: std::sync::OnceLock::new(),
                     limit: Arc::new(Semaphore::new(t.concurrency)),
+                    proxy: env_proxy(t, &|k| std::env::var(k).ok()).map(|(_, shown)| shown),
                 })
             })
             .collect::<Result<_, SetupError>>()?;
@@ -214,17 +218,49 @@ impl Prober {
         let start = Instant::now();
         let mut attempts = 0u32;
         let mut last: Option<Attempt> = None;
-        let result = |a: Attempt, attempts: u32| RouteResult {
-            path: route.path.clone(),
-            url: route.url.clone(),
-            class: route.class,
-            outcome: a.outcome,
-            status_code: a.status,
-            attempts,
-            elapsed: start.elapsed(),
-            // Anything the server echoed back of a secret never leaves.
-            error: a.error.map(|e| self.plan.redact(&e)),
-            cut_short: a.cut_short,
+        // The worst attempt that was not a 429: a route is `rate_limited` only when every
+        // attempt got 429, otherwise it ends as this one ("503, 503, then 429" is a 503).
+        let mut worst_other: Option<(Attempt, u32)> = None;
+        // The last attempt that had its full time: a retry the run's deadline cut short does
+        // not undo what it showed.
+        let mut last_full: Option<Attempt> = None;
+        let result = |a: Attempt,
+                      attempts: u32,
+                      worst_other: Option<(Attempt, u32)>,
+                      last_full: Option<Attempt>| {
+            let a = match last_full {
+                Some(mut full) if a.cut_short => {
+                    full.error = Some(format!(
+                        "{}; the retry after it was cut short by run_timeout {}",
+                        full.error.unwrap_or_else(|| full.outcome.to_string()),
+                        fmt_duration(self.plan.run_timeout)
+                    ));
+                    full
+                }
+                _ => a,
+            };
+            let a = match worst_other {
+                Some((mut w, n)) if a.outcome == Outcome::RateLimited => {
+                    w.error = Some(format!(
+                        "{} (attempt {n} of {attempts}; the others got 429)",
+                        w.error.unwrap_or_else(|| w.outcome.to_string())
+                    ));
+                    w
+                }
+                _ => a,
+            };
+            RouteResult {
+                path: route.path.clone(),
+                url: route.url.clone(),
+                class: route.class,
+                outcome: a.outcome,
+                status_code: a.status,
+                attempts,
+                elapsed: start.elapsed(),
+                // Anything the server echoed back of a secret never leaves.
+                error: a.error.map(|e| self.plan.redact(&e)),
+                cut_short: a.cut_short,
+            }
         };
         loop {
             let permits = if Instant::now() < deadline {
@@ -263,7 +299,7 @@ impl Prober {
                         a
                     }
                 };
-                return result(a, attempts);
+                return result(a, attempts, worst_other, last_full);
             }
             attempts += 1;
             // The attempt starts now (after waiting for its permits): the backoff counts from
@@ -281,7 +317,10 @@ impl Prober {
                             Some(&fresh_client as &(dyn Fn() -> reqwest::Client + Sync)),
                         )
                     };
-                    attempt_http(&first, resend, target, route, budget, &self.plan.secrets).await
+                    let proxy = client.proxy.as_deref();
+                    let a = attempt_http(&first, resend, target, route, budget, &self.plan.secrets)
+                        .await;
+                    through_proxy(a, proxy)
                 }
                 None => attempt_tcp(target, route, budget).await,
             };
@@ -307,6 +346,17 @@ impl Prober {
                 retry_after: a.retry_after,
                 elapsed: started.elapsed(),
             };
+            if !a.cut_short {
+                last_full = Some(a.clone());
+            }
+            if a.outcome != Outcome::RateLimited
+                && !a.cut_short
+                && worst_other
+                    .as_ref()
+                    .is_none_or(|(w, _)| !retry::worse(w.outcome, a.outcome))
+            {
+                worst_other = Some((a.clone(), attempts));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             match retry::next(
                 &facts,
@@ -323,7 +373,7 @@ impl Prober {
                     }
                     last = Some(a);
                 }
-                Next::Stop => return result(a, attempts),
+                Next::Stop => return result(a, attempts, worst_other, last_full),
             }
         }
     }
@@ -364,8 +414,13 @@ fn build_client(
         .tcp_nodelay(true)
         .pool_max_idle_per_host(t.concurrency.min(idle_cap))
         .pool_idle_timeout(Duration::from_secs(30));
-    if !t.use_env_proxy {
-        b = b.no_proxy();
+    // The proxy is chosen here, once, from the environment (never by the client on its own),
+    // so that what errors name is what was used.
+    b = b.no_proxy();
+    if let Some((url, shown)) = env_proxy(t, &|k| std::env::var(k).ok()) {
+        let proxy = reqwest::Proxy::all(url.as_str())
+            .map_err(|e| err(format!("proxy {shown}: {}", error_chain(&e))))?;
+        b = b.proxy(proxy);
     }
     if let Endpoint::Unix { socket } = &t.endpoint {
         b = b.unix_socket(socket.clone());
@@ -393,6 +448,96 @@ fn build_client(
         b = b.tls_danger_accept_invalid_certs(true);
     }
     b.build().map_err(|e| err(error_chain(&e)))
+}
+
+/// The proxy a target's requests go through: with `proxy: true`, the environment's
+/// `http_proxy`/`HTTP_PROXY` (`https_proxy`/`HTTPS_PROXY` for an `https` target), else
+/// `all_proxy`/`ALL_PROXY`, unless `no_proxy`/`NO_PROXY` names the target's host (`*`, a
+/// host, a domain and its subdomains, an IP address or a CIDR block). Returns the URL to use
+/// and the same without credentials, for messages. `env` reads a variable. Pure.
+pub fn env_proxy(t: &Target, env: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    let Endpoint::Http { base } = &t.endpoint else {
+        return None;
+    };
+    if !t.use_env_proxy {
+        return None;
+    }
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| env(n).filter(|v| !v.trim().is_empty()))
+    };
+    let target = reqwest::Url::parse(base).ok()?;
+    let host = target
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if let Some(list) = var(&["no_proxy", "NO_PROXY"])
+        && no_proxy_matches(&list, &host)
+    {
+        return None;
+    }
+    let raw = if t.is_https() {
+        var(&["https_proxy", "HTTPS_PROXY"])
+    } else {
+        var(&["http_proxy", "HTTP_PROXY"])
+    }
+    .or_else(|| var(&["all_proxy", "ALL_PROXY"]))?;
+    let raw = raw.trim();
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let shown = match reqwest::Url::parse(&with_scheme) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(unparsable proxy URL)".to_string(),
+    };
+    Some((with_scheme, shown))
+}
+
+/// Whether a `no_proxy` list names `host` (lower case, IPv6 without brackets). Pure.
+fn no_proxy_matches(list: &str, host: &str) -> bool {
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    list.split(',').map(str::trim).any(|entry| {
+        let entry = entry.to_ascii_lowercase();
+        if entry.is_empty() {
+            return false;
+        }
+        if entry == "*" {
+            return true;
+        }
+        if let Some((net, bits)) = entry.split_once('/') {
+            let (Some(ip), Ok(net), Ok(bits)) =
+                (ip, net.parse::<std::net::IpAddr>(), bits.parse::<u32>())
+            else {
+                return false;
+            };
+            return match (ip, net) {
+                (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) if bits <= 32 => {
+                    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                    u32::from(a) & mask == u32::from(n) & mask
+                }
+                (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) if bits <= 128 => {
+                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                    u128::from(a) & mask == u128::from(n) & mask
+                }
+                _ => false,
+            };
+        }
+        let entry = entry.trim_start_matches("*.").trim_start_matches('.');
+        let entry = entry.trim_start_matches('[').trim_end_matches(']');
+        match (ip, entry.parse::<std::net::IpAddr>()) {
+            (Some(ip), Ok(e)) => ip == e,
+            (_, Ok(_)) | (Some(_), _) => false,
+            (None, Err(_)) => host == entry || host.ends_with(&format!(".{entry}")),
+        }
+    })
 }
 
 /// Resolves names to one address family only (`ip: v4 | v6`).
@@ -424,7 +569,7 @@ impl reqwest::dns::Resolve for FamilyResolver {
 }
 
 /// One attempt's result.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Attempt {
     outcome: Outcome,
     status: Option<u16>,
@@ -533,26 +678,68 @@ async fn attempt_http(
             Err(e)
                 if resend_on.is_some()
                     && (is_unsent(&e) || route.method.is_idempotent())
-                    && matches!(classify(&e).0, Outcome::Reset | Outcome::EmptyReply) =>
+                    && matches!(
+                        classify_for(target, &e).0,
+                        Outcome::Reset | Outcome::EmptyReply
+                    ) =>
             {
                 let fresh = resend_on.expect("checked")();
                 build(&fresh).send().await
             }
             other => other,
         };
-        let resp = match resp {
-            Ok(r) => r,
+        match resp {
+            Ok(r) => Ok(r),
             Err(e) => {
-                let (outcome, error) = classify(&e);
+                let (outcome, error) = classify_for(target, &e);
                 let mut a = Attempt::fail(outcome, error);
                 a.local_exhaustion = is_fd_exhaustion(&e);
-                return (a, is_unsent(&e));
+                Err((a, is_unsent(&e)))
             }
-        };
-        (judge_response(resp, route, started, secrets).await, false)
+        }
     };
-    let (a, unsent) = match tokio::time::timeout(budget, run).await {
-        Ok(done) => done,
+    // One deadline for the whole attempt: the head under it here, the body under the same
+    // deadline in `judge_response`, which keeps the status of a head that arrived.
+    let deadline = tokio::time::Instant::from_std(started) + budget;
+    let send = tokio::time::timeout_at(deadline, run);
+    tokio::pin!(send);
+    let head = if target.is_https() && !target.use_env_proxy && target.connect_timeout < budget {
+        // The client's connect phase is TCP and the TLS handshake together, bounded by the
+        // route timeout. `connect_timeout` must still bound TCP alone, as for `http://`: when
+        // no head has come after half of it, see whether the port takes a connection at all
+        // by the end of it. A port that does not is `connect_timeout` then, not after the
+        // whole attempt; one that does leaves the request its full time (a slow handshake
+        // is not a dead port). A fast answer never costs the extra connection.
+        let tcp_deadline = tokio::time::Instant::from_std(started) + target.connect_timeout;
+        tokio::select! {
+            done = &mut send => done,
+            _ = tokio::time::sleep(target.connect_timeout / 2) => {
+                tokio::select! {
+                    done = &mut send => done,
+                    up = tokio::time::timeout_at(tcp_deadline, raw_connect(target)) => {
+                        if up.is_err() {
+                            return Attempt::fail(
+                                Outcome::ConnectTimeout,
+                                format!(
+                                    "no TCP connection within connect_timeout {}",
+                                    fmt_duration(target.connect_timeout)
+                                ),
+                            );
+                        }
+                        send.await
+                    }
+                }
+            }
+        }
+    } else {
+        send.await
+    };
+    let (a, unsent) = match head {
+        Ok(Ok(resp)) => (
+            judge_response(resp, route, started, deadline, budget, secrets).await,
+            false,
+        ),
+        Ok(Err(failed)) => failed,
         Err(_) => (
             Attempt::fail(
                 Outcome::Timeout,
@@ -590,6 +777,39 @@ async fn attempt_http(
             );
         }
     }
+    a
+}
+
+/// An attempt through a proxy that failed before any response head: the proxy and the target
+/// behind it cannot be told apart, so it is never evidence of a hung target. It is named in
+/// the error and read as the connection never made: `refused` when the proxy refused (or
+/// closed or reset) it, `connect_timeout` when it did not connect or answer in time. A head
+/// that arrived (even the proxy's own 502) is judged as usual. Pure.
+fn through_proxy(mut a: Attempt, proxy: Option<&str>) -> Attempt {
+    let Some(proxy) = proxy else { return a };
+    if a.status.is_some() || a.local_exhaustion {
+        return a;
+    }
+    let detail = a.error.take().unwrap_or_default();
+    let (outcome, what) = match a.outcome {
+        Outcome::Refused => (Outcome::Refused, "refused the connection"),
+        Outcome::EmptyReply => (
+            Outcome::Refused,
+            "closed the connection before any response",
+        ),
+        Outcome::Reset => (Outcome::Refused, "reset the connection before any response"),
+        Outcome::ConnectTimeout => (Outcome::ConnectTimeout, "did not connect in time"),
+        Outcome::Timeout => (
+            Outcome::ConnectTimeout,
+            "accepted, but no response came through it in time",
+        ),
+        Outcome::Tls => (Outcome::Tls, "failed the TLS handshake"),
+        other => (other, "failed"),
+    };
+    a.outcome = outcome;
+    a.error = Some(format!(
+        "via proxy {proxy}: the proxy (or the target behind it) {what}; a proxied probe is never evidence of a hang ({detail})"
+    ));
     a
 }
 
@@ -644,6 +864,8 @@ async fn judge_response(
     mut resp: reqwest::Response,
     route: &Route,
     started: Instant,
+    deadline: tokio::time::Instant,
+    budget: Duration,
     secrets: &[String],
 ) -> Attempt {
     let status = resp.status().as_u16();
@@ -688,40 +910,8 @@ async fn judge_response(
         }
     });
 
-    // Read the body under the attempt's deadline (a trickling body times out), at most
-    // `max_body` bytes; beyond that we stop reading and close the connection.
-    let max = route.timing.max_body;
-    let mut body: Vec<u8> = Vec::new();
-    let mut truncated = false;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = max.saturating_sub(body.len());
-                if chunk.len() > room {
-                    body.extend_from_slice(&chunk[..room]);
-                    truncated = true;
-                    break;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let (outcome, error) = classify(&e);
-                let outcome = if outcome == Outcome::EmptyReply {
-                    Outcome::ProtocolError
-                } else {
-                    outcome
-                };
-                return Attempt {
-                    outcome,
-                    error: Some(format!("reading the body after status {status}: {error}")),
-                    ..base
-                };
-            }
-        }
-    }
-    let elapsed = started.elapsed();
-
+    // The status or a header already decides the outcome: the body cannot change it, so it
+    // is not waited for (a 503 whose body stalls is still a 503).
     if !expect.status_ok(status) {
         let reason = resp.status().canonical_reason().unwrap_or("");
         let outcome = if status == 429 {
@@ -749,7 +939,88 @@ async fn judge_response(
             ..base
         };
     }
-    if expect.needs_body() {
+
+    // Read the body under the attempt's deadline (a trickling or stalled body times out, and
+    // keeps its status), at most `max_body` bytes; beyond that we stop reading and close the
+    // connection. Reading also stops as soon as the body checks pass on what has arrived: a
+    // `body_contains` found in the first bytes of an endless stream is decided.
+    let max = route.timing.max_body;
+    let length = resp.content_length();
+    let of = |n: usize| match length {
+        Some(total) => format!("{n} of {total} bytes"),
+        None => format!("{n} bytes (of unknown length)"),
+    };
+    let mut body: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    let mut decided = false;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(chunk) => chunk,
+            Err(_) => {
+                return Attempt {
+                    outcome: Outcome::Timeout,
+                    error: Some(format!(
+                        "status {status} received, body stalled after {}: no complete response within {}",
+                        of(body.len()),
+                        fmt_duration(budget)
+                    )),
+                    ..base
+                };
+            }
+        };
+        match chunk {
+            Ok(Some(chunk)) => {
+                let room = max.saturating_sub(body.len());
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    truncated = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+                if expect.needs_body() && passes_on_prefix(expect, &body) {
+                    decided = true;
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // The head arrived: the process answered. A body cut short is a broken
+                // response, whether the connection ended with a FIN or a RST (which one the
+                // kernel sends depends on unread bytes, not on the service): one outcome,
+                // `protocol_error`, never a hung signature.
+                let (outcome, error) = classify(&e);
+                let how = match outcome {
+                    Outcome::Reset => "connection reset by the server",
+                    Outcome::EmptyReply => "connection closed by the server",
+                    _ => "",
+                };
+                let outcome = match outcome {
+                    Outcome::Reset | Outcome::EmptyReply => Outcome::ProtocolError,
+                    Outcome::Timeout | Outcome::ConnectTimeout => Outcome::Timeout,
+                    other => other,
+                };
+                let error = if how.is_empty() {
+                    format!(
+                        "status {status} received, body broken after {}: {error}",
+                        of(body.len())
+                    )
+                } else {
+                    format!(
+                        "status {status} received, body cut after {}: {how} ({error})",
+                        of(body.len())
+                    )
+                };
+                return Attempt {
+                    outcome,
+                    error: Some(error),
+                    ..base
+                };
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+
+    if expect.needs_body() && !decided {
         if truncated && !passes_on_prefix(expect, &body) {
             return Attempt {
                 outcome: Outcome::TooLarge,
@@ -855,7 +1126,13 @@ pub fn check_body(
                     let shown = reveal
                         .quoted(&got.to_string(), 60)
                         .unwrap_or_else(|| format!("(value {WITHHELD})"));
-                    return Some(format!("json {path}: {shown}, expected {want}"));
+                    // A string is never a number: say so when only the type differs.
+                    let kinds = if json_type(got) != json_type(want) {
+                        format!(" ({} is not {})", json_type(got), json_type(want))
+                    } else {
+                        String::new()
+                    };
+                    return Some(format!("json {path}: {shown}, expected {want}{kinds}"));
                 }
                 Some(_) => {}
             }
@@ -864,14 +1141,56 @@ pub fn check_body(
     None
 }
 
-/// YAML `ok` and JSON `"ok"` are equal; so are YAML `200` and JSON `200.0`.
-fn json_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+/// One symmetric rule, whichever side a value comes from: strings equal strings, booleans
+/// booleans, null null, and numbers equal numbers when they are the same number, compared
+/// exactly (integers as integers, so 9007199254740993 is not 9007199254740992; `200` equals
+/// `200.0`). A string never equals a number or a boolean: `"200"` is not `200`. Arrays and
+/// objects compare element by element under the same rule. Pure.
+pub fn json_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
     use serde_json::Value as V;
     match (got, want) {
-        (V::Number(a), V::Number(b)) => a.as_f64() == b.as_f64(),
-        (V::String(a), V::Number(b)) => a == &b.to_string(),
-        (V::String(a), V::Bool(b)) => a == &b.to_string(),
+        (V::Number(a), V::Number(b)) => numbers_equal(a, b),
+        (V::Array(a), V::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_matches(x, y))
+        }
+        (V::Object(a), V::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, x)| b.get(k).is_some_and(|y| json_matches(x, y)))
+        }
         _ => got == want,
+    }
+}
+
+/// Exact numeric equality: two integers (64-bit signed or unsigned) as integers; an integer
+/// and a float only when the float is integral and exactly that integer; two floats as floats.
+fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    let int = |n: &serde_json::Number| -> Option<i128> {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    // Exactly the integer this float is, if it is one that fits.
+    let float_int = |f: f64| -> Option<i128> {
+        (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.7e38).then_some(f as i128)
+    };
+    match (int(a), int(b)) {
+        (Some(x), Some(y)) => x == y,
+        (Some(x), None) => b.as_f64().and_then(float_int) == Some(x),
+        (None, Some(y)) => a.as_f64().and_then(float_int) == Some(y),
+        (None, None) => a.as_f64() == b.as_f64(),
+    }
+}
+
+/// How a JSON value's type reads in a message.
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -904,6 +1223,55 @@ fn is_fd_exhaustion(e: &reqwest::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// [`classify`], then what the target's transport adds to the reading. Pure.
+fn classify_for(target: &Target, e: &reqwest::Error) -> (Outcome, String) {
+    let (outcome, detail) = classify(e);
+    if e.is_connect()
+        && matches!(target.endpoint, Endpoint::Unix { .. })
+        && io_kinds(e).contains(&std::io::ErrorKind::WouldBlock)
+    {
+        // A Unix listener whose accept queue is full answers a connect with EAGAIN at once:
+        // the process holds its socket open and no longer accepts. That is the deadlock
+        // itself, not a refusal.
+        return (
+            Outcome::Timeout,
+            format!(
+                "the listener's accept queue is full: the socket is alive but nothing accepts connections ({detail})"
+            ),
+        );
+    }
+    if e.is_connect()
+        && target.is_https()
+        && !target.use_env_proxy
+        && matches!(outcome, Outcome::EmptyReply | Outcome::Reset)
+    {
+        // TCP is up (a dead port is refused or times out); the server ended the connection
+        // inside the TLS handshake without an alert, as Python's asyncio servers do for a
+        // missing client certificate or a TLS version they do not offer. A configuration
+        // mismatch, not a hang.
+        return (
+            Outcome::Tls,
+            format!(
+                "TLS handshake closed by the server: client certificate required or TLS version/cipher mismatch? ({detail})"
+            ),
+        );
+    }
+    (outcome, detail)
+}
+
+/// The kinds of the I/O errors in a reqwest error's source chain.
+fn io_kinds(e: &reqwest::Error) -> Vec<std::io::ErrorKind> {
+    let mut kinds = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            kinds.push(io.kind());
+        }
+        source = s.source();
+    }
+    kinds
 }
 
 /// Map a reqwest error to an outcome by walking its source chain. Pure.
@@ -1133,6 +1501,53 @@ mod tests {
     }
 
     #[test]
+    fn json_strings_and_numbers_never_cross_in_either_direction() {
+        // Body value, expected value (as the probe file gives it), equal?
+        let table = [
+            (json!(200), json!(200), true),
+            (json!(200), json!("200"), false),
+            (json!("200"), json!(200), false),
+            (json!("200"), json!("200"), true),
+            (json!(true), json!("true"), false),
+            (json!("true"), json!(true), false),
+            (json!(200.0), json!(200), true),
+            (json!(200), json!(200.0), true),
+            (json!(200.5), json!(200), false),
+            (json!(-3), json!(-3), true),
+            (json!(null), json!(null), true),
+            (json!(null), json!("null"), false),
+            (json!([1, "a"]), json!([1, "a"]), true),
+            (json!([1]), json!(["1"]), false),
+        ];
+        for (got, want, equal) in table {
+            assert_eq!(json_matches(&got, &want), equal, "{got} vs {want}");
+            assert_eq!(json_matches(&want, &got), equal, "{want} vs {got}");
+        }
+    }
+
+    #[test]
+    fn json_integers_compare_exactly() {
+        // 2^53 + 1 and 2^53 are the same double; they are different integers.
+        let body =
+            br#"{"id":9007199254740993,"big":18446744073709551615,"neg":-9223372036854775808}"#;
+        let e = |k: &str, v: serde_json::Value| expect_json(&[(k, v)]);
+        assert_eq!(
+            check_body(&e("id", json!(9007199254740993u64)), body, &NONE),
+            None
+        );
+        let why = check_body(&e("id", json!(9007199254740992u64)), body, &NONE).unwrap();
+        assert!(why.contains("9007199254740993"), "{why}");
+        assert_eq!(check_body(&e("big", json!(u64::MAX)), body, &NONE), None);
+        assert!(check_body(&e("big", json!(u64::MAX - 1)), body, &NONE).is_some());
+        assert_eq!(check_body(&e("neg", json!(i64::MIN)), body, &NONE), None);
+        // The same through the probe file's YAML, in both directions of type.
+        let why = check_body(&e("id", json!("9007199254740993")), body, &NONE).unwrap();
+        assert!(why.contains("a number is not a string"), "{why}");
+        let why = check_body(&e("s", json!(200)), br#"{"s":"200"}"#, &NONE).unwrap();
+        assert!(why.contains("a string is not a number"), "{why}");
+    }
+
+    #[test]
     fn echoed_secrets_are_redacted_before_the_cut() {
         let e = Expect {
             body_contains: Some("welcome".into()),
@@ -1178,6 +1593,100 @@ mod tests {
         };
         assert_eq!(check_body(&e, b"v12 ok", &NONE), None);
         assert!(check_body(&e, b"x", &NONE).is_some());
+    }
+
+    fn proxied(base: &str) -> Target {
+        let yaml = format!(
+            "targets:\n  - name: t\n    base_url: {base}\n    proxy: true\n    routes: [ {{ path: / }} ]\n"
+        );
+        let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
+        plan.targets[0].clone()
+    }
+
+    #[test]
+    fn the_proxy_is_chosen_from_the_environment_as_curl_does() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let http = proxied("http://app.internal:8000");
+        let https = proxied("https://app.internal");
+        let e = env(&[
+            ("HTTP_PROXY", "http://user:pw@proxy:3128"),
+            ("https_proxy", "proxy-s:3129"),
+        ]);
+        assert_eq!(
+            env_proxy(&http, &e),
+            Some((
+                "http://user:pw@proxy:3128".into(),
+                "http://proxy:3128".into()
+            ))
+        );
+        assert_eq!(
+            env_proxy(&https, &e).map(|p| p.1),
+            Some("http://proxy-s:3129".into())
+        );
+        let e = env(&[("ALL_PROXY", "http://all:1")]);
+        assert_eq!(
+            env_proxy(&http, &e).map(|p| p.1),
+            Some("http://all:1".into())
+        );
+        // no_proxy: a domain and its subdomains, `*`, IPs and CIDR blocks.
+        for list in [
+            "internal",
+            ".internal",
+            "app.internal",
+            "*",
+            "x, *.internal",
+        ] {
+            assert!(no_proxy_matches(list, "app.internal"), "{list}");
+        }
+        for list in ["other", "pp.internal", "10.0.0.0/8", ""] {
+            assert!(!no_proxy_matches(list, "app.internal"), "{list}");
+        }
+        assert!(no_proxy_matches("127.0.0.0/8", "127.0.0.1"));
+        assert!(no_proxy_matches("::1", "::1"));
+        assert!(!no_proxy_matches("10.0.0.0/8", "127.0.0.1"));
+        let e = env(&[
+            ("HTTP_PROXY", "http://proxy:3128"),
+            ("NO_PROXY", "internal"),
+        ]);
+        assert_eq!(env_proxy(&http, &e), None);
+        // `proxy: false` (the default) never reads the environment.
+        let mut direct = http.clone();
+        direct.use_env_proxy = false;
+        assert_eq!(
+            env_proxy(&direct, &env(&[("HTTP_PROXY", "http://p:1")])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_failure_through_a_proxy_names_it_and_is_never_a_hung_outcome() {
+        for (o, want) in [
+            (Outcome::Timeout, Outcome::ConnectTimeout),
+            (Outcome::EmptyReply, Outcome::Refused),
+            (Outcome::Reset, Outcome::Refused),
+            (Outcome::Refused, Outcome::Refused),
+            (Outcome::ConnectTimeout, Outcome::ConnectTimeout),
+        ] {
+            let a = through_proxy(Attempt::fail(o, "x".into()), Some("http://127.0.0.1:9"));
+            assert_eq!(a.outcome, want, "{o}");
+            assert!(a.error.unwrap().contains("via proxy http://127.0.0.1:9"));
+        }
+        let a = through_proxy(Attempt::fail(Outcome::Timeout, "x".into()), None);
+        assert_eq!(a.outcome, Outcome::Timeout);
+        // A head arrived: judged as any answer.
+        let mut stalled = Attempt::fail(Outcome::Timeout, "x".into());
+        stalled.status = Some(200);
+        assert_eq!(
+            through_proxy(stalled, Some("http://p:1")).outcome,
+            Outcome::Timeout
+        );
     }
 
     #[test]

@@ -36,6 +36,26 @@ pub fn is_transient(outcome: Outcome, status: Option<u16>) -> bool {
     }
 }
 
+/// Whether outcome `a` is worse than `b` when a route's attempts disagree and the route must
+/// end as one of them (a 429 on the last attempt after earlier failures): the most hang-like
+/// first, since that is what the earlier attempts showed. A tie is not worse, so the later
+/// attempt stands. Pure.
+pub fn worse(a: Outcome, b: Outcome) -> bool {
+    fn rank(o: Outcome) -> u8 {
+        match o {
+            Outcome::Timeout => 7,
+            Outcome::EmptyReply => 6,
+            Outcome::Reset => 5,
+            Outcome::ConnectTimeout => 4,
+            Outcome::Refused => 3,
+            Outcome::HttpError => 2,
+            Outcome::RateLimited => 0,
+            _ => 1,
+        }
+    }
+    rank(a) > rank(b)
+}
+
 /// Exponential backoff for retry number `retry` (1 = first retry): `base · 2^(retry-1)`, capped
 /// by `max`, then reduced by up to a quarter by `jitter` (0.0..1.0) so a fleet of timers does
 /// not retry in lockstep.
@@ -135,6 +155,23 @@ mod tests {
         for (outcome, status, want) in table {
             assert_eq!(is_transient(outcome, status), want, "{outcome} {status:?}");
         }
+    }
+
+    #[test]
+    fn a_429_is_never_worse_than_a_failure() {
+        use Outcome::*;
+        for o in [
+            Timeout,
+            EmptyReply,
+            Reset,
+            ConnectTimeout,
+            Refused,
+            HttpError,
+        ] {
+            assert!(worse(o, RateLimited) && !worse(RateLimited, o), "{o}");
+            assert!(!worse(o, o), "a tie keeps the later attempt: {o}");
+        }
+        assert!(worse(Timeout, HttpError) && worse(EmptyReply, Refused));
     }
 
     #[test]

@@ -146,7 +146,9 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         .zip(results)
         .map(|(t, routes)| TargetReport {
             name: t.name.clone(),
-            verdict: verdict::target_verdict(routes.iter().map(|r| (r.class, r.outcome))),
+            verdict: verdict::target_verdict(
+                routes.iter().map(|r| (r.class, r.outcome, r.cut_short)),
+            ),
             unit: t.unit.clone(),
             routes,
             recovery: None,
@@ -156,7 +158,10 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
 
     let now = SystemTime::now();
     for t in &targets {
-        let proves_nothing = t.verdict == Verdict::Unhealthy
+        let proves_nothing = t.verdict != Verdict::Healthy
+            && t.routes
+                .iter()
+                .any(|r| r.class == crate::plan::Class::Core && r.cut_short)
             && t.routes
                 .iter()
                 .filter(|r| r.class == crate::plan::Class::Core && !r.outcome.is_pass())
@@ -333,7 +338,17 @@ fn verdict_warning(t: &TargetReport) -> Option<String> {
         }
         text
     };
+    let not_probed = |r: &RouteResult| r.class == crate::plan::Class::Core && r.cut_short;
+    let cut = t.routes.iter().filter(|r| not_probed(r)).count();
     match t.verdict {
+        Verdict::Unknown if cut > 0 => Some(format!(
+            "{cut} core route(s) not probed: the run's deadline (run_timeout) ended them before a full attempt ({} with 0 attempts); raise run_timeout or concurrency: {}",
+            t.routes
+                .iter()
+                .filter(|r| not_probed(r) && r.attempts == 0)
+                .count(),
+            paths(&not_probed)
+        )),
         Verdict::Unknown => Some(format!(
             "every core route is rate-limited (429), nothing proves it alive or hung: {}",
             paths(&|r| r.class == crate::plan::Class::Core)

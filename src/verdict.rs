@@ -15,7 +15,8 @@ pub enum Verdict {
     Healthy,
     /// Core routes ok; some auxiliary route failed, or something was slow.
     Degraded,
-    /// Every core route rate-limited: nothing proves it alive, nothing proves it hung.
+    /// Every core route rate-limited, or every failing core route cut short by the run's
+    /// deadline: nothing proves it alive, nothing proves it hung.
     Unknown,
     /// A core route failed.
     Unhealthy,
@@ -32,19 +33,59 @@ impl Verdict {
     }
 }
 
-/// The verdict of one target from its routes' classes and outcomes.
-pub fn target_verdict(routes: impl IntoIterator<Item = (Class, Outcome)>) -> Verdict {
+/// What the verdict needs of one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteFacts {
+    pub class: Class,
+    pub outcome: Outcome,
+    /// The run's deadline ended it before any attempt had its full time: its failure says
+    /// nothing about the service.
+    pub cut_short: bool,
+}
+
+impl From<(Class, Outcome)> for RouteFacts {
+    fn from((class, outcome): (Class, Outcome)) -> RouteFacts {
+        RouteFacts {
+            class,
+            outcome,
+            cut_short: false,
+        }
+    }
+}
+
+impl From<(Class, Outcome, bool)> for RouteFacts {
+    fn from((class, outcome, cut_short): (Class, Outcome, bool)) -> RouteFacts {
+        RouteFacts {
+            class,
+            outcome,
+            cut_short,
+        }
+    }
+}
+
+/// The verdict of one target from its routes' classes and outcomes (and whether the run's
+/// deadline cut them short). A failing core route that the deadline cut short before any full
+/// attempt is not a failure of the service: when every failing core route is such, the target
+/// is `unknown`, never `unhealthy` from that alone.
+pub fn target_verdict<R: Into<RouteFacts>>(routes: impl IntoIterator<Item = R>) -> Verdict {
     let mut core = 0usize;
     let mut core_rate_limited = 0usize;
     let mut core_failed = false;
+    let mut core_not_probed = false;
     let mut degraded = false;
-    for (class, outcome) in routes {
+    for r in routes {
+        let RouteFacts {
+            class,
+            outcome,
+            cut_short,
+        } = r.into();
         match class {
             Class::Core => {
                 core += 1;
                 match outcome {
                     Outcome::RateLimited => core_rate_limited += 1,
                     Outcome::Slow => degraded = true,
+                    o if !o.is_pass() && cut_short => core_not_probed = true,
                     o if !o.is_pass() => core_failed = true,
                     _ => {}
                 }
@@ -58,7 +99,7 @@ pub fn target_verdict(routes: impl IntoIterator<Item = (Class, Outcome)>) -> Ver
     }
     if core_failed {
         Verdict::Unhealthy
-    } else if core > 0 && core_rate_limited == core {
+    } else if core_not_probed || (core > 0 && core_rate_limited == core) {
         Verdict::Unknown
     } else if degraded {
         Verdict::Degraded
@@ -139,6 +180,33 @@ mod tests {
             (&[(A, Timeout)], Verdict::Degraded),
             (&[(A, Ok)], Verdict::Healthy),
             (&[], Verdict::Healthy),
+        ];
+        for (routes, want) in table {
+            assert_eq!(target_verdict(routes.iter().copied()), *want, "{routes:?}");
+        }
+    }
+
+    #[test]
+    fn core_routes_the_run_deadline_cut_short_are_unknown_not_unhealthy() {
+        type Case = (&'static [(Class, Outcome, bool)], Verdict);
+        let table: &[Case] = &[
+            (&[(C, Ok, false), (C, Timeout, true)], Verdict::Unknown),
+            (&[(C, Timeout, true), (C, Timeout, true)], Verdict::Unknown),
+            (
+                &[(C, RateLimited, false), (C, Timeout, true)],
+                Verdict::Unknown,
+            ),
+            // A full failure beside them is still a failure.
+            (
+                &[(C, Timeout, false), (C, Timeout, true)],
+                Verdict::Unhealthy,
+            ),
+            (
+                &[(C, HttpError, false), (C, Timeout, true)],
+                Verdict::Unhealthy,
+            ),
+            // Auxiliary routes cut short only degrade, as any auxiliary failure.
+            (&[(C, Ok, false), (A, Timeout, true)], Verdict::Degraded),
         ];
         for (routes, want) in table {
             assert_eq!(target_verdict(routes.iter().copied()), *want, "{routes:?}");

@@ -1065,3 +1065,352 @@ async fn a_server_that_speaks_first_is_protocol_error_every_time() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// One rule for strings and numbers, whichever side each comes from, and integers compared
+/// exactly (2^53 + 1 is not 2^53, although both are the same double).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_numbers_and_strings_never_cross_and_integers_compare_exactly() {
+    let srv = Server::start(Script::always(http(
+        200,
+        &[("Content-Type", "application/json")],
+        r#"{"code":200,"text":"200","id":9007199254740993,"ratio":2.0}"#,
+    )))
+    .await;
+    // (expectation in YAML, passes?)
+    let cases = [
+        ("code: 200", true),
+        ("code: '200'", false),
+        ("text: '200'", true),
+        ("text: 200", false),
+        ("id: 9007199254740993", true),
+        ("id: 9007199254740992", false),
+        ("ratio: 2", true),
+    ];
+    let routes: String = cases
+        .iter()
+        .map(|(e, _)| format!("- path: /\n  expect: {{ json: {{ {e} }} }}\n"))
+        .collect();
+    let report = check(&file(&srv.base_url(), &fast(0), &routes)).await;
+    for ((e, pass), r) in cases.iter().zip(&report.targets[0].routes) {
+        let want = if *pass {
+            Outcome::Ok
+        } else {
+            Outcome::BodyMismatch
+        };
+        assert_eq!(r.outcome, want, "{e}: {r:?}");
+    }
+}
+
+/// `rate_limited` needs a 429 on every attempt: failures before a last 429 are what the route
+/// showed, so it ends as the worst of them, with its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_then_a_429_end_as_the_worst_failure_not_rate_limited() {
+    let srv = Server::start(Script::sequence(vec![
+        http(503, &[], "busy"),
+        http(503, &[], "busy"),
+        http(429, &[("Retry-After", "0")], ""),
+    ]))
+    .await;
+    let report = check(&file(&srv.base_url(), &patient(2), "- path: /health")).await;
+    let r = &report.targets[0].routes[0];
+    assert_eq!(r.outcome, Outcome::HttpError, "{r:?}");
+    assert_eq!(r.status_code, Some(503), "{r:?}");
+    assert_eq!(r.attempts, 3);
+    assert!(r.error.as_deref().unwrap().contains("429"), "{r:?}");
+    assert_eq!(report.targets[0].verdict, Verdict::Unhealthy);
+    within_half_of_long(r);
+
+    // A hang, then 429s: the hang is what the route showed.
+    let srv = Server::start(Script::sequence(vec![
+        Reply::Hang,
+        http(429, &[("Retry-After", "0")], ""),
+    ]))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &hung(2), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A head that arrived: its status stays, and the body's fate is said.
+
+/// A body cut mid-way is one outcome whatever ends the connection: a FIN and a RST both say
+/// "the process answered, then broke its response" (which one the kernel sends depends on
+/// unread bytes, not on the service). `protocol_error`, not retried, never a hung signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_by_fin_or_rst_is_protocol_error_with_its_status() {
+    for (how, reply) in [
+        (
+            "FIN",
+            raw(
+                "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+                After::Close,
+            ),
+        ),
+        (
+            "RST",
+            Reply::Raw {
+                bytes: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".to_vec(),
+                then: After::Reset,
+            },
+        ),
+    ] {
+        let srv = Server::start(Script::always(reply)).await;
+        let r = one_route(&file(&srv.base_url(), &patient(2), "- path: /")).await;
+        assert_eq!(r.outcome, Outcome::ProtocolError, "{how}: {r:?}");
+        assert_eq!(r.status_code, Some(200), "{how}: {r:?}");
+        assert_eq!(r.attempts, 1, "{how}: not retried");
+        let err = r.error.as_deref().unwrap();
+        assert!(
+            err.contains("200 received") && err.contains("10 of 100 bytes"),
+            "{how}: {err}"
+        );
+        within_half_of_long(&r);
+    }
+}
+
+/// A head, then a body that stops: the handler hangs mid-response. That is `timeout` (the
+/// route never answered completely), but the status that arrived is kept and the error says
+/// how far the body got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_timeout_keeping_its_status_and_progress() {
+    let srv = Server::start(Script::always(raw(
+        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+        After::Hold,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &hung(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.status_code, Some(200), "{r:?}");
+    assert_eq!(r.attempts, 2);
+    let err = r.error.as_deref().unwrap();
+    assert!(
+        err.contains("200 received, body stalled after 10 of 100 bytes"),
+        "{err}"
+    );
+}
+
+/// The status decides an error status: a 503 whose body never comes is a 503 (retried as
+/// such), not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_status_with_a_stalled_body_is_http_error() {
+    let srv = Server::start(Script::always(raw(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\nbusy",
+        After::Hold,
+    )))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &patient(1), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::HttpError, "{r:?}");
+    assert_eq!(r.status_code, Some(503));
+    assert_eq!(r.attempts, 2);
+    within_half_of_long(&r);
+}
+
+/// Reading stops once every body check is decided: a `body_contains` found in the first
+/// bytes of a body that never ends (slowly or at all) is `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_check_satisfied_by_the_first_bytes_of_an_endless_stream_is_ok() {
+    let srv = Server::start(Script::always(Reply::Trickle {
+        head: b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstatus: ".to_vec(),
+        every: ms(100),
+    }))
+    .await;
+    let route = "- path: /\n  expect: { body_contains: 'status:' }";
+    let r = one_route(&file(&srv.base_url(), &patient(0), route)).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(r.status_code, Some(200));
+    within_half_of_long(&r);
+    // A regex decided on the prefix too; one that needs the end cannot be.
+    let route = "- path: /\n  expect: { body_regex: '^stat' }";
+    let r = one_route(&file(&srv.base_url(), &patient(0), route)).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    within_half_of_long(&r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transports: what a Unix socket and a TLS handshake say.
+
+/// A Unix socket that exists and is listened on, but whose accept queue is full: the service
+/// holds its socket open and accepts nothing (the deadlock itself). The connect fails at once
+/// with EAGAIN; that is the hung signature, not a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_with_a_full_accept_queue_is_timeout() {
+    let full = full_unix_listener().await;
+    let r = one_route(&file(&full.base_url(), &patient(1), "- path: /health")).await;
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 2, "retried like any timeout");
+    assert_eq!(r.status_code, None);
+    assert!(
+        r.error.as_deref().unwrap().contains("accept queue is full"),
+        "{r:?}"
+    );
+    within_half_of_long(&r);
+}
+
+/// A TLS server that ends the handshake without an alert (Python's asyncio does, for a
+/// missing client certificate or a TLS version it does not offer), with a FIN or a RST:
+/// `tls`, once, never the retried and kill-eligible `empty_reply` / `reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_closed_without_an_alert_is_tls_not_empty_reply() {
+    for then in [After::Close, After::Reset] {
+        let srv = Server::start(Script::OnAccept(Reply::ReadOnce { then })).await;
+        let base = format!("https://{}", srv.addr);
+        let settings = format!("{}\ntls: {{ insecure: true }}", patient(2));
+        let r = one_route(&file(&base, &settings, "- path: /health")).await;
+        assert_eq!(r.outcome, Outcome::Tls, "{then:?}: {r:?}");
+        assert_eq!(r.attempts, 1, "{then:?}: tls is not retried");
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("TLS handshake closed by the server"),
+            "{then:?}: {r:?}"
+        );
+        // One connection: not re-sent as a dead keep-alive connection either.
+        assert_eq!(srv.stats.connection_count(), 1, "{then:?}");
+        within_half_of_long(&r);
+    }
+}
+
+/// Routes the run's deadline cut before a full attempt are not failures of the service: a
+/// target whose only failing core routes are such is `unknown` (exit 0) with a warning that
+/// says how many were not probed and why, never `unhealthy` from that alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_the_run_deadline_never_reached_make_the_target_unknown_not_unhealthy() {
+    let srv = Server::start(Script::always(delayed(ms(400), ok("fine")))).await;
+    let yaml = format!(
+        "defaults:\n  run_timeout: 1s\n{}",
+        file(
+            &srv.base_url(),
+            &format!("{}\nconcurrency: 1", patient(0)),
+            &slow_routes(12)
+        )
+    );
+    let report = check(&yaml).await;
+    let t = &report.targets[0];
+    let routes = &t.routes;
+    // 12 × 400ms one at a time cannot fit in 1s: most never got a connection slot.
+    let never = routes.iter().filter(|r| r.attempts == 0).count();
+    assert!(never >= 8, "{routes:#?}");
+    for r in routes.iter().filter(|r| r.outcome != Outcome::Ok) {
+        assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
+        assert!(r.cut_short, "only the deadline failed them: {r:?}");
+    }
+    let cut = routes.iter().filter(|r| r.cut_short).count();
+    assert_eq!(t.verdict, Verdict::Unknown, "{routes:#?}");
+    assert_eq!(report.status, RunStatus::Unknown);
+    assert_eq!(report.exit_code, 0);
+    let warning = report
+        .warnings
+        .iter()
+        .find(|w| w.contains("not probed"))
+        .unwrap_or_else(|| panic!("no warning: {:?}", report.warnings));
+    assert!(
+        warning.contains(&format!("{cut} core route(s) not probed"))
+            && warning.contains(&format!("{never} with 0 attempts"))
+            && warning.contains("run_timeout"),
+        "{warning}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through a proxy (`proxy: true`): the proxy's faults are named and never read as a hang.
+
+/// Runs the binary (the environment is per process) on one proxied route to `target` with
+/// `HTTP_PROXY` set to `proxy`; returns that route of the JSON report.
+fn check_through_proxy(target: &str, proxy: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        file(
+            target,
+            "proxy: true\ntimeout: 2s\nconnect_timeout: 1s\nretries: 1\nbackoff: 20ms",
+            "- path: /health",
+        ),
+    )
+    .unwrap();
+    let out = assert_cmd::Command::cargo_bin("routewatch")
+        .unwrap()
+        .args(["check", "--format", "json", "--no-recover", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("HTTP_PROXY", proxy)
+        .env("http_proxy", proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .timeout(LONG)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(1), "{doc:#}");
+    doc["targets"][0]["routes"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_or_hangs_is_named_and_never_a_hung_outcome() {
+    let target = Server::start(Script::always(ok("fine"))).await;
+    let refusing = format!("http://127.0.0.1:{}", dead_port().await);
+    let hanging = Server::start(Script::OnAccept(Reply::Hang)).await;
+    let hanging_url = hanging.base_url();
+    let base = target.base_url();
+    let (refused, hung) = tokio::task::spawn_blocking(move || {
+        (
+            check_through_proxy(&base, &refusing),
+            check_through_proxy(&base, &hanging_url),
+        )
+    })
+    .await
+    .unwrap();
+    // The default `recovery.on` is timeout, empty_reply, reset: neither is one of them.
+    assert_eq!(refused["outcome"], "refused", "{refused:#}");
+    assert_eq!(hung["outcome"], "connect_timeout", "{hung:#}");
+    for (r, proxy) in [
+        (&refused, "127.0.0.1:"),
+        (&hung, hanging.addr.to_string().as_str()),
+    ] {
+        let err = r["error"].as_str().unwrap();
+        assert!(err.contains("via proxy") && err.contains(proxy), "{err}");
+        assert_eq!(
+            r["attempts"], 2,
+            "retried as the transient faults they are: {r:#}"
+        );
+    }
+    assert!(hanging.stats.connection_count() >= 2, "the proxy was used");
+    assert_eq!(
+        target.stats.request_count(),
+        0,
+        "nothing went around the proxy"
+    );
+}
+
+/// `connect_timeout` bounds the TCP connect of an `https://` target exactly as of an
+/// `http://` one, and `timeout` the whole attempt: a port that takes no connection (its accept
+/// queue full, so the kernel drops the SYN) is `connect_timeout` after about 1s, not after
+/// most of the 30s attempt timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_port_that_drops_syns_is_connect_timeout_within_connect_timeout() {
+    let hole = blackhole().await;
+    // The blackhole must really stall a connect on this kernel, or the test proves nothing.
+    let stalled = tokio::time::timeout(ms(500), tokio::net::TcpStream::connect(hole.addr)).await;
+    assert!(stalled.is_err(), "a connect did not stall: {stalled:?}");
+    let base = format!("https://{}", hole.addr);
+    let settings =
+        "timeout: 30s\nconnect_timeout: 1s\nbackoff: 20ms\nretries: 1\ntls: { insecure: true }";
+    let r = one_route(&file(&base, settings, "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ConnectTimeout, "{r:?}");
+    assert_eq!(r.attempts, 2, "connect_timeout is transient");
+    assert!(
+        r.error.as_deref().unwrap().contains("connect_timeout 1.0s"),
+        "{r:?}"
+    );
+    // Two attempts of about 1s each; the old bound was the 30s attempt timeout, twice.
+    within_half_of_long(&r);
+}

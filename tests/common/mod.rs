@@ -79,12 +79,17 @@ pub enum Reply {
         piece: Vec<u8>,
         limit: u64,
     },
+    /// Read what the client sends first (one read: a TLS ClientHello, say), then close, reset
+    /// or hold the connection without sending a byte.
+    ReadOnce { then: After },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
     Close,
     Hold,
+    /// Abort with a TCP RST (`SO_LINGER` 0); a plain close on Unix.
+    Reset,
 }
 
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
@@ -484,10 +489,12 @@ async fn perform<C: Conn>(c: &mut C, reply: Reply, stats: &Stats) -> Then {
         Reply::Raw { bytes, then } => {
             let _ = c.write_all(&bytes).await;
             let _ = c.flush().await;
-            if then == After::Hold {
-                drain_until_closed(c).await;
-            } else {
-                let _ = c.shutdown().await;
+            match then {
+                After::Hold => drain_until_closed(c).await,
+                After::Close => {
+                    let _ = c.shutdown().await;
+                }
+                After::Reset => return Then::Reset,
             }
             Then::Close
         }
@@ -501,6 +508,20 @@ async fn perform<C: Conn>(c: &mut C, reply: Reply, stats: &Stats) -> Then {
                     return Then::Close;
                 }
             }
+        }
+        Reply::ReadOnce { then } => {
+            let mut first = [0u8; 16 * 1024];
+            let _ = c.read(&mut first).await;
+            match then {
+                After::Hold => drain_until_closed(c).await,
+                After::Close => {
+                    let _ = c.shutdown().await;
+                    // Read on until the client goes: closing with unread bytes would be a RST.
+                    drain_until_closed(c).await;
+                }
+                After::Reset => return Then::Reset,
+            }
+            Then::Close
         }
         Reply::Flood { head, piece, limit } => {
             if c.write_all(&head).await.is_err() {
@@ -720,4 +741,67 @@ pub fn skip_outside_ci(reason: &str) {
 pub fn say_skipped(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A Unix socket whose listener is alive but never accepts, its accept queue full (listened
+/// with backlog 0 and filled): a new connect fails at once with EAGAIN, as against a service
+/// deadlocked with its socket open. Keep the value alive for the test.
+pub struct FullUnixListener {
+    pub path: PathBuf,
+    _listener: std::os::unix::net::UnixListener,
+    _fillers: Vec<UnixStream>,
+    _dir: tempfile::TempDir,
+}
+
+impl FullUnixListener {
+    /// `unix:/tmp/…/full.sock`
+    pub fn base_url(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+}
+
+pub async fn full_unix_listener() -> FullUnixListener {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("full.sock");
+    // SAFETY: plain socket calls on a descriptor we own; `addr` is a zeroed sockaddr_un with
+    // a path shorter than `sun_path` (a temp dir), and the length passed is its size.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        assert!(bytes.len() < addr.sun_path.len());
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        std::os::unix::net::UnixListener::from_raw_fd(fd)
+    };
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match UnixStream::connect(&path).await {
+            Ok(s) => fillers.push(s),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+                break;
+            }
+        }
+    }
+    assert!(fillers.len() < 16, "the accept queue never filled");
+    FullUnixListener {
+        path,
+        _listener: listener,
+        _fillers: fillers,
+        _dir: dir,
+    }
 }
