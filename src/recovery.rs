@@ -98,6 +98,12 @@ pub fn shows_hang(o: Outcome, p: &RecoveryPolicy, queue_full: bool) -> bool {
 pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
     let p = input.policy;
     match input.verdict {
+        Verdict::Unknown if input.cut_short > 0 => {
+            return Err(format!(
+                "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+                input.cut_short
+            ));
+        }
         Verdict::Unknown => {
             return Err(
                 "every core route is rate-limited (429): contention, not a hang; never recovered"
@@ -826,6 +832,15 @@ mod tests {
                     ..input(&p, &s1, now)
                 },
                 "run_timeout",
+            ),
+            (
+                DecisionInput {
+                    verdict: Verdict::Unknown,
+                    core_failures: vec![],
+                    cut_short: 3,
+                    ..input(&p, &s1, now)
+                },
+                "3 failing core route(s) ran out of the run's time",
             ),
             (
                 DecisionInput {

@@ -318,7 +318,11 @@ impl Armed {
 
     /// Send the dump signal through the pidfd, then wait up to `wait` for the process to
     /// exit (a pidfd is readable once it has). `Ok(true)` when it exited on its own.
-    pub async fn dump(&self, signal: crate::plan::DumpSignal, wait: Duration) -> Result<bool, KillError> {
+    pub async fn dump(
+        &self,
+        signal: crate::plan::DumpSignal,
+        wait: Duration,
+    ) -> Result<bool, KillError> {
         use crate::plan::DumpSignal;
         use rustix::process::Signal;
         let sig = match signal {

@@ -261,9 +261,13 @@ fn the_whole_run_deadline_ends_what_is_left_as_timeout() {
         "the run deadline did not end the run: {:?}",
         start.elapsed()
     );
-    assert_eq!(status.code(), Some(1));
+    // A route cut short before a full attempt (its timeout is 60s) proves nothing about the
+    // service: the target is unknown (exit 0) and a warning says why.
+    assert_eq!(status.code(), Some(0), "{doc}");
+    assert_eq!(doc["targets"][0]["verdict"], "unknown", "{doc}");
     assert_eq!(doc["targets"][0]["routes"][0]["outcome"], "timeout");
     assert_eq!(doc["targets"][0]["routes"][1]["outcome"], "ok");
+    assert!(doc["warnings"].to_string().contains("not probed"), "{doc}");
 }
 
 fn interrupted_by(signal: &str) {
