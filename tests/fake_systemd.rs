@@ -804,6 +804,91 @@ fn a_kill_carries_the_kernel_evidence_into_the_report_and_the_record() {
     );
 }
 
+#[test]
+fn dump_sends_its_signal_first_and_a_process_that_leaves_on_it_is_not_killed_again() {
+    let lab = Lab::start();
+    // `sleep` ends on SIGQUIT (its default action): the dump alone brings it down.
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
+    };
+    let (fake, http) = (lab.fake.clone(), lab.http.clone());
+    let watcher = thread::spawn(move || {
+        let status = sleeper.wait_for_exit(RUN_DEADLINE);
+        if status.is_some() {
+            fake.update(UNIT, |u| {
+                u.main_pid = FAKE_PID_AFTER;
+                u.invocation_id = vec![0xc3; 16];
+            });
+            http.set(Mode::Ok);
+        }
+        status
+    });
+    let cfg = lab.probe_file(&[
+        ("action", "kill"),
+        ("dump", "{ signal: SIGQUIT, wait: 5s }"),
+    ]);
+    let run = lab.check(&cfg, &[]);
+    let status = watcher.join().unwrap();
+    run.expect(3, "act", "SIGQUIT then SIGKILL MainPID");
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(3),
+        "ended by the dump: {run}"
+    );
+    let dump = &run.recovery()["dump"];
+    assert_eq!(dump["signal"], "SIGQUIT", "{run}");
+    assert_eq!(dump["exited"], true, "{run}");
+    assert!(
+        dump["journal"]
+            .as_str()
+            .unwrap()
+            .starts_with("journalctl -u rw-fake.service --since @"),
+        "{run}"
+    );
+}
+
+#[test]
+fn dump_then_kill_when_the_process_ignores_the_dump_signal() {
+    let lab = Lab::start();
+    // A process that ignores SIGUSR1 (ignored signals stay ignored across exec).
+    let sleeper = Sleeper(
+        Command::new("sh")
+            .args(["-c", "trap '' USR1; exec sleep 30"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let Some(cgroup) = sleeper.cgroup() else {
+        need_cgroup_line()
+    };
+    let pid = sleeper.pid();
+    lab.fake.update(UNIT, |u| {
+        u.main_pid = pid;
+        u.control_group = cgroup;
+    });
+    let mut sleeper = sleeper;
+    // Wait until `sh` has become `sleep` (the trap is in place).
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() != "sleep") {
+        assert!(start.elapsed() < RUN_DEADLINE);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let cfg = lab.probe_file(&[
+        ("action", "kill"),
+        ("dump", "{ signal: SIGUSR1, wait: 300ms }"),
+        ("verify_timeout", "300ms"),
+    ]);
+    let run = lab.check(&cfg, &[]);
+    assert_eq!(run.decision(), "act", "{run}");
+    let status = sleeper.wait_for_exit(RUN_DEADLINE);
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(9),
+        "SIGKILL after the dump: {run}"
+    );
+    assert_eq!(run.recovery()["dump"]["exited"], false, "{run}");
+}
+
 // ------------------------------------------------------------------ the action record
 
 /// A state file as an earlier run left it.

@@ -187,4 +187,21 @@ pub(super) struct RawRecovery {
     pub(super) window: Option<Dur>,
     #[schemars(with = "Option<Dur>")]
     pub(super) verify_timeout: Option<Spanned<Dur>>,
+    /// Forensics before a kill: send this signal first (through the same pidfd), wait, then
+    /// SIGKILL whatever is still there. `action: kill` only.
+    #[schemars(with = "Option<RawDump>")]
+    pub(super) dump: Option<Spanned<RawDump>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDump {
+    /// SIGQUIT (Go, the JVM, Python's faulthandler print every thread's stack), SIGABRT (a
+    /// core for systemd-coredump), SIGUSR1, SIGUSR2, SIGTERM, SIGINT or SIGHUP.
+    #[schemars(with = "String")]
+    pub(super) signal: Spanned<String>,
+    /// How long to wait for the process to leave on its own before SIGKILL (default 5s, at
+    /// most 60s).
+    #[schemars(with = "Option<Dur>")]
+    pub(super) wait: Option<Spanned<Dur>>,
 }

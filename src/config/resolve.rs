@@ -424,8 +424,13 @@ pub(super) fn resolve_recovery(
         " (use action: none to never act)",
     )?;
     let verify_timeout = cx.positive("recovery.", "verify_timeout", &raw.verify_timeout)?;
+    let action = raw.action.unwrap_or(d.action);
+    let dump = match &raw.dump {
+        None => None,
+        Some(dump) => Some(resolve_dump(cx, dump, action)?),
+    };
     Ok(RecoveryPolicy {
-        action: raw.action.unwrap_or(d.action),
+        action,
         after_failed_runs: after_failed_runs.unwrap_or(d.after_failed_runs),
         on,
         startup_grace: raw.startup_grace.map_or(d.startup_grace, |x| x.0),
@@ -433,8 +438,52 @@ pub(super) fn resolve_recovery(
         max_actions: max_actions.unwrap_or(d.max_actions),
         window: raw.window.map_or(d.window, |x| x.0),
         verify_timeout: verify_timeout.unwrap_or(d.verify_timeout),
-        dump: None,
+        dump,
     })
+}
+
+/// `recovery.dump`: a known signal, a wait within a minute, and only before a kill.
+fn resolve_dump(
+    cx: &Ctx,
+    dump: &Spanned<super::raw::RawDump>,
+    action: crate::plan::Action,
+) -> Result<crate::plan::Dump, ConfigError> {
+    use crate::plan::{Action, Dump, DumpSignal};
+    if action != Action::Kill {
+        return Err(cx.err(
+            dump,
+            format!(
+                "recovery.dump goes with action: kill (it signals the process before killing it), not action: {}",
+                action.as_str()
+            ),
+        ));
+    }
+    let raw = &dump.value;
+    let signal = DumpSignal::parse(&raw.signal.value).ok_or_else(|| {
+        let names: Vec<&str> = DumpSignal::ALL.iter().map(|s| s.as_str()).collect();
+        cx.err(
+            &raw.signal,
+            format!(
+                "invalid recovery.dump.signal {}; expected one of {}",
+                cx.shown(&raw.signal, &raw.signal.value),
+                names.join(", ")
+            ),
+        )
+    })?;
+    let wait = cx
+        .positive("recovery.dump.", "wait", &raw.wait)?
+        .unwrap_or(std::time::Duration::from_secs(5));
+    if wait > std::time::Duration::from_secs(60) {
+        let at = raw.wait.as_ref().expect("a wait was given");
+        return Err(cx.err(
+            at,
+            format!(
+                "recovery.dump.wait {} is longer than 60s; a hung process that has not left by then will not",
+                humantime::format_duration(wait)
+            ),
+        ));
+    }
+    Ok(Dump { signal, wait })
 }
 
 /// `tls.ca_file` must exist and hold at least one PEM certificate; relative to the probe file.
@@ -479,6 +528,33 @@ mod tests {
         assert_err(
             "user_agent: x\ntargets: []\n",
             "p.yaml:2:10: no targets; expected at least one entry under 'targets:'",
+        );
+    }
+
+    #[test]
+    fn recovery_dump_takes_a_known_signal_a_short_wait_and_only_a_kill() {
+        let file = |recovery: &str| {
+            format!(
+                "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    unit: a.service\n    recovery: {recovery}\n    routes: [ {{ path: /ok }} ]\n"
+            )
+        };
+        let plan =
+            crate::config::parse(&file("{ dump: { signal: sigquit } }"), "p.yaml", &|_| None)
+                .unwrap();
+        let dump = plan.targets[0].recovery.as_ref().unwrap().dump.unwrap();
+        assert_eq!(dump.signal, crate::plan::DumpSignal::Quit);
+        assert_eq!(dump.wait, std::time::Duration::from_secs(5));
+        assert_err(
+            &file("{ dump: { signal: SIGSTOP } }"),
+            "p.yaml:5:33: invalid recovery.dump.signal SIGSTOP; expected one of SIGQUIT, SIGABRT",
+        );
+        assert_err(
+            &file("{ dump: { signal: QUIT, wait: 5m } }"),
+            "recovery.dump.wait 5m is longer than 60s",
+        );
+        assert_err(
+            &file("{ action: restart, dump: { signal: QUIT } }"),
+            "recovery.dump goes with action: kill",
         );
     }
 

@@ -72,6 +72,11 @@ pub(super) fn describe_key(key: &str) -> Option<(&'static str, Want, &'static st
             Want::Mapping,
             "a mapping, e.g. { action: kill, after_failed_runs: 1 }",
         ),
+        "dump" => (
+            "recovery.dump",
+            Want::Mapping,
+            "a mapping, e.g. { signal: SIGQUIT, wait: 5s }",
+        ),
         "tls" => (
             "tls",
             Want::Mapping,
@@ -120,6 +125,12 @@ pub(super) fn describe_key(key: &str) -> Option<(&'static str, Want, &'static st
         "cooldown" => ("recovery.cooldown", Want::Text, DURATION),
         "window" => ("recovery.window", Want::Text, DURATION),
         "verify_timeout" => ("recovery.verify_timeout", Want::Text, DURATION),
+        "signal" => (
+            "recovery.dump.signal",
+            Want::Text,
+            "a signal name such as SIGQUIT",
+        ),
+        "wait" => ("recovery.dump.wait", Want::Text, DURATION),
         _ => return None,
     })
 }
