@@ -266,6 +266,107 @@ pub struct Case<'a> {
     pub lock_held_elsewhere: bool,
 }
 
+/// One target's recovery as it goes: what it acts on, and the report so far.
+struct Job<'p> {
+    ti: usize,
+    target: &'p crate::plan::Target,
+    unit: String,
+    policy: RecoveryPolicy,
+    started: Instant,
+    report: RecoveryReport,
+}
+
+/// A step ended the recovery early; the report says why.
+struct Stopped;
+
+/// What an action would do, and why, in words for the report and the log.
+struct Intent {
+    what: String,
+    why: String,
+    /// The evidence in one line ("" when there is none).
+    said: String,
+}
+
+impl<'p> Job<'p> {
+    fn new(plan: &'p crate::plan::Plan, ti: usize) -> Job<'p> {
+        let target = &plan.targets[ti];
+        let unit = target.unit.clone().unwrap_or_default();
+        let policy = target.recovery.clone().unwrap_or_default();
+        Job {
+            ti,
+            target,
+            report: RecoveryReport {
+                action: policy.action,
+                decision: Decision::Refuse,
+                reason: String::new(),
+                unit: unit.clone(),
+                pid: None,
+                new_pid: None,
+                outcome: None,
+                confirm_ms: None,
+                act_ms: None,
+                verify_ms: None,
+                total_ms: 0,
+                evidence: None,
+                dump: None,
+            },
+            unit,
+            policy,
+            started: Instant::now(),
+        }
+    }
+
+    /// End here with this decision and reason.
+    fn stop(&mut self, decision: Decision, reason: impl Into<String>) -> Stopped {
+        self.report.decision = decision;
+        self.report.reason = reason.into();
+        Stopped
+    }
+
+    /// Refused by a safety check.
+    fn refuse(&mut self, reason: impl Into<String>) -> Stopped {
+        self.stop(Decision::Refuse, reason)
+    }
+
+    /// The report, timed, with its decision logged (an action logs its own steps).
+    fn finish(mut self) -> RecoveryReport {
+        self.report.total_ms = self.started.elapsed().as_millis() as u64;
+        let r = &self.report;
+        if r.decision != Decision::Act {
+            let decision = match r.decision {
+                Decision::Act => "act",
+                Decision::Refuse => "refuse",
+                Decision::DryRun => "dry_run",
+                Decision::Disabled => "disabled",
+            };
+            let evidence = r.evidence.as_ref().map(|e| e.summary()).unwrap_or_default();
+            log_event!(
+                Level::Warn,
+                "recovery_decision",
+                "target" = self.target.name,
+                "unit" = self.unit,
+                "action" = self.policy.action.as_str(),
+                "decision" = decision,
+                "reason" = r.reason,
+                "evidence" = evidence
+            );
+        }
+        self.report
+    }
+}
+
+/// The indexes of the core routes that failed. Pure.
+fn failing_core_routes(target: &crate::plan::Target, results: &[RouteResult]) -> Vec<usize> {
+    target
+        .routes
+        .iter()
+        .zip(results)
+        .enumerate()
+        .filter(|(_, (route, r))| route.class == Class::Core && !r.outcome.is_pass())
+        .map(|(i, _)| i)
+        .collect()
+}
+
 impl Recoverer<'_> {
     /// Decide, confirm, act and verify for one target. `record` writes the action as
     /// `pending` before it is taken (a failure refuses it) and its outcome after.
@@ -275,132 +376,59 @@ impl Recoverer<'_> {
         state: &TargetState,
         record: &mut dyn FnMut(Entry) -> Result<(), String>,
     ) -> RecoveryReport {
-        let started = Instant::now();
-        let target = &self.prober.plan().targets[case.target_index];
-        let unit = target.unit.clone().unwrap_or_default();
-        let policy = target.recovery.clone().unwrap_or_default();
-        let mut report = RecoveryReport {
-            action: policy.action,
-            decision: Decision::Refuse,
-            reason: String::new(),
-            unit: unit.clone(),
-            pid: None,
-            new_pid: None,
-            outcome: None,
-            confirm_ms: None,
-            act_ms: None,
-            verify_ms: None,
-            total_ms: 0,
-            evidence: None,
-            dump: None,
-        };
-        let finish = |mut r: RecoveryReport| {
-            r.total_ms = started.elapsed().as_millis() as u64;
-            let decision = match r.decision {
-                Decision::Act => "act",
-                Decision::Refuse => "refuse",
-                Decision::DryRun => "dry_run",
-                Decision::Disabled => "disabled",
-            };
-            if r.decision != Decision::Act {
-                let evidence = r.evidence.as_ref().map(|e| e.summary()).unwrap_or_default();
-                log_event!(
-                    Level::Warn,
-                    "recovery_decision",
-                    "target" = target.name,
-                    "unit" = unit,
-                    "action" = policy.action.as_str(),
-                    "decision" = decision,
-                    "reason" = r.reason,
-                    "evidence" = evidence
-                );
-            }
-            r
-        };
+        let mut job = Job::new(self.prober.plan(), case.target_index);
+        let _ = self.steps(&mut job, &case, state, record).await;
+        job.finish()
+    }
 
-        if policy.action == Action::None {
-            report.decision = Decision::Disabled;
-            report.reason = "action: none (report only)".into();
-            return finish(report);
+    /// The steps, in order; each may end the recovery with its reason in the report.
+    async fn steps(
+        &self,
+        job: &mut Job<'_>,
+        case: &Case<'_>,
+        state: &TargetState,
+        record: &mut dyn FnMut(Entry) -> Result<(), String>,
+    ) -> Result<(), Stopped> {
+        if job.policy.action == Action::None {
+            return Err(job.stop(Decision::Disabled, "action: none (report only)"));
         }
-        let failing: Vec<usize> = target
-            .routes
-            .iter()
-            .zip(case.routes)
-            .enumerate()
-            .filter(|(_, (route, r))| route.class == Class::Core && !r.outcome.is_pass())
-            .map(|(i, _)| i)
-            .collect();
-        let input = DecisionInput {
-            verdict: case.verdict,
-            core_failures: failing
-                .iter()
-                .filter(|&&i| !case.routes[i].cut_short)
-                .map(|&i| case.routes[i].outcome)
-                .collect(),
-            cut_short: failing
-                .iter()
-                .filter(|&&i| case.routes[i].cut_short)
-                .count(),
-            policy: &policy,
-            state,
-            lock_held_elsewhere: case.lock_held_elsewhere,
-            queue_full: false,
-            now: SystemTime::now(),
-        };
-        // Where the core routes went, if it can be looked up here; and its accept queue when
-        // a connect timed out (is the process still accepting?).
-        let probed = probed_address(target);
-        let input = DecisionInput {
-            queue_full: input.core_failures.contains(&Outcome::ConnectTimeout)
-                && probed.as_ref().is_ok_and(|a| {
-                    crate::evidence::listening(a).iter().any(
-                        |l| matches!((l.queue, l.backlog), (Some(q), Some(b)) if b > 0 && q >= b),
-                    )
-                }),
-            ..input
-        };
-        if let Err(reason) = decide_before_systemd(&input) {
-            report.reason = reason;
-            return finish(report);
+        let failing = failing_core_routes(job.target, case.routes);
+        // Where the core routes went, if it can be looked up on this host.
+        let probed = probed_address(job.target);
+        decide_from_the_run(job, case, state, &failing, &probed)?;
+        let (systemd, facts) = read_unit(job).await?;
+        let said = self.confirm(job, &failing, &facts, &probed).await?;
+        let intent = intent(job, case, state, &failing, &facts, said);
+        if self.dry_run {
+            let reason = format!("would {}: {}", intent.what, intent.why);
+            return Err(job.stop(Decision::DryRun, reason));
         }
+        act(job, &systemd, &facts, &intent, record).await?;
+        self.verify_and_record(job, &systemd, &facts, record).await;
+        Ok(())
+    }
 
-        // 1. Read the unit.
-        let systemd = match Systemd::connect().await {
-            Ok(s) => s,
-            Err(e) => {
-                report.reason = format!("target {:?}: cannot read unit {unit:?}: {e}", target.name);
-                return finish(report);
-            }
-        };
-        let facts = match systemd.facts(&unit).await {
-            Ok(f) => f,
-            Err(e) => {
-                report.reason = e.to_string();
-                return finish(report);
-            }
-        };
-        report.pid = (facts.main_pid > 0).then_some(facts.main_pid);
-        // 2. Refuse on the unit's state.
-        if let Err(reason) = decide_on_unit(&facts, &policy, SystemTime::now()) {
-            report.reason = reason;
-            return finish(report);
-        }
-
-        // 3. Confirm: the failing core routes, once more, right before acting, with the
-        // unit's CPU time measured around it.
+    /// Step 3, confirm: the failing core routes once more, right before acting, with the unit's
+    /// CPU time measured around it; then the kernel's evidence, and who serves the address.
+    async fn confirm(
+        &self,
+        job: &mut Job<'_>,
+        failing: &[usize],
+        facts: &UnitFacts,
+        probed: &Result<crate::evidence::Address, String>,
+    ) -> Result<String, Stopped> {
         let cpu_before = crate::evidence::cpu_usage_usec(&facts.control_group);
         let t = Instant::now();
         let confirm = self
             .prober
             .probe_routes(
-                case.target_index,
-                &failing,
-                Instant::now() + single_attempt_budget(target, &failing),
+                job.ti,
+                failing,
+                Instant::now() + single_attempt_budget(job.target, failing),
             )
             .await;
         let window = t.elapsed();
-        report.confirm_ms = Some(window.as_millis() as u64);
+        job.report.confirm_ms = Some(window.as_millis() as u64);
         let evidence = crate::evidence::gather(
             probed.as_ref().map_err(String::as_str),
             &facts.control_group,
@@ -408,226 +436,75 @@ impl Recoverer<'_> {
             cpu_before.map(|b| (b, window)),
         );
         let said = evidence.summary();
-        report.evidence = Some(evidence);
-        let ev = report.evidence.as_ref().expect("just set");
-        if let Err(reason) = decide_on_listener(
-            ev,
+        let queue_full = evidence.listener.as_ref().is_some_and(|l| l.queue_full());
+        let served = decide_on_listener(
+            &evidence,
             probed.as_ref().ok().map(|a| a.to_string()).as_deref(),
-            &unit,
-        ) {
-            report.reason = reason;
-            return finish(report);
+            &job.unit,
+        );
+        job.report.evidence = Some(evidence);
+        if let Err(reason) = served {
+            return Err(job.refuse(reason));
         }
-        let queue_full = ev.listener.as_ref().is_some_and(|l| l.queue_full());
         if let Some(ok) = confirm.iter().find(|r| r.outcome.is_pass()) {
-            report.reason = format!(
+            let reason = format!(
                 "confirm: {} answered {} on the re-probe; not acting",
                 ok.path, ok.outcome
             );
-            return finish(report);
+            return Err(job.refuse(reason));
         }
         if !confirm
             .iter()
-            .any(|r| shows_hang(r.outcome, &policy, queue_full))
+            .any(|r| shows_hang(r.outcome, &job.policy, queue_full))
         {
             let seen: Vec<&str> = confirm.iter().map(|r| r.outcome.as_str()).collect();
-            report.reason = format!(
+            let reason = format!(
                 "confirm: the re-probe saw {}, not a hang; not acting",
                 seen.join(", ")
             );
-            return finish(report);
+            return Err(job.refuse(reason));
         }
-        let why = format!(
-            "core {} {} ({} consecutive unhealthy run(s))",
-            if failing.len() == 1 {
-                "route"
-            } else {
-                "routes"
-            },
-            failing
-                .iter()
-                .map(|&i| format!("{} {}", case.routes[i].path, case.routes[i].outcome))
-                .collect::<Vec<_>>()
-                .join(", "),
-            state.consecutive_unhealthy
-        );
-        let why = if said.is_empty() {
-            why
-        } else {
-            format!("{why}; {said}")
-        };
-        let what = match (policy.action, policy.dump) {
-            (Action::Kill, Some(d)) => format!(
-                "{} then SIGKILL MainPID {} of {unit} (Restart={} brings it back)",
-                d.signal.as_str(),
-                facts.main_pid,
-                facts.restart
-            ),
-            (Action::Kill, None) => format!(
-                "SIGKILL MainPID {} of {unit} (Restart={} brings it back)",
-                facts.main_pid, facts.restart
-            ),
-            (Action::Restart, _) => format!("RestartUnit {unit} (MainPID {})", facts.main_pid),
-            (Action::None, _) => unreachable!("handled above"),
-        };
-        if self.dry_run {
-            report.decision = Decision::DryRun;
-            report.reason = format!("would {what}: {why}");
-            return finish(report);
-        }
+        Ok(said)
+    }
 
-        // 4. Act.
-        report.decision = Decision::Act;
-        report.reason = format!("{what}: {why}");
-        log_event!(
-            Level::Warn,
-            "recovery_decision",
-            "target" = target.name,
-            "unit" = unit,
-            "action" = policy.action.as_str(),
-            "decision" = "act",
-            "pid" = facts.main_pid,
-            "reason" = why
-        );
+    /// Step 5: verify, and record the outcome.
+    async fn verify_and_record(
+        &self,
+        job: &mut Job<'_>,
+        systemd: &Systemd,
+        facts: &UnitFacts,
+        record: &mut dyn FnMut(Entry) -> Result<(), String>,
+    ) {
         let t = Instant::now();
-        // The last-moment checks (kill: pidfd, cgroup, systemd's word on that very process,
-        // MainPID unchanged). A refusal here has done nothing.
-        let armed = match policy.action {
-            Action::Kill => match crate::systemd::arm_kill(&systemd, &facts).await {
-                Ok(a) => Some(a),
-                Err(e) => return finish(self.refused_late(report, e.to_string())),
-            },
-            Action::Restart => None,
-            Action::None => unreachable!("handled above"),
-        };
-        // The record first, synced: whatever happens next (a stop, a crash, a full disk
-        // later), the next run knows an action was taken and keeps the cooldown.
-        if let Err(e) = record(Entry::Begin(ActionRecord {
-            at: unix_secs(SystemTime::now()),
-            unit: unit.clone(),
-            action: policy.action,
-            pid: Some(facts.main_pid),
-            outcome: ActionOutcome::Pending,
-            evidence: Some(said.clone()).filter(|s| !s.is_empty()),
-        })) {
-            let why = format!("cannot record the action ({e}), so its cooldown could not be kept");
-            return finish(self.refused_late(report, why));
-        }
-        // Forensics first, through the same pidfd: the process may print its stacks (or
-        // leave a core) and may exit on it; whatever is still there is then killed.
-        let mut exited_on_dump = false;
-        if let (Some(armed), Some(dump)) = (&armed, policy.dump) {
-            let since = unix_secs(SystemTime::now());
-            let t = Instant::now();
-            match armed.dump(dump.signal, dump.wait).await {
-                Ok(exited) => {
-                    exited_on_dump = exited;
-                    report.dump = Some(DumpReport {
-                        signal: dump.signal,
-                        waited_ms: t.elapsed().as_millis() as u64,
-                        exited,
-                        journal: format!("journalctl -u {unit} --since @{since}"),
-                    });
-                    log_event!(
-                        Level::Warn,
-                        "recovery_dump",
-                        "target" = target.name,
-                        "unit" = unit,
-                        "pid" = facts.main_pid,
-                        "signal" = dump.signal.as_str(),
-                        "exited" = exited
-                    );
-                }
-                Err(e) => log_event!(
-                    Level::Warn,
-                    "recovery_dump_failed",
-                    "target" = target.name,
-                    "unit" = unit,
-                    "error" = e
-                ),
-            }
-        }
-        let acted = match armed {
-            Some(_) if exited_on_dump => Ok(()),
-            Some(armed) => armed.fire().map_err(|e| e.to_string()),
-            None => systemd
-                .restart(&unit)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        };
-        report.act_ms = Some(t.elapsed().as_millis() as u64);
-        if let Err(e) = acted {
-            report.reason = format!("{what} failed: {e}");
-            report.outcome = Some(RecoveryOutcome::NotRecovered);
-            let _ = record(Entry::Finish(ActionOutcome::Failed));
-            log_event!(
-                Level::Error,
-                "recovery_failed",
-                "target" = target.name,
-                "unit" = unit,
-                "error" = e
-            );
-            return finish(report);
-        }
-        let event = if policy.action == Action::Kill {
-            "recovery_kill"
-        } else {
-            "recovery_restart"
-        };
-        log_event!(
-            Level::Warn,
-            event,
-            "target" = target.name,
-            "unit" = unit,
-            "pid" = facts.main_pid,
-            "act_ms" = report.act_ms.unwrap_or(0)
-        );
-
-        // 5. Verify: the unit back with a new invocation, then the core routes passing.
-        let t = Instant::now();
-        let deadline = t + policy.verify_timeout;
-        let (outcome, new_pid, detail) = self
-            .verify(&systemd, &facts, case.target_index, deadline)
-            .await;
-        report.verify_ms = Some(t.elapsed().as_millis() as u64);
-        report.new_pid = new_pid;
-        report.outcome = Some(outcome);
-        let _ = record(Entry::Finish(if outcome == RecoveryOutcome::Recovered {
+        let deadline = t + job.policy.verify_timeout;
+        let (outcome, new_pid, detail) = self.verify(systemd, facts, job.ti, deadline).await;
+        let r = &mut job.report;
+        r.verify_ms = Some(t.elapsed().as_millis() as u64);
+        r.new_pid = new_pid;
+        r.outcome = Some(outcome);
+        let recovered = outcome == RecoveryOutcome::Recovered;
+        let _ = record(Entry::Finish(if recovered {
             ActionOutcome::Recovered
         } else {
             ActionOutcome::NotRecovered
         }));
-        let level = if outcome == RecoveryOutcome::Recovered {
-            Level::Warn
-        } else {
-            Level::Error
-        };
         log_event!(
-            level,
+            if recovered { Level::Warn } else { Level::Error },
             "recovery_verified",
-            "target" = target.name,
-            "unit" = unit,
-            "outcome" = if outcome == RecoveryOutcome::Recovered {
+            "target" = job.target.name,
+            "unit" = job.unit,
+            "outcome" = if recovered {
                 "recovered"
             } else {
                 "not_recovered"
             },
             "new_pid" = new_pid.unwrap_or(0),
-            "verify_ms" = report.verify_ms.unwrap_or(0),
+            "verify_ms" = r.verify_ms.unwrap_or(0),
             "detail" = detail
         );
-        if outcome == RecoveryOutcome::NotRecovered {
-            report.reason = format!("{}; {detail}", report.reason);
+        if !recovered {
+            r.reason = format!("{}; {detail}", r.reason);
         }
-        finish(report)
-    }
-
-    /// A refusal after the decision to act was logged: nothing was done.
-    fn refused_late(&self, mut report: RecoveryReport, why: String) -> RecoveryReport {
-        report.decision = Decision::Refuse;
-        report.reason = format!("not acting: {why}");
-        report
     }
 
     async fn verify(
@@ -704,6 +581,236 @@ impl Recoverer<'_> {
             new_pid,
             format!("not back within verify_timeout: {last}"),
         )
+    }
+}
+
+/// The checks on the run and the state file (no D-Bus yet). A `connect_timeout` counts as
+/// a hang when the probed listener's accept queue is full (the process stopped accepting).
+fn decide_from_the_run(
+    job: &mut Job<'_>,
+    case: &Case<'_>,
+    state: &TargetState,
+    failing: &[usize],
+    probed: &Result<crate::evidence::Address, String>,
+) -> Result<(), Stopped> {
+    let core_failures: Vec<Outcome> = failing
+        .iter()
+        .filter(|&&i| !case.routes[i].cut_short)
+        .map(|&i| case.routes[i].outcome)
+        .collect();
+    let queue_full = core_failures.contains(&Outcome::ConnectTimeout)
+        && probed.as_ref().is_ok_and(|a| {
+            crate::evidence::listening(a)
+                .iter()
+                .any(|l| matches!((l.queue, l.backlog), (Some(q), Some(b)) if b > 0 && q >= b))
+        });
+    let input = DecisionInput {
+        verdict: case.verdict,
+        core_failures,
+        cut_short: failing
+            .iter()
+            .filter(|&&i| case.routes[i].cut_short)
+            .count(),
+        policy: &job.policy,
+        state,
+        lock_held_elsewhere: case.lock_held_elsewhere,
+        queue_full,
+        now: SystemTime::now(),
+    };
+    decide_before_systemd(&input).map_err(|reason| job.refuse(reason))
+}
+
+/// Steps 1–2: read the unit from systemd, and refuse on its state.
+async fn read_unit(job: &mut Job<'_>) -> Result<(Systemd, UnitFacts), Stopped> {
+    let systemd = match Systemd::connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = format!(
+                "target {:?}: cannot read unit {:?}: {e}",
+                job.target.name, job.unit
+            );
+            return Err(job.refuse(reason));
+        }
+    };
+    let facts = match systemd.facts(&job.unit).await {
+        Ok(f) => f,
+        Err(e) => return Err(job.refuse(e.to_string())),
+    };
+    job.report.pid = (facts.main_pid > 0).then_some(facts.main_pid);
+    decide_on_unit(&facts, &job.policy, SystemTime::now()).map_err(|r| job.refuse(r))?;
+    Ok((systemd, facts))
+}
+
+/// What the action is and why, in words. Pure.
+fn intent(
+    job: &Job<'_>,
+    case: &Case<'_>,
+    state: &TargetState,
+    failing: &[usize],
+    facts: &UnitFacts,
+    said: String,
+) -> Intent {
+    let unit = &job.unit;
+    let routes: Vec<String> = failing
+        .iter()
+        .map(|&i| format!("{} {}", case.routes[i].path, case.routes[i].outcome))
+        .collect();
+    let mut why = format!(
+        "core {} {} ({} consecutive unhealthy run(s))",
+        if failing.len() == 1 {
+            "route"
+        } else {
+            "routes"
+        },
+        routes.join(", "),
+        state.consecutive_unhealthy
+    );
+    if !said.is_empty() {
+        why = format!("{why}; {said}");
+    }
+    let what = match (job.policy.action, job.policy.dump) {
+        (Action::Kill, Some(d)) => format!(
+            "{} then SIGKILL MainPID {} of {unit} (Restart={} brings it back)",
+            d.signal.as_str(),
+            facts.main_pid,
+            facts.restart
+        ),
+        (Action::Kill, None) => format!(
+            "SIGKILL MainPID {} of {unit} (Restart={} brings it back)",
+            facts.main_pid, facts.restart
+        ),
+        (Action::Restart | Action::None, _) => {
+            format!("RestartUnit {unit} (MainPID {})", facts.main_pid)
+        }
+    };
+    Intent { what, why, said }
+}
+
+/// Step 4, act: the last-moment checks, the `pending` record (synced; if it cannot be written,
+/// nothing is done), the forensic signal if asked for, then the kill or the restart.
+async fn act(
+    job: &mut Job<'_>,
+    systemd: &Systemd,
+    facts: &UnitFacts,
+    intent: &Intent,
+    record: &mut dyn FnMut(Entry) -> Result<(), String>,
+) -> Result<(), Stopped> {
+    job.report.decision = Decision::Act;
+    job.report.reason = format!("{}: {}", intent.what, intent.why);
+    log_event!(
+        Level::Warn,
+        "recovery_decision",
+        "target" = job.target.name,
+        "unit" = job.unit,
+        "action" = job.policy.action.as_str(),
+        "decision" = "act",
+        "pid" = facts.main_pid,
+        "reason" = intent.why
+    );
+    let t = Instant::now();
+    // Kill: pidfd, PID namespace, cgroup, MainPID unchanged. A refusal here did nothing.
+    let armed = match job.policy.action {
+        Action::Kill => match crate::systemd::arm_kill(systemd, facts).await {
+            Ok(a) => Some(a),
+            Err(e) => return Err(job.refuse(format!("not acting: {e}"))),
+        },
+        Action::Restart | Action::None => None,
+    };
+    // The record first: whatever happens next (a stop, a crash, a full disk later), the
+    // next run knows an action was taken and keeps the cooldown.
+    if let Err(e) = record(Entry::Begin(ActionRecord {
+        at: unix_secs(SystemTime::now()),
+        unit: job.unit.clone(),
+        action: job.policy.action,
+        pid: Some(facts.main_pid),
+        outcome: ActionOutcome::Pending,
+        evidence: Some(intent.said.clone()).filter(|s| !s.is_empty()),
+    })) {
+        return Err(job.refuse(format!(
+            "not acting: cannot record the action ({e}), so its cooldown could not be kept"
+        )));
+    }
+    let exited_on_dump = match (&armed, job.policy.dump) {
+        (Some(armed), Some(dump)) => send_dump(job, armed, dump, facts).await,
+        _ => false,
+    };
+    let acted = match armed {
+        Some(_) if exited_on_dump => Ok(()),
+        Some(armed) => armed.fire().map_err(|e| e.to_string()),
+        None => systemd
+            .restart(&job.unit)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    };
+    job.report.act_ms = Some(t.elapsed().as_millis() as u64);
+    if let Err(e) = acted {
+        job.report.reason = format!("{} failed: {e}", intent.what);
+        job.report.outcome = Some(RecoveryOutcome::NotRecovered);
+        let _ = record(Entry::Finish(ActionOutcome::Failed));
+        log_event!(
+            Level::Error,
+            "recovery_failed",
+            "target" = job.target.name,
+            "unit" = job.unit,
+            "error" = e
+        );
+        return Err(Stopped);
+    }
+    log_event!(
+        Level::Warn,
+        if job.policy.action == Action::Kill {
+            "recovery_kill"
+        } else {
+            "recovery_restart"
+        },
+        "target" = job.target.name,
+        "unit" = job.unit,
+        "pid" = facts.main_pid,
+        "act_ms" = job.report.act_ms.unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// Forensics through the same pidfd: the process may print its stacks (or leave a core) and
+/// may exit on it. Whether it did.
+async fn send_dump(
+    job: &mut Job<'_>,
+    armed: &crate::systemd::Armed,
+    dump: crate::plan::Dump,
+    facts: &UnitFacts,
+) -> bool {
+    let since = unix_secs(SystemTime::now());
+    let t = Instant::now();
+    match armed.dump(dump.signal, dump.wait).await {
+        Ok(exited) => {
+            job.report.dump = Some(DumpReport {
+                signal: dump.signal,
+                waited_ms: t.elapsed().as_millis() as u64,
+                exited,
+                journal: format!("journalctl -u {} --since @{since}", job.unit),
+            });
+            log_event!(
+                Level::Warn,
+                "recovery_dump",
+                "target" = job.target.name,
+                "unit" = job.unit,
+                "pid" = facts.main_pid,
+                "signal" = dump.signal.as_str(),
+                "exited" = exited
+            );
+            exited
+        }
+        Err(e) => {
+            log_event!(
+                Level::Warn,
+                "recovery_dump_failed",
+                "target" = job.target.name,
+                "unit" = job.unit,
+                "error" = e
+            );
+            false
+        }
     }
 }
 
