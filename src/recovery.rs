@@ -12,7 +12,7 @@ use crate::outcome::Outcome;
 use crate::plan::{Action, Class, RecoveryPolicy};
 use crate::probe::{Prober, RouteResult, fmt_duration};
 use crate::state::{ActionOutcome, ActionRecord, TargetState, unix_secs};
-use crate::systemd::{Systemd, UnitFacts};
+use crate::systemd::{ActiveState, LoadState, SubState, Systemd, UnitFacts};
 use crate::verdict::Verdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -201,13 +201,13 @@ pub fn decide_on_unit(
     policy: &RecoveryPolicy,
     now: SystemTime,
 ) -> Result<(), String> {
-    if facts.load_state != "loaded" {
+    if facts.load_state != LoadState::Loaded {
         return Err(format!(
             "unit {} is not loaded (LoadState={}); check the unit name",
             facts.unit, facts.load_state
         ));
     }
-    if facts.active_state != "active" || facts.sub_state != "running" {
+    if facts.active_state != ActiveState::Active || facts.sub_state != SubState::Running {
         return Err(format!(
             "unit {} is {}/{}, not active/running; systemd is already handling it",
             facts.unit, facts.active_state, facts.sub_state
@@ -234,10 +234,10 @@ pub fn decide_on_unit(
         return Err(format!(
             "unit {} has Restart={}: a kill would leave it down (use action: restart, or set Restart=on-failure)",
             facts.unit,
-            if facts.restart.is_empty() {
+            if facts.restart.as_str().is_empty() {
                 "?"
             } else {
-                &facts.restart
+                facts.restart.as_str()
             }
         ));
     }
@@ -529,7 +529,7 @@ impl Recoverer<'_> {
             if !back {
                 match systemd.facts(&before.unit).await {
                     Ok(f)
-                        if f.active_state == "active"
+                        if f.active_state == ActiveState::Active
                             && f.main_pid > 1
                             && (f.main_pid != before.main_pid
                                 || f.invocation_id != before.invocation_id) =>

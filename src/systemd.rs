@@ -49,19 +49,107 @@ trait Service {
     fn n_restarts(&self) -> zbus::Result<u32>;
 }
 
+/// An enum for one of systemd's state words: the ones routewatch decides on by name, and
+/// any other word kept as it came (shown in reasons, never matched).
+macro_rules! unit_word {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+            Other(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $word,)+
+                    $name::Other(s) => s,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> $name {
+                match s {
+                    $($word => $name::$variant,)+
+                    other => $name::Other(other.to_string()),
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> $name {
+                $name::from(s.as_str())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+unit_word!(
+    /// `LoadState`.
+    LoadState {
+        Loaded = "loaded",
+        NotFound = "not-found",
+        BadSetting = "bad-setting",
+        Error = "error",
+        Masked = "masked",
+    }
+);
+
+unit_word!(
+    /// `ActiveState`.
+    ActiveState {
+        Active = "active",
+        Reloading = "reloading",
+        Inactive = "inactive",
+        Failed = "failed",
+        Activating = "activating",
+        Deactivating = "deactivating",
+    }
+);
+
+unit_word!(
+    /// `SubState` of a service (only `running` is decided on).
+    SubState {
+        Running = "running",
+        Dead = "dead",
+        AutoRestart = "auto-restart",
+    }
+);
+
+unit_word!(
+    /// `Restart=`.
+    RestartPolicy {
+        No = "no",
+        Always = "always",
+        OnSuccess = "on-success",
+        OnFailure = "on-failure",
+        OnAbnormal = "on-abnormal",
+        OnAbort = "on-abort",
+        OnWatchdog = "on-watchdog",
+    }
+);
+
 /// What systemd says about a unit, read fresh (never from a property cache).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitFacts {
     pub unit: String,
-    pub load_state: String,
-    pub active_state: String,
-    pub sub_state: String,
+    pub load_state: LoadState,
+    pub active_state: ActiveState,
+    pub sub_state: SubState,
     pub active_enter: Option<SystemTime>,
     /// Hex; empty when the unit has never run.
     pub invocation_id: String,
     pub main_pid: u32,
-    /// `Restart=` (no, always, on-failure, …).
-    pub restart: String,
+    /// `Restart=` (no, always, on-failure, …); `Other("")` until read.
+    pub restart: RestartPolicy,
     pub control_group: String,
     pub n_restarts: u32,
 }
@@ -70,8 +158,11 @@ impl UnitFacts {
     /// Whether systemd restarts the unit after its main process dies of SIGKILL.
     pub fn restarts_after_kill(&self) -> bool {
         matches!(
-            self.restart.as_str(),
-            "always" | "on-failure" | "on-abnormal" | "on-abort"
+            self.restart,
+            RestartPolicy::Always
+                | RestartPolicy::OnFailure
+                | RestartPolicy::OnAbnormal
+                | RestartPolicy::OnAbort
         )
     }
 }
@@ -183,17 +274,17 @@ impl Systemd {
         let invocation_id = hex(&invocation_id);
         let mut facts = UnitFacts {
             unit: unit.into(),
-            load_state,
-            active_state,
-            sub_state,
+            load_state: load_state.into(),
+            active_state: active_state.into(),
+            sub_state: sub_state.into(),
             active_enter: (enter > 0).then(|| UNIX_EPOCH + Duration::from_micros(enter)),
             invocation_id,
             main_pid: 0,
-            restart: String::new(),
+            restart: RestartPolicy::Other(String::new()),
             control_group: String::new(),
             n_restarts: 0,
         };
-        if facts.load_state == "loaded" {
+        if facts.load_state == LoadState::Loaded {
             let s = ServiceProxy::builder(&self.conn)
                 .path(path)
                 .cache_properties(CacheProperties::No)
@@ -201,7 +292,7 @@ impl Systemd {
                 .await
                 .map_err(err)?;
             facts.main_pid = s.main_pid().await.map_err(err)?;
-            facts.restart = s.restart().await.map_err(err)?;
+            facts.restart = s.restart().await.map_err(err)?.into();
             facts.control_group = s.control_group().await.map_err(err)?;
             facts.n_restarts = s.n_restarts().await.map_err(err)?;
         }
@@ -460,7 +551,7 @@ mod tests {
             active_enter: None,
             invocation_id: String::new(),
             main_pid: 10,
-            restart: String::new(),
+            restart: "".into(),
             control_group: String::new(),
             n_restarts: 0,
         };
