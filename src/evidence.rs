@@ -124,6 +124,12 @@ pub struct Evidence {
     /// Why the listener was not looked up (a remote address, a proxy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// With `recovery.through`: the proxy unit the probed address belongs to, and the unit's
+    /// own listeners behind it (their queues tell whether it stopped accepting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub own_listeners: Vec<Listener>,
     /// CPU time the unit's cgroup used during the confirm re-probe, and that window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
@@ -146,6 +152,18 @@ impl Evidence {
     /// (12 S), most in futex_wait_queue".
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
+        if let Some(proxy) = &self.through {
+            parts.push(format!("probed through {proxy}"));
+        }
+        for l in &self.own_listeners {
+            if let (Some(q), Some(b)) = (l.queue, l.backlog) {
+                parts.push(format!(
+                    "its listener {} queue {q}/{b}{}",
+                    l.address,
+                    if l.queue_full() { " full" } else { "" }
+                ));
+            }
+        }
         match &self.listener {
             Some(l) => {
                 if let (Some(q), Some(b)) = (l.queue, l.backlog) {
@@ -836,10 +854,74 @@ pub fn cgroup_stats(control_group: &str) -> (Option<u64>, Option<u64>, Option<Pr
     )
 }
 
+/// Every TCP listener of a unit (created in its cgroup, or held by one of its processes),
+/// with its queue: the unit's own listeners when it is probed through a proxy.
+pub fn listeners_of(control_group: &str) -> Vec<Listener> {
+    use sock_diag::Table;
+    let Some((pids, ids)) = cgroup_members(control_group) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (file, table, v6) in [("tcp", Table::Tcp4, false), ("tcp6", Table::Tcp6, true)] {
+        let text = std::fs::read_to_string(format!("/proc/self/net/{file}")).unwrap_or_default();
+        for (addr, l) in parse_all_tcp_listeners(&text, v6) {
+            let diag = sock_diag::listener(table, l.inode);
+            let created = diag
+                .and_then(|d| d.cgroup_id)
+                .is_some_and(|c| ids.contains(&c));
+            if created || held_by_any(&pids, &[l.inode]) == Some(true) {
+                out.push(Listener {
+                    address: addr.to_string(),
+                    queue: diag.map(|d| d.queue).or(l.queue),
+                    backlog: diag.map(|d| d.backlog),
+                    in_unit: Some(true),
+                    held_by: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Every listener of a `/proc/net/tcp` or `tcp6` text, with its address. Pure.
+pub fn parse_all_tcp_listeners(text: &str, v6: bool) -> Vec<(Address, Listening)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 || f[3] != "0A" {
+            continue;
+        }
+        let Some((addr, port)) = f[1].split_once(':') else {
+            continue;
+        };
+        let (Some(ip), Ok(port)) = (parse_hex_ip(addr), u16::from_str_radix(port, 16)) else {
+            continue;
+        };
+        if v6 != ip.is_ipv6() {
+            continue;
+        }
+        if let Some(l) = parse_tcp_listeners(line_table(line).as_str(), ip, port)
+            .into_iter()
+            .next()
+        {
+            out.push((Address::Tcp { ip, port }, l));
+        }
+    }
+    out
+}
+
+/// One line as a table of its own (the header line is skipped by the parser).
+fn line_table(line: &str) -> String {
+    format!("header\n{line}\n")
+}
+
 /// Gather the evidence for a unit: `addr` is where its core routes were probed (`None` with
-/// the reason when it cannot be looked up here), the CPU window is the confirm re-probe.
+/// the reason when it cannot be looked up here), `owner` the cgroup that should serve it
+/// (the unit's, or with `recovery.through` the proxy's), the CPU window is the confirm
+/// re-probe.
 pub fn gather(
     addr: Result<&Address, &str>,
+    owner: &str,
     control_group: &str,
     main_pid: u32,
     cpu_window: Option<(u64, Duration)>,
@@ -847,8 +929,11 @@ pub fn gather(
     let started = Instant::now();
     let mut ev = Evidence::default();
     match addr {
-        Ok(a) => ev.listener = listener(a, control_group),
+        Ok(a) => ev.listener = listener(a, owner),
         Err(why) => ev.note = Some(why.to_string()),
+    }
+    if owner != control_group {
+        ev.own_listeners = listeners_of(control_group);
     }
     if let Some((before, window)) = cpu_window
         && let Some(after) = cpu_usage_usec(control_group)

@@ -481,6 +481,8 @@ pub struct RecoveryPolicy {
     pub verify_timeout: Duration,
     /// Forensics before a kill: this signal first, then wait, then SIGKILL what is left.
     pub dump: Option<Dump>,
+    /// The probed address belongs to this (reverse proxy) unit in front of the unit.
+    pub through: Option<String>,
 }
 
 /// `recovery.dump`: a signal that makes the hung process leave its own evidence (Go and the
@@ -556,6 +558,7 @@ impl Default for RecoveryPolicy {
             window: Duration::from_secs(6 * 3600),
             verify_timeout: Duration::from_secs(60),
             dump: None,
+            through: None,
         }
     }
 }

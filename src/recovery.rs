@@ -169,10 +169,12 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
     Ok(())
 }
 
-/// The checks on who serves the probed address. Pure.
+/// The checks on who serves the probed address: `owner` must (the unit, or with
+/// `recovery.through` its proxy), or killing `unit` would not help. Pure.
 pub fn decide_on_listener(
     ev: &crate::evidence::Evidence,
     addr: Option<&str>,
+    owner: &str,
     unit: &str,
 ) -> Result<(), String> {
     let Some(addr) = addr else {
@@ -180,15 +182,15 @@ pub fn decide_on_listener(
     };
     match &ev.listener {
         None => Err(format!(
-            "nothing listens on {addr}, which {unit} is probed at although it is active: a stale or wrong address, not a hang of {unit} (probe the unit's own port or socket)"
+            "nothing listens on {addr}, where {unit} is probed, although {owner} is active: a stale or wrong address, not a hang of {unit} (probe the unit's own port or socket)"
         )),
         Some(l) if l.in_unit == Some(false) => Err(match &l.held_by {
             Some(h) => format!(
-                "{addr} is served by PID {} ({}) in {}, not by {unit}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy)",
+                "{addr} is served by PID {} ({}) in {}, not by {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)",
                 h.pid, h.comm, h.cgroup
             ),
             None => format!(
-                "{addr} is served by a process outside {unit}: killing {unit} would not help (probe the unit's own port or socket)"
+                "{addr} is served by a process outside {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)"
             ),
         }),
         Some(_) => Ok(()),
@@ -397,7 +399,10 @@ impl Recoverer<'_> {
         let probed = probed_address(job.target);
         decide_from_the_run(job, case, state, &failing, &probed)?;
         let (systemd, facts) = read_unit(job).await?;
-        let said = self.confirm(job, &failing, &facts, &probed).await?;
+        let proxy = read_proxy(job, &systemd).await?;
+        let said = self
+            .confirm(job, &failing, &facts, proxy.as_ref(), &probed)
+            .await?;
         let intent = intent(job, case, state, &failing, &facts, said);
         if self.dry_run {
             let reason = format!("would {}: {}", intent.what, intent.why);
@@ -415,6 +420,7 @@ impl Recoverer<'_> {
         job: &mut Job<'_>,
         failing: &[usize],
         facts: &UnitFacts,
+        proxy: Option<&UnitFacts>,
         probed: &Result<crate::evidence::Address, String>,
     ) -> Result<String, Stopped> {
         let cpu_before = crate::evidence::cpu_usage_usec(&facts.control_group);
@@ -429,17 +435,23 @@ impl Recoverer<'_> {
             .await;
         let window = t.elapsed();
         job.report.confirm_ms = Some(window.as_millis() as u64);
-        let evidence = crate::evidence::gather(
+        // The probed address must be served by the unit, or with `through` by its proxy.
+        let owner = proxy.unwrap_or(facts);
+        let mut evidence = crate::evidence::gather(
             probed.as_ref().map_err(String::as_str),
+            &owner.control_group,
             &facts.control_group,
             facts.main_pid,
             cpu_before.map(|b| (b, window)),
         );
+        evidence.through = proxy.map(|p| p.unit.clone());
         let said = evidence.summary();
-        let queue_full = evidence.listener.as_ref().is_some_and(|l| l.queue_full());
+        let queue_full = evidence.listener.as_ref().is_some_and(|l| l.queue_full())
+            || evidence.own_listeners.iter().any(|l| l.queue_full());
         let served = decide_on_listener(
             &evidence,
             probed.as_ref().ok().map(|a| a.to_string()).as_deref(),
+            &owner.unit,
             &job.unit,
         );
         job.report.evidence = Some(evidence);
@@ -639,6 +651,25 @@ async fn read_unit(job: &mut Job<'_>) -> Result<(Systemd, UnitFacts), Stopped> {
     job.report.pid = (facts.main_pid > 0).then_some(facts.main_pid);
     decide_on_unit(&facts, &job.policy, SystemTime::now()).map_err(|r| job.refuse(r))?;
     Ok((systemd, facts))
+}
+
+/// With `recovery.through`: the proxy unit in front, which must be running (the probed
+/// address must be its; a proxy that is down is not the unit's hang).
+async fn read_proxy(job: &mut Job<'_>, systemd: &Systemd) -> Result<Option<UnitFacts>, Stopped> {
+    let Some(proxy) = job.policy.through.clone() else {
+        return Ok(None);
+    };
+    let facts = match systemd.facts(&proxy).await {
+        Ok(f) => f,
+        Err(e) => return Err(job.refuse(format!("recovery.through: {e}"))),
+    };
+    if facts.load_state != LoadState::Loaded || facts.active_state != ActiveState::Active {
+        return Err(job.refuse(format!(
+            "recovery.through: the proxy unit {proxy} is {}/{}, not active: the probe went through it, so its failure is not {}'s hang",
+            facts.load_state, facts.active_state, job.unit
+        )));
+    }
+    Ok(Some(facts))
 }
 
 /// What the action is and why, in words. Pure.
@@ -1132,7 +1163,7 @@ mod tests {
         };
         let addr = Some("127.0.0.1:8080");
         assert_eq!(
-            decide_on_listener(&ev(Some(true), None), addr, "api.service"),
+            decide_on_listener(&ev(Some(true), None), addr, "api.service", "api.service"),
             Ok(())
         );
         let neighbour = Holder {
@@ -1140,22 +1171,28 @@ mod tests {
             comm: "nginx".into(),
             cgroup: "/system.slice/nginx.service".into(),
         };
-        let why =
-            decide_on_listener(&ev(Some(false), Some(neighbour)), addr, "api.service").unwrap_err();
+        let why = decide_on_listener(
+            &ev(Some(false), Some(neighbour)),
+            addr,
+            "api.service",
+            "api.service",
+        )
+        .unwrap_err();
         assert!(
             why.contains("PID 77 (nginx) in /system.slice/nginx.service, not by api.service"),
             "{why}"
         );
-        let why = decide_on_listener(&Evidence::default(), addr, "api.service").unwrap_err();
+        let why = decide_on_listener(&Evidence::default(), addr, "api.service", "api.service")
+            .unwrap_err();
         assert!(why.contains("nothing listens on 127.0.0.1:8080"), "{why}");
         // Unknown ownership (the unit's cgroup cannot be read here) and remote addresses are
         // not judged.
         assert_eq!(
-            decide_on_listener(&ev(None, None), addr, "api.service"),
+            decide_on_listener(&ev(None, None), addr, "api.service", "api.service"),
             Ok(())
         );
         assert_eq!(
-            decide_on_listener(&Evidence::default(), None, "api.service"),
+            decide_on_listener(&Evidence::default(), None, "api.service", "api.service"),
             Ok(())
         );
     }

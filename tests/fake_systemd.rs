@@ -762,6 +762,78 @@ fn a_probed_port_served_by_another_process_is_refused_naming_it() {
 }
 
 #[test]
+fn through_a_declared_proxy_the_unit_is_recovered_and_an_inactive_proxy_refuses() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("ROUTEWATCH_CI").is_none(),
+            "CI runs as root"
+        );
+        eprintln!("skipping: creating a cgroup needs root");
+        return;
+    }
+    let lab = Lab::start();
+    // The probed port is served by this test's own server: let it be the proxy's process,
+    // and give the unit behind it a cgroup of its own that does not serve the port.
+    let own = routewatch::systemd::process_cgroup(std::process::id()).unwrap();
+    if own.is_empty() {
+        need_cgroup_line()
+    }
+    let empty = EmptyCgroup::new(&own);
+    lab.fake.update(UNIT, |u| u.control_group = empty.1.clone());
+    let mut proxy = bus::UnitSpec::running("proxy.service");
+    proxy.control_group = own.clone();
+    lab.fake.set_unit("proxy.service", proxy);
+    let http = lab.http.clone();
+    lab.fake.on_restart(move || http.set(Mode::Ok));
+
+    // Without the declaration: the address is not the unit's, refused.
+    let run = lab.check(&lab.probe_file(&[]), &[]);
+    run.expect(1, "refuse", "declare the proxy with recovery.through");
+    assert!(lab.fake.restart_calls().is_empty());
+
+    // Declared, but the proxy is down: its failure is not the unit's hang.
+    lab.fake.update("proxy.service", |u| {
+        u.active_state = "failed".into();
+        u.sub_state = "failed".into();
+    });
+    let cfg = lab.probe_file(&[("through", "proxy.service")]);
+    let run = lab.check(&cfg, &[]);
+    run.expect(
+        1,
+        "refuse",
+        "the proxy unit proxy.service is loaded/failed, not active",
+    );
+    assert!(lab.fake.restart_calls().is_empty());
+
+    // Declared and running: the unit behind it is restarted, the proxy untouched.
+    lab.fake.update("proxy.service", |u| {
+        u.active_state = "active".into();
+        u.sub_state = "running".into();
+    });
+    let run = lab.check(&cfg, &[]);
+    run.expect(3, "act", "RestartUnit rw-fake.service");
+    assert!(
+        run.reason().contains("probed through proxy.service"),
+        "{run}"
+    );
+    assert_eq!(
+        run.recovery()["evidence"]["through"],
+        "proxy.service",
+        "{run}"
+    );
+    assert_eq!(
+        run.recovery()["evidence"]["listener"]["in_unit"],
+        true,
+        "{run}"
+    );
+    assert_eq!(
+        lab.fake.restart_calls(),
+        vec![(UNIT.to_string(), "replace".to_string())],
+        "only the unit behind the proxy"
+    );
+}
+
+#[test]
 fn a_kill_carries_the_kernel_evidence_into_the_report_and_the_record() {
     let lab = Lab::start();
     let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {

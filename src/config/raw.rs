@@ -191,6 +191,10 @@ pub(super) struct RawRecovery {
     /// SIGKILL whatever is still there. `action: kill` only.
     #[schemars(with = "Option<RawDump>")]
     pub(super) dump: Option<Spanned<RawDump>>,
+    /// The reverse proxy unit the probed address belongs to (e.g. nginx.service in front of
+    /// the app): the address must be served by it, and the unit's own listeners are checked.
+    #[schemars(with = "Option<String>")]
+    pub(super) through: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -221,7 +221,19 @@ pub(super) fn resolve_target(
                     ),
                 ));
             }
-            Some(resolve_recovery(cx, *r)?)
+            let policy = resolve_recovery(cx, *r)?;
+            if let (Some(proxy), Some(unit)) = (&policy.through, &unit)
+                && proxy == unit
+            {
+                return Err(ConfigError {
+                    file: cx.file.to_string(),
+                    at: None,
+                    message: format!(
+                        "target {name:?}: recovery.through names {unit}, the unit itself; it names the proxy in front of it"
+                    ),
+                });
+            }
+            Some(policy)
         }
     };
 
@@ -425,6 +437,10 @@ pub(super) fn resolve_recovery(
     )?;
     let verify_timeout = cx.positive("recovery.", "verify_timeout", &raw.verify_timeout)?;
     let action = raw.action.unwrap_or(d.action);
+    let through = match &raw.through {
+        Some(t) => Some(check_unit_name(cx, t)?),
+        None => None,
+    };
     let dump = match &raw.dump {
         None => None,
         Some(dump) => Some(resolve_dump(cx, dump, action)?),
@@ -439,6 +455,7 @@ pub(super) fn resolve_recovery(
         window: raw.window.map_or(d.window, |x| x.0),
         verify_timeout: verify_timeout.unwrap_or(d.verify_timeout),
         dump,
+        through,
     })
 }
 

@@ -131,6 +131,11 @@ pub(super) fn describe_key(key: &str) -> Option<(&'static str, Want, &'static st
             "a signal name such as SIGQUIT",
         ),
         "wait" => ("recovery.dump.wait", Want::Text, DURATION),
+        "through" => (
+            "recovery.through",
+            Want::Text,
+            "the proxy's service name like nginx.service",
+        ),
         _ => return None,
     })
 }
