@@ -993,6 +993,52 @@ fn scenario_m_deadlocked_accept_loop_is_recovered(cx: &mut Ctx) {
     wait_healthy(HANG_PORT, Duration::from_millis(5_000));
 }
 
+/// `recovery.dump: { signal: SIGQUIT }` on a hung Python service that registered
+/// faulthandler for SIGQUIT: its stacks land in the unit's journal, the report points there,
+/// and since the process survives the dump, SIGKILL follows and it is recovered.
+fn scenario_n_dump_leaves_the_stacks_in_the_journal(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "n");
+    let cfg = dir.join("dump.yaml");
+    let yaml = format!(
+        "defaults:\n  timeout: 300ms\n  connect_timeout: 200ms\n  retries: 1\n  backoff: 50ms\ntargets:\n  - name: dump\n    base_url: http://127.0.0.1:{HANG_PORT}\n    unit: {HANG_UNIT}\n    recovery: {{ action: kill, startup_grace: 0s, cooldown: 0s, verify_timeout: 10s, dump: {{ signal: SIGQUIT, wait: 1s }} }}\n    routes:\n      - {{ path: /health, class: core }}\n"
+    );
+    fs::write(&cfg, yaml).unwrap();
+    let before = facts(HANG_UNIT);
+    make_hung(HANG_PORT);
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    run.assert_code(3);
+    run.assert_decision("act");
+    let dump = &run.recovery()["dump"];
+    assert_eq!(dump["signal"], "SIGQUIT", "dump\n{}", run.ctx());
+    assert_eq!(
+        dump["exited"],
+        false,
+        "faulthandler keeps it running\n{}",
+        run.ctx()
+    );
+    assert_killed_and_back(run.recovery(), &before, &run.ctx());
+    // The report's pointer, run as given: the stack dump is there.
+    let journal = dump["journal"].as_str().unwrap().to_string();
+    let args: Vec<&str> = journal.split_whitespace().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut with_pager = args.clone();
+        with_pager.push("--no-pager");
+        let out = in_lab(&with_pager);
+        let text = out.stdout.clone();
+        if text.contains("fixture.py") && text.contains("Thread 0x") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stack dump in `{journal}`:\n{text}\n{}",
+            run.ctx()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+}
+
 /// The probed port is served by another unit than the one named (a stale or mistyped
 /// port): never a kill of either, and the refusal names who serves it. Runs after b, which
 /// leaves rw-hang hung; the probe file blames rw-plain for rw-hang's port.
@@ -1477,7 +1523,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 13] = [
+    let scenarios: [(&str, Scenario, u32); 14] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1527,6 +1573,11 @@ fn real_systemd_recovery() {
             1,
         ),
         (
+            "n: a SIGQUIT dump leaves the stacks in the journal, then the kill",
+            scenario_n_dump_leaves_the_stacks_in_the_journal,
+            1,
+        ),
+        (
             "k: recovery timing, 5 runs",
             scenario_k_recovery_timing,
             TIMING_RUNS as u32,
@@ -1545,7 +1596,7 @@ fn real_systemd_recovery() {
         let result = panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut cx)));
         let after = all_facts();
         let mut kills = kills_between(&before, &after);
-        // The kills of rw-hang that are the point of a, h, j, m and k.
+        // The kills of rw-hang that are the point of a, h, j, m, n and k.
         if let Some(k) = kills.get_mut(HANG_UNIT) {
             *k = k.saturating_sub(expected_kills);
         }
@@ -1582,7 +1633,7 @@ fn real_systemd_recovery() {
         );
     }
     eprintln!(
-        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, k): {wrong_kills}"
+        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, k): {wrong_kills}"
     );
     drop(lab);
     // The shipped unit's state directory on the host's /var/lib.

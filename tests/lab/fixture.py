@@ -20,7 +20,9 @@ command-line mode again.
 Nothing is written per request (it would only spam the journal).
 """
 import argparse
+import faulthandler
 import json
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -113,6 +115,9 @@ def main():
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--mode", choices=MODES, default="healthy")
     args = ap.parse_args()
+    # As a service would to be debuggable: SIGQUIT prints every thread's stack to stderr
+    # (the journal) and the process carries on.
+    faulthandler.register(signal.SIGQUIT, all_threads=True)
     STATE.set(args.mode)
     srv = Server((args.bind, args.port), Handler)
     SERVER.append(srv)
