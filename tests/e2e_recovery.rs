@@ -1039,6 +1039,45 @@ fn scenario_n_dump_leaves_the_stacks_in_the_journal(cx: &mut Ctx) {
     wait_healthy(HANG_PORT, Duration::from_millis(5_000));
 }
 
+/// The state directory full right before acting (a tmpfs filled up, in the lab's own mount
+/// namespace): the `pending` record cannot be written, so nothing is killed. Runs after b,
+/// with rw-hang hung.
+fn scenario_o_full_state_disk_kills_nothing(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "o");
+    let cfg = probe_file_with_cooldown(
+        &dir,
+        &Target {
+            name: "hang",
+            port: HANG_PORT,
+            unit: Some(HANG_UNIT),
+        },
+        "0s",
+    );
+    let state = dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let st = state.display().to_string();
+    let fill =
+        format!("mount -t tmpfs -o size=256k tmpfs {st} && head -c 1M /dev/zero > {st}/fill; true");
+    assert_eq!(in_lab(&["sh", "-c", &fill]).code(), 0, "mount a full tmpfs");
+    let before = facts(HANG_UNIT);
+    make_hung(HANG_PORT);
+    let run = routewatch(&cfg, &state, &[]);
+    let _ = in_lab(&["umount", &st]);
+    run.assert_code(1);
+    run.assert_decision("refuse");
+    assert!(
+        run.reason().contains("cannot record the action"),
+        "reason\n{}",
+        run.ctx()
+    );
+    assert_eq!(
+        facts(HANG_UNIT),
+        before,
+        "nothing may be killed\n{}",
+        run.ctx()
+    );
+}
+
 /// The probed port is served by another unit than the one named (a stale or mistyped
 /// port): never a kill of either, and the refusal names who serves it. Runs after b, which
 /// leaves rw-hang hung; the probe file blames rw-plain for rw-hang's port.
@@ -1523,7 +1562,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 14] = [
+    let scenarios: [(&str, Scenario, u32); 15] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1537,6 +1576,11 @@ fn real_systemd_recovery() {
         (
             "l: a port served by another unit is refused, the owner named",
             scenario_l_port_of_another_unit_refuses,
+            0,
+        ),
+        (
+            "o: a full state disk right before acting kills nothing",
+            scenario_o_full_state_disk_kills_nothing,
             0,
         ),
         (
