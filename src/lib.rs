@@ -26,6 +26,7 @@ pub mod retry;
 pub mod run;
 pub mod state;
 pub mod systemd;
+pub mod tls_check;
 pub mod trust;
 pub mod verdict;
 

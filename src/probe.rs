@@ -692,6 +692,7 @@ async fn attempt_http(
             Ok(r) => Ok(r),
             Err(e) => {
                 let (outcome, error) = classify_for(target, &e);
+                let (outcome, error) = client_cert_required(target, outcome, error).await;
                 let mut a = Attempt::fail(outcome, error);
                 a.local_exhaustion = is_fd_exhaustion(&e);
                 Err((a, is_unsent(&e)))
@@ -1259,6 +1260,61 @@ fn classify_for(target: &Target, e: &reqwest::Error) -> (Outcome, String) {
         );
     }
     (outcome, detail)
+}
+
+/// An `https` connection the server closed before any response, right after the handshake:
+/// if the server asks for a client certificate (and none is sent), that is why. A
+/// configuration mismatch, `tls`, never a hung outcome (TLS 1.3 servers such as Python's
+/// asyncio end the connection only after reading the empty certificate, without an alert).
+async fn client_cert_required(
+    target: &Target,
+    outcome: Outcome,
+    error: String,
+) -> (Outcome, String) {
+    let Endpoint::Http { base } = &target.endpoint else {
+        return (outcome, error);
+    };
+    if !target.is_https()
+        || target.use_env_proxy
+        || !matches!(outcome, Outcome::EmptyReply | Outcome::Reset)
+    {
+        return (outcome, error);
+    }
+    let Some(url) = reqwest::Url::parse(base).ok() else {
+        return (outcome, error);
+    };
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addr = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(std::net::SocketAddr::new(ip, port)),
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.find(|a| target.ip.admits(a))),
+    };
+    let Some(addr) = addr else {
+        return (outcome, error);
+    };
+    let budget = target.connect_timeout;
+    let asked = tokio::task::spawn_blocking(move || {
+        crate::tls_check::asks_for_client_cert(addr, &host, budget)
+    })
+    .await
+    .ok()
+    .flatten();
+    if asked == Some(true) {
+        return (
+            Outcome::Tls,
+            format!(
+                "the server requires a client certificate: it asked for one in the TLS handshake and closed the connection when none came; a configuration mismatch, not a hang ({error})"
+            ),
+        );
+    }
+    (outcome, error)
 }
 
 /// The kinds of the I/O errors in a reqwest error's source chain.

@@ -1078,6 +1078,91 @@ fn scenario_o_full_state_disk_kills_nothing(cx: &mut Ctx) {
     );
 }
 
+/// An asyncio TLS service that requires a client certificate (routewatch sends none): the
+/// server ends every handshake. That is `tls`, never a hung outcome: never killed.
+fn scenario_p_mtls_asyncio_service_is_never_killed(cx: &mut Ctx) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    const MTLS_UNIT: &str = "rw-mtls.service";
+    const MTLS_PORT: u16 = 18086;
+    let dir = fresh_dir(&cx.root, "p");
+    // A private CA and a server certificate for 127.0.0.1.
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "routewatch lab CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    fs::write(dir.join("server.pem"), leaf_cert.pem()).unwrap();
+    fs::write(dir.join("server.key"), leaf_key.serialize_pem()).unwrap();
+    let server = format!(
+        "import asyncio, ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{d}/server.pem', '{d}/server.key')\nctx.load_verify_locations('{d}/ca.pem')\nctx.verify_mode = ssl.CERT_REQUIRED\nasync def handle(r, w):\n    await r.read(1024)\n    w.write(b'HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\nconnection: close\\r\\n\\r\\nok')\n    await w.drain()\n    w.close()\nasync def main():\n    srv = await asyncio.start_server(handle, '127.0.0.1', {MTLS_PORT}, ssl=ctx)\n    async with srv:\n        await srv.serve_forever()\nasyncio.run(main())\n",
+        d = dir.display()
+    );
+    fs::write(dir.join("mtls.py"), server).unwrap();
+    let script = dir.join("mtls.py").display().to_string();
+    let started = in_lab(&[
+        "systemd-run",
+        "--unit",
+        MTLS_UNIT,
+        "-p",
+        "Restart=always",
+        "python3",
+        &script,
+    ]);
+    assert_eq!(started.code(), 0, "systemd-run: {}", started.stderr);
+    // Listening?
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_lab(&[
+        "sh",
+        "-c",
+        &format!("ss -Hltn 'sport = :{MTLS_PORT}' | grep -q ."),
+    ])
+    .code()
+        != 0
+    {
+        assert!(Instant::now() < deadline, "{MTLS_UNIT} never listened");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = dir.join("mtls.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "defaults:\n  timeout: 2s\n  connect_timeout: 1s\n  retries: 1\n  backoff: 50ms\ntargets:\n  - name: mtls\n    base_url: https://127.0.0.1:{MTLS_PORT}\n    tls: {{ ca_file: {}/ca.pem }}\n    unit: {MTLS_UNIT}\n    recovery: {{ action: kill, startup_grace: 0s, cooldown: 0s }}\n    routes:\n      - {{ path: /health, class: core }}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let before = facts(MTLS_UNIT);
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    let after = facts(MTLS_UNIT);
+    let _ = in_lab(&["systemctl", "stop", MTLS_UNIT]);
+    run.assert_code(1);
+    assert_eq!(
+        run.doc()["targets"][0]["routes"][0]["outcome"],
+        "tls",
+        "outcome\n{}",
+        run.ctx()
+    );
+    run.assert_decision("refuse");
+    assert!(run.reason().contains("not a hang"), "reason\n{}", run.ctx());
+    assert_eq!(after, before, "the mTLS service was killed\n{}", run.ctx());
+}
+
 /// The probed port is served by another unit than the one named (a stale or mistyped
 /// port): never a kill of either, and the refusal names who serves it. Runs after b, which
 /// leaves rw-hang hung; the probe file blames rw-plain for rw-hang's port.
@@ -1562,7 +1647,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 15] = [
+    let scenarios: [(&str, Scenario, u32); 16] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1581,6 +1666,11 @@ fn real_systemd_recovery() {
         (
             "o: a full state disk right before acting kills nothing",
             scenario_o_full_state_disk_kills_nothing,
+            0,
+        ),
+        (
+            "p: an asyncio TLS service that requires a client certificate is never killed",
+            scenario_p_mtls_asyncio_service_is_never_killed,
             0,
         ),
         (

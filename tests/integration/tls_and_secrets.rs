@@ -1417,3 +1417,105 @@ fn a_short_secret_withholds_the_bodies_of_the_routes_that_send_it_and_nothing_el
         "a 2-character secret does not shred other text: {open}"
     );
 }
+
+/// A TLS server that closes every connection right after its handshake, without a
+/// close_notify and without reading the request, as Python's asyncio servers do when a
+/// required client certificate is missing (TLS 1.3: the server learns it only after the
+/// handshake). With `ask_client_cert` it sends a CertificateRequest (the client may answer
+/// with none); without, it is a server that just drops the connection.
+fn closing_tls_server(ask_client_cert: bool) -> (u16, tokio::runtime::Runtime) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "closing CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let builder = rustls::ServerConfig::builder();
+    let builder = if ask_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
+        .with_single_cert(vec![leaf_cert.der().clone()], key)
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(sock).await {
+                    // No close_notify, nothing read: the TCP connection just ends.
+                    let (io, _) = tls.into_inner();
+                    drop(io);
+                }
+            });
+        }
+    });
+    (port, rt)
+}
+
+#[test]
+fn a_server_that_asks_for_a_client_certificate_and_closes_is_tls_not_a_hang() {
+    let (port, _rt) = closing_tls_server(true);
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: mtls\n    base_url: https://127.0.0.1:{port}\n    tls: {{ insecure: true }}\n    routes: [ {{ path: /health }} ]\n"
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let doc = o.json();
+    let r = route(&doc, "mtls", "/health");
+    assert_eq!(
+        r["outcome"], "tls",
+        "never empty_reply (a hung outcome): {doc:#}"
+    );
+    assert!(
+        error_of(r).contains("requires a client certificate"),
+        "{doc:#}"
+    );
+
+    // The same close from a server that asked for nothing stays what it is.
+    let (port, _rt2) = closing_tls_server(false);
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: plain\n    base_url: https://127.0.0.1:{port}\n    tls: {{ insecure: true }}\n    routes: [ {{ path: /health }} ]\n"
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    let doc = o.json();
+    assert_eq!(
+        route(&doc, "plain", "/health")["outcome"],
+        "empty_reply",
+        "{doc:#}"
+    );
+}
