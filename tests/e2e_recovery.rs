@@ -1163,6 +1163,86 @@ fn scenario_p_mtls_asyncio_service_is_never_killed(cx: &mut Ctx) {
     assert_eq!(after, before, "the mTLS service was killed\n{}", run.ctx());
 }
 
+/// A service on a Unix socket whose accept loop is deadlocked: its small accept queue is
+/// full, a connect answers EAGAIN at once. That is the hang (`timeout`), not a refusal; the
+/// evidence shows the unit's own listener with its queue full; killed and recovered (the
+/// restarted process serves).
+fn scenario_q_unix_socket_deadlock_is_recovered(cx: &mut Ctx) {
+    const UNIX_UNIT: &str = "rw-unix.service";
+    let dir = fresh_dir(&cx.root, "q");
+    let sock = "/run/rw-unix.sock";
+    let marker = dir.join("deadlocked-once");
+    let server = format!(
+        "import os, socket, time\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\nclass H(BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n    def log_message(self, *a):\n        pass\nclass S(HTTPServer):\n    address_family = socket.AF_UNIX\n    request_queue_size = 2\n    def server_bind(self):\n        try:\n            os.unlink(self.server_address)\n        except FileNotFoundError:\n            pass\n        self.socket.bind(self.server_address)\n    def get_request(self):\n        s, _ = self.socket.accept()\n        return s, ('unix', 0)\nsrv = S('{sock}', H)\nif not os.path.exists('{m}'):\n    open('{m}', 'w').close()\n    while True:\n        time.sleep(3600)\nsrv.serve_forever()\n",
+        m = marker.display()
+    );
+    fs::write(dir.join("unix.py"), server).unwrap();
+    let script = dir.join("unix.py").display().to_string();
+    let started = in_lab(&[
+        "systemd-run",
+        "--unit",
+        UNIX_UNIT,
+        "-p",
+        "Restart=always",
+        "-p",
+        "RestartSec=200ms",
+        "python3",
+        &script,
+    ]);
+    assert_eq!(started.code(), 0, "systemd-run: {}", started.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_lab(&["test", "-S", sock]).code() != 0 {
+        assert!(Instant::now() < deadline, "{UNIX_UNIT} never bound {sock}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Fill the accept queue (held for 30 s by a process of its own in the lab).
+    let flood = format!(
+        "import socket, time\nheld = []\nfor _ in range(20):\n    s = socket.socket(socket.AF_UNIX)\n    s.setblocking(False)\n    try:\n        s.connect('{sock}')\n        held.append(s)\n    except BlockingIOError:\n        pass\ntime.sleep(30)\n"
+    );
+    fs::write(dir.join("flood.py"), flood).unwrap();
+    let spawn = format!(
+        "nohup python3 {} >/dev/null 2>&1 &",
+        dir.join("flood.py").display()
+    );
+    assert_eq!(in_lab(&["sh", "-c", &spawn]).code(), 0, "start the flood");
+    thread::sleep(Duration::from_millis(500));
+    let cfg = dir.join("unix.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "defaults:\n  timeout: 500ms\n  connect_timeout: 300ms\n  retries: 1\n  backoff: 50ms\ntargets:\n  - name: unix\n    base_url: unix:{sock}\n    unit: {UNIX_UNIT}\n    recovery: {{ action: kill, startup_grace: 0s, cooldown: 0s, verify_timeout: 15s }}\n    routes:\n      - {{ path: /health, class: core }}\n"
+        ),
+    )
+    .unwrap();
+    let before = facts(UNIX_UNIT);
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    let _ = in_lab(&["pkill", "-f", "flood.py"]);
+    let after = facts(UNIX_UNIT);
+    let _ = in_lab(&["systemctl", "stop", UNIX_UNIT]);
+    eprintln!("e2e q: reason: {}", run.reason());
+    assert_eq!(
+        run.doc()["targets"][0]["routes"][0]["outcome"],
+        "timeout",
+        "outcome\n{}",
+        run.ctx()
+    );
+    run.assert_code(3);
+    run.assert_decision("act");
+    let l = &run.recovery()["evidence"]["listener"];
+    assert_eq!(l["in_unit"], true, "evidence\n{}", run.ctx());
+    assert!(
+        l["queue"].as_u64() >= l["backlog"].as_u64() && l["queue"].as_u64() > Some(0),
+        "queue full\n{}",
+        run.ctx()
+    );
+    assert_ne!(
+        after.main_pid,
+        before.main_pid,
+        "killed and restarted\n{}",
+        run.ctx()
+    );
+}
+
 /// The probed port is served by another unit than the one named (a stale or mistyped
 /// port): never a kill of either, and the refusal names who serves it. Runs after b, which
 /// leaves rw-hang hung; the probe file blames rw-plain for rw-hang's port.
@@ -1647,7 +1727,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 16] = [
+    let scenarios: [(&str, Scenario, u32); 17] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1671,6 +1751,11 @@ fn real_systemd_recovery() {
         (
             "p: an asyncio TLS service that requires a client certificate is never killed",
             scenario_p_mtls_asyncio_service_is_never_killed,
+            0,
+        ),
+        (
+            "q: a deadlocked service on a Unix socket with a full queue is recovered",
+            scenario_q_unix_socket_deadlock_is_recovered,
             0,
         ),
         (
