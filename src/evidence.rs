@@ -168,7 +168,12 @@ impl Evidence {
             Some(l) => {
                 if let (Some(q), Some(b)) = (l.queue, l.backlog) {
                     parts.push(format!(
-                        "accept queue {q}/{b}{}",
+                        "{}accept queue {q}/{b}{}",
+                        if self.through.is_some() {
+                            "the proxy's "
+                        } else {
+                            ""
+                        },
                         if l.queue_full() { " full" } else { "" }
                     ));
                 }

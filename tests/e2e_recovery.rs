@@ -1243,6 +1243,81 @@ fn scenario_q_unix_socket_deadlock_is_recovered(cx: &mut Ctx) {
     );
 }
 
+/// A small reverse proxy unit in front of the hung rw-hang, declared with
+/// `recovery.through`: the probe goes through the proxy, the app behind it is killed and
+/// recovered, the proxy is untouched.
+fn scenario_r_through_a_proxy_the_app_is_recovered(cx: &mut Ctx) {
+    const PROXY_UNIT: &str = "rw-proxy.service";
+    const PROXY_PORT: u16 = 18087;
+    let dir = fresh_dir(&cx.root, "r");
+    let proxy = format!(
+        "import asyncio\nasync def pipe(r, w):\n    try:\n        while True:\n            b = await r.read(65536)\n            if not b:\n                break\n            w.write(b)\n            await w.drain()\n    except Exception:\n        pass\n    finally:\n        w.close()\nasync def handle(cr, cw):\n    try:\n        ur, uw = await asyncio.open_connection('127.0.0.1', {HANG_PORT})\n    except Exception:\n        cw.close()\n        return\n    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))\nasync def main():\n    srv = await asyncio.start_server(handle, '127.0.0.1', {PROXY_PORT})\n    async with srv:\n        await srv.serve_forever()\nasyncio.run(main())\n"
+    );
+    fs::write(dir.join("proxy.py"), proxy).unwrap();
+    let script = dir.join("proxy.py").display().to_string();
+    let started = in_lab(&[
+        "systemd-run",
+        "--unit",
+        PROXY_UNIT,
+        "-p",
+        "Restart=always",
+        "python3",
+        &script,
+    ]);
+    assert_eq!(started.code(), 0, "systemd-run: {}", started.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_lab(&[
+        "sh",
+        "-c",
+        &format!("ss -Hltn 'sport = :{PROXY_PORT}' | grep -q ."),
+    ])
+    .code()
+        != 0
+    {
+        assert!(Instant::now() < deadline, "{PROXY_UNIT} never listened");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = dir.join("through.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "defaults:\n  timeout: 300ms\n  connect_timeout: 200ms\n  retries: 1\n  backoff: 50ms\ntargets:\n  - name: app\n    base_url: http://127.0.0.1:{PROXY_PORT}\n    unit: {HANG_UNIT}\n    recovery: {{ action: kill, startup_grace: 0s, cooldown: 0s, verify_timeout: 10s, through: {PROXY_UNIT} }}\n    routes:\n      - {{ path: /health, class: core }}\n"
+        ),
+    )
+    .unwrap();
+    let before = facts(HANG_UNIT);
+    let proxy_before = facts(PROXY_UNIT);
+    make_hung(HANG_PORT);
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    let proxy_after = facts(PROXY_UNIT);
+    let _ = in_lab(&["systemctl", "stop", PROXY_UNIT]);
+    eprintln!("e2e r: reason: {}", run.reason());
+    run.assert_code(3);
+    run.assert_decision("act");
+    let ev = &run.recovery()["evidence"];
+    assert_eq!(ev["through"], PROXY_UNIT, "evidence\n{}", run.ctx());
+    assert_eq!(
+        ev["listener"]["in_unit"],
+        true,
+        "the proxy serves it\n{}",
+        run.ctx()
+    );
+    assert_eq!(
+        ev["own_listeners"][0]["address"],
+        format!("127.0.0.1:{HANG_PORT}"),
+        "the app's own listener\n{}",
+        run.ctx()
+    );
+    assert_killed_and_back(run.recovery(), &before, &run.ctx());
+    assert_eq!(
+        proxy_after,
+        proxy_before,
+        "the proxy was touched\n{}",
+        run.ctx()
+    );
+    wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+}
+
 /// The probed port is served by another unit than the one named (a stale or mistyped
 /// port): never a kill of either, and the refusal names who serves it. Runs after b, which
 /// leaves rw-hang hung; the probe file blames rw-plain for rw-hang's port.
@@ -1727,7 +1802,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 17] = [
+    let scenarios: [(&str, Scenario, u32); 18] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1797,6 +1872,11 @@ fn real_systemd_recovery() {
             1,
         ),
         (
+            "r: through a declared proxy unit the app behind it is recovered",
+            scenario_r_through_a_proxy_the_app_is_recovered,
+            1,
+        ),
+        (
             "k: recovery timing, 5 runs",
             scenario_k_recovery_timing,
             TIMING_RUNS as u32,
@@ -1815,7 +1895,7 @@ fn real_systemd_recovery() {
         let result = panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut cx)));
         let after = all_facts();
         let mut kills = kills_between(&before, &after);
-        // The kills of rw-hang that are the point of a, h, j, m, n and k.
+        // The kills of rw-hang that are the point of a, h, j, m, n, r and k.
         if let Some(k) = kills.get_mut(HANG_UNIT) {
             *k = k.saturating_sub(expected_kills);
         }
@@ -1852,7 +1932,7 @@ fn real_systemd_recovery() {
         );
     }
     eprintln!(
-        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, k): {wrong_kills}"
+        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, r, k): {wrong_kills}"
     );
     drop(lab);
     // The shipped unit's state directory on the host's /var/lib.
