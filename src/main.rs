@@ -119,6 +119,10 @@ struct CheckArgs {
     /// (http://HOST:9091/metrics/job/NAME); a failed push is a warning
     #[arg(long, value_name = "URL")]
     push: Option<String>,
+    /// Dead-man's switch (healthchecks.io protocol): POST URL/start before probing and
+    /// URL/<exit code> after (overrides `ping:` in the probe file); a failed ping is a warning
+    #[arg(long, value_name = "URL")]
+    ping: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -23,6 +23,10 @@ pub(super) struct RawFile {
     /// The services to probe.
     #[schemars(with = "Vec<RawTarget>")]
     pub(super) targets: Spanned<RawTargets>,
+    /// Dead-man's switch (healthchecks.io protocol): `URL/start` before probing, `URL/<exit
+    /// code>` after; `${VAR}` allowed. `check --ping` overrides it.
+    #[schemars(with = "Option<String>")]
+    pub(super) ping: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -114,10 +114,16 @@ pub(super) fn resolve(
     let run_timeout = cx
         .positive(scope, "run_timeout", &d.run_timeout)?
         .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
+    let ping = raw
+        .ping
+        .as_ref()
+        .map(|p| super::alerts::resolve_ping(&cx, p))
+        .transpose()?;
     Ok(Plan {
         user_agent,
         run_timeout,
         targets,
+        ping,
         secrets: cx.secrets.take(),
     })
 }

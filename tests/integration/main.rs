@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerts;
 mod cli;
 mod config_errors;
 mod ecosystem;
