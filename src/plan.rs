@@ -18,6 +18,8 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// The dead-man's-switch ping (`ping:`), if any.
     pub ping: Option<crate::alerts::ping::Ping>,
+    /// Where to send notifications of state changes (`notify:`).
+    pub notify: Vec<crate::alerts::notify::Notifier>,
     /// Values taken from `${VAR}`: redacted from every report, log line and error.
     pub secrets: Vec<String>,
 }

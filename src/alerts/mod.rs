@@ -6,6 +6,7 @@
 //! URLs and headers may carry secrets (`${VAR}`, a ping URL's UUID): a URL is only ever shown
 //! as its scheme, host and port.
 
+pub mod notify;
 pub mod ping;
 
 use std::time::Duration;
@@ -51,19 +52,28 @@ pub fn shown(url: &reqwest::Url) -> String {
     }
 }
 
-/// Send every request at once; each failure is one `(kind, message)` pair, in the order given.
-/// The caller bounds the whole with [`SEND_TIMEOUT`] and a stop signal.
+/// Send every request at once, all within [`SEND_TIMEOUT`]; each failure is one `(kind,
+/// message)` pair, in the order given. The caller adds the stop signal.
 pub async fn send_all(items: &[Outgoing], user_agent: &str) -> Vec<(&'static str, String)> {
     let client = match client(user_agent, SEND_TIMEOUT) {
         Ok(c) => c,
         Err(e) => return items.iter().map(|i| (i.kind, e.clone())).collect(),
     };
+    // Each request has its own failure line, within the one deadline they share.
+    let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
     let sends = items.iter().map(|item| {
         let client = client.clone();
         async move {
-            send(&client, item)
+            let sent = tokio::time::timeout_at(deadline, send(&client, item))
                 .await
-                .err()
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "to {}: no answer within {}",
+                        shown(&item.url),
+                        humantime::format_duration(SEND_TIMEOUT)
+                    ))
+                });
+            sent.err()
                 .map(|e| (item.kind, format!("{}: {e}", item.what)))
         }
     });

@@ -223,7 +223,7 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
     };
     // The push, the ping and the notifications come after the report is out: a slow or
     // stopped receiver costs the report nothing and never changes the exit code.
-    let mut outgoing = Vec::new();
+    let mut outgoing = report.notifications.clone();
     if let Some(p) = &ping {
         outgoing.push(p.finish(report.exit_code, &report.summary.line));
     }
@@ -264,18 +264,7 @@ async fn send_bounded(
         if outgoing.is_empty() {
             return;
         }
-        let failures =
-            tokio::time::timeout(alerts::SEND_TIMEOUT, alerts::send_all(outgoing, user_agent))
-                .await
-                .unwrap_or_else(|_| {
-                    vec![(
-                        outgoing[0].kind,
-                        format!(
-                            "not all sent within {}",
-                            humantime::format_duration(alerts::SEND_TIMEOUT)
-                        ),
-                    )]
-                });
+        let failures = alerts::send_all(outgoing, user_agent).await;
         for (kind, e) in failures {
             let e = routewatch::plan::redact(&e, secrets);
             let event = if kind == "ping" {

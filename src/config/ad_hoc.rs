@@ -95,6 +95,7 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         run_timeout: plan::DEFAULT_RUN_TIMEOUT,
         targets,
         ping: None,
+        notify: Vec::new(),
         secrets,
     })
 }

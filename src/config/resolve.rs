@@ -119,11 +119,13 @@ pub(super) fn resolve(
         .as_ref()
         .map(|p| super::alerts::resolve_ping(&cx, p))
         .transpose()?;
+    let notify = super::alerts::resolve_notify(&cx, &raw.notify)?;
     Ok(Plan {
         user_agent,
         run_timeout,
         targets,
         ping,
+        notify,
         secrets: cx.secrets.take(),
     })
 }

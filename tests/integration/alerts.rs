@@ -109,7 +109,7 @@ pub fn more(rx: &mpsc::Receiver<Got>) -> Vec<Got> {
     out
 }
 
-/// A service: `/ok` answers 200, `/down` 500.
+/// A service: `/ok` answers 200, `/hang` never, anything else 500.
 pub fn service() -> u16 {
     receiver_service()
 }
@@ -130,6 +130,10 @@ fn receiver_service() -> u16 {
                     }
                 }
                 let head = String::from_utf8_lossy(&got).to_string();
+                if head.starts_with("GET /hang ") {
+                    std::thread::sleep(Duration::from_secs(30));
+                    return;
+                }
                 let code = if head.starts_with("GET /ok ") {
                     200
                 } else {
@@ -263,7 +267,13 @@ fn a_hung_receiver_costs_a_bounded_wait_and_a_warning() {
     let svc = service();
     let (hc, rx) = receiver(Answer::Hang);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = probe_file(dir.path(), svc, "/ok", "");
+    let cfg = notify_file(
+        dir.path(),
+        svc,
+        "/down",
+        &format!("  - {{ url: http://127.0.0.1:{hc}/hook }}\n"),
+        "",
+    );
     let started = std::time::Instant::now();
     let o = rw()
         .args(["check", "--format", "json", "--config"])
@@ -279,12 +289,201 @@ fn a_hung_receiver_costs_a_bounded_wait_and_a_warning() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(doc["status"], "healthy");
+    assert_eq!(doc["status"], "unhealthy");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stderr.matches("event=ping_failed").count(), 2, "{stderr}");
-    let paths: Vec<String> = take(&rx, 2).into_iter().map(|g| g.path).collect();
-    assert_eq!(paths, ["/k/start", "/k/0"]);
+    assert!(stderr.contains("event=notify_failed"), "{stderr}");
+    let mut paths: Vec<String> = take(&rx, 3).into_iter().map(|g| g.path).collect();
+    paths.sort();
+    assert_eq!(paths, ["/hook", "/k/1", "/k/start"]);
     assert!(more(&rx).is_empty());
+}
+
+/// A probe file with `notify:` entries, for the target `api` at `path`.
+fn notify_file(dir: &Path, svc: u16, path: &str, notify: &str, target_extra: &str) -> PathBuf {
+    let p = dir.join("probes.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "notify:\n{notify}targets:\n  - name: api\n    base_url: http://127.0.0.1:{svc}\n    timeout: 300ms\n    retries: 0\n{target_extra}    routes: [ {{ path: {path}, class: core }} ]\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn run_check(cfg: &Path, state: &Path) -> std::process::Output {
+    rw().args(["check", "--config"])
+        .arg(cfg)
+        .arg("--state-dir")
+        .arg(state)
+        .env("HOOK_KEY", "hook-s3cret")
+        .env("HOOK_TOKEN", "token-s3cret")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn each_transition_is_notified_once_in_each_format_and_secrets_stay_out_of_the_logs() {
+    let svc = service();
+    let (port, rx) = receiver(Answer::Status(200));
+    let (broken, _broken_rx) = receiver(Answer::Status(500));
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("st");
+    let notify = format!(
+        "  - url: http://127.0.0.1:{port}/json/${{HOOK_KEY}}\n    headers: {{ Authorization: \"Bearer ${{HOOK_TOKEN}}\" }}\n  - {{ url: http://127.0.0.1:{port}/slack, format: slack }}\n  - {{ url: http://127.0.0.1:{port}/ntfy, format: ntfy }}\n  - {{ url: \"http://127.0.0.1:{broken}/x/${{HOOK_KEY}}\" }}\n"
+    );
+    let down = notify_file(dir.path(), svc, "/down", &notify, "");
+    let o = run_check(&down, &st);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let mut got = take(&rx, 3);
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(got.len(), 3, "{got:?}");
+    let paths: Vec<&str> = got.iter().map(|g| g.path.as_str()).collect();
+    assert_eq!(paths, ["/json/hook-s3cret", "/ntfy", "/slack"]);
+    let doc: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["event"], "unhealthy");
+    assert_eq!(doc["target"], "api");
+    assert_eq!(doc["verdict"], "unhealthy");
+    assert_eq!(doc["reminder"], false);
+    assert_eq!(doc["failed_routes"][0]["path"], "/down");
+    assert_eq!(doc["failed_routes"][0]["outcome"], "http_error");
+    assert!(doc["host"].as_str().is_some_and(|h| !h.is_empty()), "{doc}");
+    assert!(doc["routewatch_version"].is_string(), "{doc}");
+    assert!(
+        got[0].head.contains("Bearer token-s3cret"),
+        "{}",
+        got[0].head
+    );
+    let ntfy = &got[1];
+    let lower = ntfy.head.to_ascii_lowercase();
+    assert!(
+        lower.contains("title: routewatch: api unhealthy"),
+        "{}",
+        ntfy.head
+    );
+    assert!(lower.contains("priority: 4"), "{}", ntfy.head);
+    assert!(
+        ntfy.body.contains("api is unhealthy: /down http_error"),
+        "{}",
+        ntfy.body
+    );
+    let slack: serde_json::Value = serde_json::from_str(&got[2].body).unwrap();
+    assert!(
+        slack["text"].as_str().unwrap().contains("api is unhealthy"),
+        "{slack}"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.matches("event=notify_failed").count(), 1, "{stderr}");
+    assert!(stderr.contains("HTTP 500"), "{stderr}");
+    let out = format!("{stderr}{}", String::from_utf8_lossy(&o.stdout));
+    assert!(!out.contains("s3cret"), "{out}");
+
+    // The same verdict again: nothing.
+    let o = run_check(&down, &st);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(more(&rx).is_empty());
+
+    // Back to healthy: resolved, once.
+    let ok = notify_file(dir.path(), svc, "/ok", &notify, "");
+    let o = run_check(&ok, &st);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let got = take(&rx, 3);
+    assert_eq!(got.len(), 3);
+    let json = got.iter().find(|g| g.path.starts_with("/json/")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(doc["event"], "resolved");
+    assert_eq!(doc["verdict"], "healthy");
+    let o = run_check(&ok, &st);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(more(&rx).is_empty());
+}
+
+#[test]
+fn after_runs_waits_and_a_reminder_repeats_once_its_interval_passed() {
+    let svc = service();
+    let (port, rx) = receiver(Answer::Status(200));
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("st");
+    let notify =
+        format!("  - {{ url: http://127.0.0.1:{port}/hook, after_runs: 2, reminder: 4h }}\n");
+    let down = notify_file(dir.path(), svc, "/down", &notify, "");
+    run_check(&down, &st);
+    assert!(more(&rx).is_empty(), "one bad run of two");
+    run_check(&down, &st);
+    let got = take(&rx, 1);
+    let doc: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(
+        (doc["event"].as_str(), doc["consecutive_unhealthy"].as_u64()),
+        (Some("unhealthy"), Some(2))
+    );
+    run_check(&down, &st);
+    assert!(more(&rx).is_empty(), "within the reminder interval");
+    // Five hours pass (the mark is set back rather than the clock moved on).
+    let path = st.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for mark in state["targets"]["api"]["notified"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        let at = mark["open_at"].as_u64().unwrap();
+        mark["open_at"] = (at - 5 * 3600).into();
+    }
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    run_check(&down, &st);
+    let got = take(&rx, 1);
+    let doc: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(
+        (doc["event"].as_str(), doc["reminder"].as_bool()),
+        (Some("unhealthy"), Some(true))
+    );
+    run_check(&down, &st);
+    assert!(more(&rx).is_empty());
+}
+
+#[test]
+fn a_refused_recovery_of_a_hang_is_notified_once_with_its_reason() {
+    let svc = service();
+    let (port, rx) = receiver(Answer::Status(200));
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("st");
+    let notify = format!("  - {{ url: http://127.0.0.1:{port}/hook }}\n");
+    let hang = notify_file(
+        dir.path(),
+        svc,
+        "/hang",
+        &notify,
+        "    unit: api.service\n    recovery: { action: kill }\n",
+    );
+    let o = run_check(&hang, &st);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let mut events: Vec<serde_json::Value> = take(&rx, 2)
+        .iter()
+        .map(|g| serde_json::from_str(&g.body).unwrap())
+        .collect();
+    events.sort_by_key(|d| d["event"].as_str().unwrap().to_string());
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "refused");
+    assert_eq!(events[1]["event"], "unhealthy");
+    assert_eq!(events[0]["recovery"]["decision"], "refuse");
+    assert!(
+        events[0]["recovery"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("api.service"),
+        "{}",
+        events[0]
+    );
+    assert!(
+        events[0]["text"].as_str().unwrap().contains("refused"),
+        "{}",
+        events[0]
+    );
+    run_check(&hang, &st);
+    assert!(more(&rx).is_empty(), "refused once per episode");
 }
