@@ -85,6 +85,8 @@ pub struct DecisionInput<'a> {
     /// The probed address's listener has a full accept queue: a `connect_timeout` there is
     /// the hung signature too (the kernel drops SYNs once the process stops accepting).
     pub queue_full: bool,
+    /// `routewatch silence`: the silence in force, described; never recovered.
+    pub silenced: Option<String>,
     pub now: SystemTime,
 }
 
@@ -112,6 +114,9 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
         }
         Verdict::Healthy | Verdict::Degraded => return Err("core routes are fine".into()),
         Verdict::Unhealthy => {}
+    }
+    if let Some(silence) = &input.silenced {
+        return Err(silence.clone());
     }
     if input.core_failures.is_empty() && input.cut_short > 0 {
         return Err(format!(
@@ -346,6 +351,7 @@ impl Recoverer<'_> {
             state,
             lock_held_elsewhere: case.lock_held_elsewhere,
             queue_full: false,
+            silenced: state.silenced(SystemTime::now()).map(|s| s.describe()),
             now: SystemTime::now(),
         };
         // Where the core routes went, if it can be looked up here; and its accept queue when
@@ -763,6 +769,7 @@ mod tests {
             state,
             lock_held_elsewhere: false,
             queue_full: false,
+            silenced: None,
             now,
         }
     }

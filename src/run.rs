@@ -129,6 +129,22 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             log_event!(Level::Warn, "state_settled", "note" = note);
             warnings.push(note);
         }
+        state.expire_silences(SystemTime::now());
+    }
+    for t in &plan.targets {
+        if let Some(s) = state
+            .targets
+            .get(&t.name)
+            .and_then(|s| s.silenced(SystemTime::now()))
+        {
+            log_event!(
+                Level::Warn,
+                "target_silenced",
+                "target" = t.name,
+                "silence" = s.describe()
+            );
+            warnings.push(format!("target {}: {}", t.name, s.describe()));
+        }
     }
 
     for t in plan.targets.iter().filter(|t| t.tls.insecure) {

@@ -371,6 +371,14 @@ pub fn collect(
     let redact = |t: &str| plan.redact(t);
     let mut out = Vec::new();
     for (i, t) in targets.iter().enumerate() {
+        // Silenced: nothing sent, and what each receiver was told stays as it was.
+        let silenced = state.targets.get(&t.name).is_some_and(|s| {
+            s.silenced(std::time::UNIX_EPOCH + Duration::from_secs(now))
+                .is_some()
+        });
+        if silenced {
+            continue;
+        }
         let seen = Seen {
             verdict: t.verdict,
             streak: streaks.get(i).copied().unwrap_or(0),

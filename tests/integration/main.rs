@@ -16,4 +16,5 @@ mod ecosystem;
 mod limits;
 mod properties;
 mod security;
+mod silences;
 mod tls_and_secrets;
