@@ -68,6 +68,9 @@ enum Command {
         /// State directory [default: $STATE_DIRECTORY, /var/lib/routewatch as root, else $XDG_STATE_HOME/routewatch]
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
     },
     /// Silence a target for maintenance: probed and reported, never recovered nor notified
     Silence(SilenceArgs),
@@ -149,6 +152,12 @@ struct SilenceArgs {
     state_dir: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StatusFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     Text,
@@ -195,7 +204,9 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::check(args),
         Command::Validate { config } => cli::validate::validate(config),
         Command::Demo => cli::demo::run_demo(),
-        Command::Status { state_dir } => cli::status::status(state_dir),
+        Command::Status { state_dir, format } => {
+            cli::status::status(state_dir, format == StatusFormat::Json)
+        }
         Command::Silence(args) => cli::silence::silence(args),
         Command::Schema => cli::schema(),
         Command::Completions { shell } => cli::completions(shell),

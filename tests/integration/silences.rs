@@ -117,3 +117,55 @@ fn an_expired_silence_disappears_and_bad_usage_is_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {o:?}");
     }
 }
+
+#[test]
+fn status_json_shows_streaks_silences_and_what_was_notified() {
+    let svc = service();
+    let (port, rx) = receiver(Answer::Status(200));
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("st");
+    let status = || {
+        let o = rw()
+            .args(["status", "--format", "json", "--state-dir"])
+            .arg(&st)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let empty = status();
+    assert_eq!(empty["version"], 1);
+    assert_eq!(empty["targets"], serde_json::json!([]));
+
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "notify:\n  - {{ url: http://127.0.0.1:{port}/hook }}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{svc}\n    routes: [ {{ path: /down, class: core }} ]\n  - name: web\n    base_url: http://127.0.0.1:{svc}\n    routes: [ {{ path: /ok, class: core }} ]\n"
+        ),
+    )
+    .unwrap();
+    silence(&st, &["web", "--for", "2h", "--reason", "migration"]);
+    let o = rw()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&st)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert_eq!(take(&rx, 1).len(), 1);
+    let doc = status();
+    let api = &doc["targets"][0];
+    assert_eq!(api["name"], "api");
+    assert_eq!(api["last_verdict"], "unhealthy");
+    assert_eq!(api["consecutive_unhealthy"], 1);
+    assert_eq!(api["silence"], serde_json::Value::Null);
+    assert_eq!(api["notifications"][0]["last_event"], "unhealthy");
+    assert_eq!(api["notifications"][0]["open"], "unhealthy");
+    let web = &doc["targets"][1];
+    assert_eq!(web["last_verdict"], "healthy");
+    assert_eq!(web["silence"]["reason"], "migration");
+    assert_eq!(web["silence"]["by"], "alice");
+    assert!(web["silence"]["until"].as_u64() > doc["now"].as_u64());
+}
