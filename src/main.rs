@@ -68,7 +68,12 @@ enum Command {
         /// State directory [default: $STATE_DIRECTORY, /var/lib/routewatch as root, else $XDG_STATE_HOME/routewatch]
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
     },
+    /// Silence a target for maintenance: probed and reported, never recovered nor notified
+    Silence(SilenceArgs),
     /// Print the JSON Schema of the probe file (for editors and CI linters)
     Schema,
     /// Print a shell completion script
@@ -119,6 +124,38 @@ struct CheckArgs {
     /// (http://HOST:9091/metrics/job/NAME); a failed push is a warning
     #[arg(long, value_name = "URL")]
     push: Option<String>,
+    /// Dead-man's switch (healthchecks.io protocol): POST URL/start before probing and
+    /// URL/<exit code> after (overrides `ping:` in the probe file); a failed ping is a warning
+    #[arg(long, value_name = "URL")]
+    ping: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct SilenceArgs {
+    /// The target to silence (its name in the probe file)
+    #[arg(value_name = "TARGET", conflicts_with_all = ["list", "clear"])]
+    target: Option<String>,
+    /// How long, e.g. 30m or 2h
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration, requires = "target")]
+    duration: Option<std::time::Duration>,
+    /// Why (shown in reports until it ends)
+    #[arg(long, value_name = "TEXT", requires = "target")]
+    reason: Option<String>,
+    /// List the silences in force
+    #[arg(long, conflicts_with = "clear")]
+    list: bool,
+    /// End TARGET's silence now
+    #[arg(long, value_name = "TARGET")]
+    clear: Option<String>,
+    /// State directory [default: $STATE_DIRECTORY, /var/lib/routewatch as root, else $XDG_STATE_HOME/routewatch]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StatusFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -167,7 +204,10 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::check(args),
         Command::Validate { config } => cli::validate::validate(config),
         Command::Demo => cli::demo::run_demo(),
-        Command::Status { state_dir } => cli::status::status(state_dir),
+        Command::Status { state_dir, format } => {
+            cli::status::status(state_dir, format == StatusFormat::Json)
+        }
+        Command::Silence(args) => cli::silence::silence(args),
         Command::Schema => cli::schema(),
         Command::Completions { shell } => cli::completions(shell),
         Command::Man => cli::man(),

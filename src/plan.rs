@@ -16,6 +16,10 @@ pub struct Plan {
     /// Hard limit on the whole probing phase; what is still running then ends as `timeout`.
     pub run_timeout: Duration,
     pub targets: Vec<Target>,
+    /// The dead-man's-switch ping (`ping:`), if any.
+    pub ping: Option<crate::alerts::ping::Ping>,
+    /// Where to send notifications of state changes (`notify:`).
+    pub notify: Vec<crate::alerts::notify::Notifier>,
     /// Values taken from `${VAR}`: redacted from every report, log line and error.
     pub secrets: Vec<String>,
 }

@@ -85,6 +85,8 @@ pub struct DecisionInput<'a> {
     /// The probed address's listener has a full accept queue: a `connect_timeout` there is
     /// the hung signature too (the kernel drops SYNs once the process stops accepting).
     pub queue_full: bool,
+    /// `routewatch silence`: the silence in force, described; never recovered.
+    pub silenced: Option<String>,
     pub now: SystemTime,
 }
 
@@ -112,6 +114,9 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
         }
         Verdict::Healthy | Verdict::Degraded => return Err("core routes are fine".into()),
         Verdict::Unhealthy => {}
+    }
+    if let Some(silence) = &input.silenced {
+        return Err(silence.clone());
     }
     if input.core_failures.is_empty() && input.cut_short > 0 {
         return Err(format!(
@@ -627,6 +632,7 @@ fn decide_from_the_run(
         state,
         lock_held_elsewhere: case.lock_held_elsewhere,
         queue_full,
+        silenced: state.silenced(SystemTime::now()).map(|s| s.describe()),
         now: SystemTime::now(),
     };
     decide_before_systemd(&input).map_err(|reason| job.refuse(reason))
@@ -901,6 +907,7 @@ mod tests {
             state,
             lock_held_elsewhere: false,
             queue_full: false,
+            silenced: None,
             now,
         }
     }

@@ -56,6 +56,9 @@ pub struct RunReport {
     pub targets: Vec<TargetReport>,
     /// Things an operator should know that are not route outcomes (corrupt state file, lock).
     pub warnings: Vec<String>,
+    /// The notifications this run decided on (`notify:`), sent after the report.
+    #[serde(skip)]
+    pub notifications: Vec<crate::alerts::Outgoing>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,6 +129,22 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             log_event!(Level::Warn, "state_settled", "note" = note);
             warnings.push(note);
         }
+        state.expire_silences(SystemTime::now());
+    }
+    for t in &plan.targets {
+        if let Some(s) = state
+            .targets
+            .get(&t.name)
+            .and_then(|s| s.silenced(SystemTime::now()))
+        {
+            log_event!(
+                Level::Warn,
+                "target_silenced",
+                "target" = t.name,
+                "silence" = s.describe()
+            );
+            warnings.push(format!("target {}: {}", t.name, s.describe()));
+        }
     }
 
     for t in plan.targets.iter().filter(|t| t.tls.insecure) {
@@ -183,6 +202,16 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         }
     }
 
+    // Before a recovery resets it: `after_runs` of the notifications counts this streak.
+    let streaks: Vec<u32> = targets
+        .iter()
+        .map(|t| {
+            state
+                .targets
+                .get(&t.name)
+                .map_or(0, |s| s.consecutive_unhealthy)
+        })
+        .collect();
     let recoverer = Recoverer {
         prober: &prober,
         dry_run: opts.dry_run,
@@ -260,6 +289,14 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             .unwrap_or_default();
     }
 
+    // Decided here so what was told is saved with this run's state; sent after the report.
+    // A run without the lock leaves it to the run that holds it.
+    let notifications = if lock_held_elsewhere {
+        Vec::new()
+    } else {
+        crate::alerts::notify::collect(&plan, &mut state, &targets, &streaks, SystemTime::now())
+    };
+
     let probed: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
     state.forget_stale(&probed, SystemTime::now());
 
@@ -302,6 +339,7 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         },
         targets,
         warnings,
+        notifications,
     })
 }
 

@@ -44,6 +44,42 @@ pub struct TargetState {
     /// Prometheus counter `routewatch_recoveries_total`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recoveries_total: BTreeMap<String, u64>,
+    /// What each notification receiver was told about this target, by receiver key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notified: BTreeMap<String, crate::alerts::notify::Mark>,
+    /// `routewatch silence`: probed and reported, never recovered nor notified until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<Silence>,
+}
+
+/// A maintenance silence on one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    /// Unix seconds it was set and when it ends.
+    pub since: u64,
+    pub until: u64,
+    /// Who set it (the invoking user).
+    pub by: String,
+    pub reason: String,
+}
+
+impl Silence {
+    pub fn active(&self, now: SystemTime) -> bool {
+        unix_secs(now) < self.until
+    }
+
+    /// `silenced until 2026-05-18T10:30:00Z by alice: deploy`.
+    pub fn describe(&self) -> String {
+        let until = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(self.until));
+        format!("silenced until {until} by {}: {}", self.by, self.reason)
+    }
+}
+
+impl TargetState {
+    /// The silence in force at `now`, if any.
+    pub fn silenced(&self, now: SystemTime) -> Option<&Silence> {
+        self.silence.as_ref().filter(|s| s.active(now))
+    }
 }
 
 /// Where a recovery action stands.
@@ -171,6 +207,18 @@ impl State {
             }
         }
         notes
+    }
+
+    /// Drop expired silences; returns the targets whose silence ended.
+    pub fn expire_silences(&mut self, now: SystemTime) -> Vec<String> {
+        let mut ended = Vec::new();
+        for (name, t) in &mut self.targets {
+            if t.silence.as_ref().is_some_and(|s| !s.active(now)) {
+                t.silence = None;
+                ended.push(name.clone());
+            }
+        }
+        ended
     }
 
     /// Forget targets that are no longer probed and were last seen longer ago than the action

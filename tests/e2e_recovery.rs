@@ -1763,6 +1763,67 @@ fn scenario_k_recovery_timing(cx: &mut Ctx) {
 }
 
 /// (values in ms, median in ms) of run wall times.
+/// n. a silenced hung unit is probed and reported but not killed; once the silence is
+/// cleared, the next run recovers it.
+fn scenario_s_silenced_hung_unit_is_not_killed(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "s");
+    let cfg = probe_file(
+        &dir,
+        &Target {
+            name: "hang",
+            port: HANG_PORT,
+            unit: Some(HANG_UNIT),
+        },
+    );
+    let state = dir.join("state");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let set = in_lab(&[
+        BIN,
+        "silence",
+        "hang",
+        "--for",
+        "10m",
+        "--reason",
+        "e2e deploy",
+        "--state-dir",
+        state_arg,
+    ]);
+    assert!(
+        set.status.success(),
+        "silence: {} {}",
+        set.stdout,
+        set.stderr
+    );
+    let before = facts(HANG_UNIT);
+    assert_eq!(before.active_state, "active", "{before:?}");
+    make_hung(HANG_PORT);
+    let run = routewatch(&cfg, &state, &[]);
+    run.assert_code(1);
+    run.assert_decision("refuse");
+    assert!(
+        run.reason().starts_with("silenced until") && run.reason().ends_with("e2e deploy"),
+        "reason\n{}",
+        run.ctx()
+    );
+    assert_eq!(
+        facts(HANG_UNIT),
+        before,
+        "a silenced unit is never killed\n{}",
+        run.ctx()
+    );
+    let clear = in_lab(&[BIN, "silence", "--clear", "hang", "--state-dir", state_arg]);
+    assert!(
+        clear.status.success(),
+        "silence --clear: {} {}",
+        clear.stdout,
+        clear.stderr
+    );
+    let run = routewatch(&cfg, &state, &[]);
+    run.assert_code(3);
+    assert_killed_and_back(run.recovery(), &before, &run.ctx());
+    wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+}
+
 fn median_ms(times: &[Duration]) -> (Vec<u128>, u128) {
     let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
     let mut sorted = ms.clone();
@@ -1802,7 +1863,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 18] = [
+    let scenarios: [(&str, Scenario, u32); 19] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1881,6 +1942,11 @@ fn real_systemd_recovery() {
             scenario_k_recovery_timing,
             TIMING_RUNS as u32,
         ),
+        (
+            "s: a silenced hung unit is not killed, then recovered once cleared",
+            scenario_s_silenced_hung_unit_is_not_killed,
+            1,
+        ),
     ];
     let mut failed: Vec<String> = Vec::new();
     let mut wrong_kills = 0u32;
@@ -1895,7 +1961,7 @@ fn real_systemd_recovery() {
         let result = panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut cx)));
         let after = all_facts();
         let mut kills = kills_between(&before, &after);
-        // The kills of rw-hang that are the point of a, h, j, m, n, r and k.
+        // The kills of rw-hang that are the point of a, h, j, m, n, r, k and s.
         if let Some(k) = kills.get_mut(HANG_UNIT) {
             *k = k.saturating_sub(expected_kills);
         }
@@ -1932,7 +1998,7 @@ fn real_systemd_recovery() {
         );
     }
     eprintln!(
-        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, r, k): {wrong_kills}"
+        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, r, k, s): {wrong_kills}"
     );
     drop(lab);
     // The shipped unit's state directory on the host's /var/lib.

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use routewatch::alerts::{self, Outgoing, ping::Ping};
 use routewatch::log::{self, Level};
 use routewatch::report::{self, Format};
 use routewatch::{config, push, run, state};
@@ -32,6 +33,11 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
     let push_url = match args.push.as_deref().map(push::parse_url).transpose() {
         Ok(u) => u,
         Err(e) => return fail(Exit::Usage, e),
+    };
+    // The URL itself is never echoed: a ping URL's path is its key.
+    let ping_arg = match args.ping.as_deref().map(alerts::parse_http_url).transpose() {
+        Ok(u) => u.map(|url| Ping { url }),
+        Err(e) => return fail(Exit::Usage, format!("--ping: {e}")),
     };
     // A report that could not be written is found out before the probing, not after it.
     if let Some(out) = &args.output
@@ -82,8 +88,17 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
     }
     let plan = match plan {
         Ok(p) => Arc::new(p),
-        Err(e) => return fail(Exit::Usage, e),
+        Err(e) => {
+            // A probe file broken by a deploy is what the ping's receiver should hear about.
+            if let Some(p) = &ping_arg {
+                let failed = p.finish(Exit::Usage as u8, "the probe file is not valid");
+                let ua = routewatch::DEFAULT_USER_AGENT;
+                rt.block_on(send_bounded(&mut stop, ua, &[failed], &[], None));
+            }
+            return fail(Exit::Usage, e);
+        }
     };
+    let ping = ping_arg.or_else(|| plan.ping.clone());
     // Ad hoc runs (CI smoke checks) keep no state unless asked to.
     let mut state_dir = match (&args.state_dir, ad_hoc) {
         (Some(d), _) => Some(d.clone()),
@@ -157,7 +172,14 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
                 log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
                 None
             }
-            r = run::check(Arc::clone(&plan), opts) => Some(r),
+            r = async {
+                if let Some(p) = &ping
+                    && let Err(e) = alerts::ping::send_start(p, &plan.user_agent).await
+                {
+                    log::emit(Level::Warn, "ping_failed", &[("error", &format!("start: {e}"))]);
+                }
+                run::check(Arc::clone(&plan), opts).await
+            } => Some(r),
         }
     });
     if let Some(pb) = &progress {
@@ -199,28 +221,71 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
             args.output.as_deref(),
         )
     };
-    // The push comes after the report is out: a slow or stopped gateway costs the report
-    // nothing and never changes the exit code.
-    if let Some(url) = push_url {
-        let metrics = report::prometheus(&report);
-        rt.block_on(async {
-            tokio::select! {
-                r = push::push(url, &plan.user_agent, metrics) => {
-                    if let Err(e) = r {
-                        log::emit(Level::Warn, "push_failed", &[("error", &e)]);
-                    }
-                }
-                sig = stop.wait() => {
-                    log::emit(Level::Warn, "push_interrupted", &[("signal", &sig)]);
-                }
-            }
-        });
+    // The push, the ping and the notifications come after the report is out: a slow or
+    // stopped receiver costs the report nothing and never changes the exit code.
+    let mut outgoing = report.notifications.clone();
+    if let Some(p) = &ping {
+        outgoing.push(p.finish(report.exit_code, &report.summary.line));
     }
+    let push = push_url.map(|url| (url, report::prometheus(&report)));
+    rt.block_on(send_bounded(
+        &mut stop,
+        &plan.user_agent,
+        &outgoing,
+        &plan.secrets,
+        push,
+    ));
     rt.shutdown_timeout(Duration::from_millis(100));
     if let Err(e) = emitted {
         return fail(Exit::CouldNotRun, e);
     }
     Exit::of_report(&report)
+}
+
+/// Send what goes out after a run (or instead of one): the push and every notification and
+/// ping at once, all bounded by their timeouts, and cut short by a stop signal (the exit code
+/// stays the run's). Each failure is one warning line with no secret in it.
+async fn send_bounded(
+    stop: &mut Stop,
+    user_agent: &str,
+    outgoing: &[Outgoing],
+    secrets: &[String],
+    push: Option<(reqwest::Url, String)>,
+) {
+    let pushing = push.is_some();
+    let push = async {
+        if let Some((url, metrics)) = push
+            && let Err(e) = push::push(url, user_agent, metrics).await
+        {
+            log::emit(Level::Warn, "push_failed", &[("error", &e)]);
+        }
+    };
+    let send = async {
+        if outgoing.is_empty() {
+            return;
+        }
+        let failures = alerts::send_all(outgoing, user_agent).await;
+        for (kind, e) in failures {
+            let e = routewatch::plan::redact(&e, secrets);
+            let event = if kind == "ping" {
+                "ping_failed"
+            } else {
+                "notify_failed"
+            };
+            log::emit(Level::Warn, event, &[("error", &e)]);
+        }
+    };
+    tokio::select! {
+        _ = futures_util::future::join(push, send) => {}
+        sig = stop.wait() => {
+            if pushing {
+                log::emit(Level::Warn, "push_interrupted", &[("signal", &sig)]);
+            }
+            if !outgoing.is_empty() {
+                log::emit(Level::Warn, "notify_interrupted", &[("signal", &sig)]);
+            }
+        }
+    }
 }
 
 /// The trust verdict of a run as root.

@@ -9,6 +9,7 @@ use output::emit;
 pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod output;
+pub(crate) mod silence;
 pub(crate) mod status;
 pub(crate) mod validate;
 

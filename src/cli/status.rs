@@ -1,14 +1,83 @@
 //! `routewatch status`: what the state file remembers.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use routewatch::state;
+use routewatch::alerts::notify::Event;
+use routewatch::state::{self, ActionRecord, Silence, State};
+use routewatch::verdict::Verdict;
+use serde::Serialize;
 
 use super::{env, fail, is_root};
 use crate::Exit;
 
-pub(crate) fn status(state_dir: Option<PathBuf>) -> Exit {
+/// `status --format json`, version 1; README "The state file" documents it.
+#[derive(Serialize)]
+struct Doc<'a> {
+    version: u32,
+    state_file: String,
+    /// Unix seconds when this was read.
+    now: u64,
+    targets: Vec<TargetDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct TargetDoc<'a> {
+    name: &'a str,
+    last_verdict: Option<Verdict>,
+    last_run: Option<u64>,
+    consecutive_unhealthy: u32,
+    actions: &'a [ActionRecord],
+    recoveries_total: &'a BTreeMap<String, u64>,
+    /// The silence in force, or `null`.
+    silence: Option<&'a Silence>,
+    notifications: Vec<NotifiedDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct NotifiedDoc<'a> {
+    receiver: &'a str,
+    /// The bad verdict announced and not yet resolved.
+    open: Option<Event>,
+    last_event: Option<Event>,
+    last_at: Option<u64>,
+}
+
+fn json(path: &std::path::Path, st: &State) -> String {
+    let now = SystemTime::now();
+    let doc = Doc {
+        version: 1,
+        state_file: path.display().to_string(),
+        now: state::unix_secs(now),
+        targets: st
+            .targets
+            .iter()
+            .map(|(name, t)| TargetDoc {
+                name,
+                last_verdict: t.last_verdict,
+                last_run: t.last_run,
+                consecutive_unhealthy: t.consecutive_unhealthy,
+                actions: &t.actions,
+                recoveries_total: &t.recoveries_total,
+                silence: t.silenced(now),
+                notifications: t
+                    .notified
+                    .iter()
+                    .map(|(k, m)| NotifiedDoc {
+                        receiver: k,
+                        open: m.open,
+                        last_event: m.last,
+                        last_at: m.last.map(|_| m.last_at),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    format!("{:#}\n", serde_json::to_value(&doc).unwrap_or_default())
+}
+
+pub(crate) fn status(state_dir: Option<PathBuf>, as_json: bool) -> Exit {
     let dir = match state_dir.map_or_else(|| state::default_dir(&env, is_root()), Ok) {
         Ok(d) => d,
         Err(e) => return fail(Exit::CouldNotRun, e),
@@ -17,6 +86,10 @@ pub(crate) fn status(state_dir: Option<PathBuf>) -> Exit {
     // The same reader as `check`: never through a symlink, never more than its size limit,
     // and an error quotes no content of the file.
     let st = match state::read_file(&path) {
+        Ok(None) if as_json => {
+            print!("{}", json(&path, &State::default()));
+            return Exit::Healthy;
+        }
         Ok(None) => {
             println!(
                 "{}: no state yet (no check has run with this state directory)",
@@ -41,7 +114,12 @@ pub(crate) fn status(state_dir: Option<PathBuf>) -> Exit {
             );
         }
     };
-    let now = state::unix_secs(std::time::SystemTime::now());
+    if as_json {
+        print!("{}", json(&path, &st));
+        return Exit::Healthy;
+    }
+    let now_at = SystemTime::now();
+    let now = state::unix_secs(now_at);
     let ago =
         |t: u64| humantime::format_duration(Duration::from_secs(now.saturating_sub(t))).to_string();
     println!("{}", path.display());
@@ -52,6 +130,14 @@ pub(crate) fn status(state_dir: Option<PathBuf>) -> Exit {
             t.last_run.map_or("never".into(), ago),
             t.consecutive_unhealthy
         );
+        if let Some(s) = t.silenced(now_at) {
+            println!("  {}", s.describe());
+        }
+        for m in t.notified.values() {
+            if let Some(e) = m.last {
+                println!("  last notified: {} ({} ago)", e.as_str(), ago(m.last_at));
+            }
+        }
         for a in &t.actions {
             println!(
                 "  {} ago: {} {} (PID {}): {}",

@@ -94,6 +94,8 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         user_agent: crate::DEFAULT_USER_AGENT.into(),
         run_timeout: plan::DEFAULT_RUN_TIMEOUT,
         targets,
+        ping: None,
+        notify: Vec::new(),
         secrets,
     })
 }

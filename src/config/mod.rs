@@ -16,6 +16,7 @@ use std::path::Path;
 use crate::plan::Plan;
 
 mod ad_hoc;
+mod alerts;
 mod context;
 mod diagnostics;
 mod patterns;

@@ -23,6 +23,36 @@ pub(super) struct RawFile {
     /// The services to probe.
     #[schemars(with = "Vec<RawTarget>")]
     pub(super) targets: Spanned<RawTargets>,
+    /// Dead-man's switch (healthchecks.io protocol): `URL/start` before probing, `URL/<exit
+    /// code>` after; `${VAR}` allowed. `check --ping` overrides it.
+    #[schemars(with = "Option<String>")]
+    pub(super) ping: Option<Spanned<String>>,
+    /// Where to send notifications of state changes (README "Notifications").
+    #[serde(default)]
+    pub(super) notify: Vec<RawNotify>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    /// Where to POST; `${VAR}` allowed (never printed).
+    #[schemars(with = "String")]
+    pub(super) url: Spanned<String>,
+    /// json (default: the versioned document) | slack (Slack, Mattermost, Discord's /slack) | ntfy.
+    pub(super) format: Option<crate::alerts::notify::Format>,
+    /// Events to send; default [unhealthy, resolved, recovered, not_recovered, refused]
+    /// (degraded and unknown only when listed).
+    pub(super) on: Option<Vec<crate::alerts::notify::Event>>,
+    /// Request headers; `${VAR}` is taken from the environment and never printed.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub(super) headers: BTreeMap<String, Spanned<String>>,
+    /// Send a bad verdict again every this long while it lasts (default: never).
+    #[schemars(with = "Option<Dur>")]
+    pub(super) reminder: Option<Spanned<Dur>>,
+    /// Consecutive unhealthy runs before `unhealthy` is sent (default 1).
+    #[schemars(with = "Option<Count>")]
+    pub(super) after_runs: Option<Spanned<Count>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

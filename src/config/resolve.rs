@@ -114,10 +114,18 @@ pub(super) fn resolve(
     let run_timeout = cx
         .positive(scope, "run_timeout", &d.run_timeout)?
         .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
+    let ping = raw
+        .ping
+        .as_ref()
+        .map(|p| super::alerts::resolve_ping(&cx, p))
+        .transpose()?;
+    let notify = super::alerts::resolve_notify(&cx, &raw.notify)?;
     Ok(Plan {
         user_agent,
         run_timeout,
         targets,
+        ping,
+        notify,
         secrets: cx.secrets.take(),
     })
 }

@@ -9,10 +9,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerts;
 mod cli;
 mod config_errors;
 mod ecosystem;
 mod limits;
 mod properties;
 mod security;
+mod silences;
 mod tls_and_secrets;
