@@ -76,12 +76,85 @@ pub enum RunError {
     Setup(#[from] crate::probe::SetupError),
 }
 
+/// What a run remembers: the state file (when there is one), whether another run holds its
+/// lock, and the state as loaded and updated.
+struct Memory {
+    store: Option<Store>,
+    lock_held_elsewhere: bool,
+    state: State,
+}
+
+impl Memory {
+    /// Whether this run owns the state file (and so may write it and act).
+    fn owned(&self) -> bool {
+        self.store.as_ref().is_some_and(Store::is_locked)
+    }
+}
+
 pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let mut warnings = opts.warnings.clone();
+    let mut memory = open_state(&opts, &mut warnings).await?;
+    announce(&plan, &memory.state, &mut warnings);
 
-    // State first: an unusable state directory stops the run before any traffic (exit 4).
+    let prober = Arc::new(Prober::new(Arc::clone(&plan))?);
+    let results = prober
+        .probe_all(Instant::now() + plan.run_timeout, opts.observer.clone())
+        .await;
+    let mut targets = judge(&plan, results);
+    remember_verdicts(&mut memory.state, &targets, &mut warnings);
+    // Before a recovery resets it: `after_runs` of the notifications counts this streak.
+    let streaks: Vec<u32> = targets
+        .iter()
+        .map(|t| {
+            memory
+                .state
+                .targets
+                .get(&t.name)
+                .map_or(0, |s| s.consecutive_unhealthy)
+        })
+        .collect();
+    recover_all(&plan, &opts, &prober, &mut memory, &mut targets).await;
+    for t in targets.iter_mut().filter(|t| t.unit.is_some()) {
+        t.recoveries_total = memory
+            .state
+            .targets
+            .get(&t.name)
+            .map(|s| s.recoveries_total.clone())
+            .unwrap_or_default();
+    }
+    // Decided here so what was told is saved with this run's state; sent after the report.
+    // A run without the lock leaves it to the run that holds it.
+    let notifications = if memory.lock_held_elsewhere {
+        Vec::new()
+    } else {
+        crate::alerts::notify::collect(
+            &plan,
+            &mut memory.state,
+            &targets,
+            &streaks,
+            SystemTime::now(),
+        )
+    };
+    let probed: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+    memory.state.forget_stale(&probed, SystemTime::now());
+    // Close the pools (idle sockets) before the final write.
+    drop(prober);
+    save_final(&memory, &mut warnings).await;
+    Ok(assemble(
+        started,
+        started_at,
+        targets,
+        warnings,
+        notifications,
+    ))
+}
+
+/// The state directory first: an unusable one stops the run before any traffic (exit 4).
+/// Take the lock (or go on without state updates), load, set right what an interrupted run
+/// left, drop expired silences.
+async fn open_state(opts: &Options, warnings: &mut Vec<String>) -> Result<Memory, RunError> {
     let mut store = match &opts.state_dir {
         Some(dir) => Some(Store::open(dir)?),
         None => None,
@@ -91,14 +164,13 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         && !store.lock(opts.lock_wait).await?
     {
         lock_held_elsewhere = true;
-        let w = format!(
+        log_event!(Level::Warn, "state_locked", "dir" = store.dir().display());
+        warnings.push(format!(
             "another routewatch run holds the lock in {}; probing anyway, no recovery and no state update",
             store.dir().display()
-        );
-        log_event!(Level::Warn, "state_locked", "dir" = store.dir().display());
-        warnings.push(w);
+        ));
     }
-    let mut state = match &store {
+    let state = match &store {
         None => State::default(),
         Some(s) => match s.load()? {
             Loaded::Fresh(st) | Loaded::Existing(st) => st,
@@ -123,14 +195,23 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             }
         },
     };
-
-    if store.as_ref().is_some_and(Store::is_locked) {
-        for note in state.settle(SystemTime::now()) {
+    let mut memory = Memory {
+        store,
+        lock_held_elsewhere,
+        state,
+    };
+    if memory.owned() {
+        for note in memory.state.settle(SystemTime::now()) {
             log_event!(Level::Warn, "state_settled", "note" = note);
             warnings.push(note);
         }
-        state.expire_silences(SystemTime::now());
+        memory.state.expire_silences(SystemTime::now());
     }
+    Ok(memory)
+}
+
+/// What the report must say before any traffic: silenced targets, TLS verification off.
+fn announce(plan: &Plan, state: &State, warnings: &mut Vec<String>) {
     for t in &plan.targets {
         if let Some(s) = state
             .targets
@@ -146,7 +227,6 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             warnings.push(format!("target {}: {}", t.name, s.describe()));
         }
     }
-
     for t in plan.targets.iter().filter(|t| t.tls.insecure) {
         log_event!(Level::Warn, "tls_insecure", "target" = t.name);
         warnings.push(format!(
@@ -154,13 +234,11 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             t.name
         ));
     }
-    let prober = Arc::new(Prober::new(Arc::clone(&plan))?);
-    let results = prober
-        .probe_all(Instant::now() + plan.run_timeout, opts.observer.clone())
-        .await;
+}
 
-    let mut targets: Vec<TargetReport> = plan
-        .targets
+/// Each target's verdict from its routes. Pure.
+fn judge(plan: &Plan, results: Vec<Vec<RouteResult>>) -> Vec<TargetReport> {
+    plan.targets
         .iter()
         .zip(results)
         .map(|(t, routes)| TargetReport {
@@ -173,10 +251,14 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             recovery: None,
             recoveries_total: Default::default(),
         })
-        .collect();
+        .collect()
+}
 
+/// The streaks: a verdict proves something unless every failing core route was cut short by
+/// the run's deadline. One warning per target that exits 0 without being simply healthy.
+fn remember_verdicts(state: &mut State, targets: &[TargetReport], warnings: &mut Vec<String>) {
     let now = SystemTime::now();
-    for t in &targets {
+    for t in targets {
         let proves_nothing = t.verdict != Verdict::Healthy
             && t.routes
                 .iter()
@@ -201,19 +283,20 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             warnings.push(format!("target {}: {} ({why})", t.name, t.verdict.as_str()));
         }
     }
+}
 
-    // Before a recovery resets it: `after_runs` of the notifications counts this streak.
-    let streaks: Vec<u32> = targets
-        .iter()
-        .map(|t| {
-            state
-                .targets
-                .get(&t.name)
-                .map_or(0, |s| s.consecutive_unhealthy)
-        })
-        .collect();
+/// Recovery for every target with a unit that is not serving: off for the whole run
+/// (untrusted files, `--no-recover`), or one [`Recoverer::run`] each, recording its actions
+/// in the state file as they happen.
+async fn recover_all(
+    plan: &Plan,
+    opts: &Options,
+    prober: &Arc<Prober>,
+    memory: &mut Memory,
+    targets: &mut [TargetReport],
+) {
     let recoverer = Recoverer {
-        prober: &prober,
+        prober,
         dry_run: opts.dry_run,
     };
     for (i, t) in targets.iter_mut().enumerate() {
@@ -222,53 +305,34 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         {
             continue;
         }
-        let off = match (&opts.recovery_blocked, opts.no_recover) {
-            (Some(why), _) => Some((crate::recovery::Decision::Refuse, why.clone())),
-            (None, true) => Some((
-                crate::recovery::Decision::Disabled,
-                "--no-recover".to_string(),
-            )),
-            (None, false) => None,
-        };
-        if let Some((decision, reason)) = off {
-            t.recovery = Some(RecoveryReport {
-                action: plan.targets[i]
-                    .recovery
-                    .as_ref()
-                    .map_or(crate::plan::Action::None, |p| p.action),
-                decision,
-                reason,
-                unit: t.unit.clone().unwrap_or_default(),
-                pid: None,
-                new_pid: None,
-                outcome: None,
-                confirm_ms: None,
-                act_ms: None,
-                verify_ms: None,
-                total_ms: 0,
-                evidence: None,
-                dump: None,
-            });
+        if let Some(report) = recovery_off(plan, opts, i, t) {
+            t.recovery = Some(report);
             continue;
         }
-        let target_state = state.targets.get(&t.name).cloned().unwrap_or_default();
+        let target_state = memory
+            .state
+            .targets
+            .get(&t.name)
+            .cloned()
+            .unwrap_or_default();
         let case = Case {
             target_index: i,
             verdict: t.verdict,
             routes: &t.routes,
-            lock_held_elsewhere,
+            lock_held_elsewhere: memory.lock_held_elsewhere,
         };
-        let name = t.name.clone();
+        let (name, unit) = (t.name.clone(), t.unit.clone().unwrap_or_default());
+        let owned = memory.owned();
+        let Memory { store, state, .. } = &mut *memory;
         let mut record = |entry: Entry| -> Result<(), String> {
-            let unit = t.unit.clone().unwrap_or_default();
             match entry {
                 Entry::Begin(rec) => state.add_action(&name, rec),
                 Entry::Finish(outcome) => state.finish_action(&name, &unit, outcome),
             }
             // Persist at once, synced: a second run must see this action even if we die
             // verifying; the pending record must be on disk before the signal.
-            match &store {
-                Some(s) if s.is_locked() => s.save(&state).map_err(|e| e.to_string()),
+            match store {
+                Some(s) if owned => s.save(state).map_err(|e| e.to_string()),
                 _ => Err("no state directory to record it in".into()),
             }
             .inspect_err(|e| log_event!(Level::Error, "state_write_failed", "error" = e))
@@ -276,45 +340,65 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         let report = recoverer.run(case, &target_state, &mut record).await;
         if report.outcome == Some(RecoveryOutcome::Recovered) {
             // It serves again: the next hang starts a new streak (the cooldown still applies).
-            state.target_mut(&t.name).consecutive_unhealthy = 0;
+            memory.state.target_mut(&t.name).consecutive_unhealthy = 0;
         }
         t.recovery = Some(report);
     }
+}
 
-    for t in targets.iter_mut().filter(|t| t.unit.is_some()) {
-        t.recoveries_total = state
-            .targets
-            .get(&t.name)
-            .map(|s| s.recoveries_total.clone())
-            .unwrap_or_default();
-    }
-
-    // Decided here so what was told is saved with this run's state; sent after the report.
-    // A run without the lock leaves it to the run that holds it.
-    let notifications = if lock_held_elsewhere {
-        Vec::new()
-    } else {
-        crate::alerts::notify::collect(&plan, &mut state, &targets, &streaks, SystemTime::now())
+/// The report of a recovery that is off for this run, if it is. Pure.
+fn recovery_off(plan: &Plan, opts: &Options, i: usize, t: &TargetReport) -> Option<RecoveryReport> {
+    let (decision, reason) = match (&opts.recovery_blocked, opts.no_recover) {
+        (Some(why), _) => (crate::recovery::Decision::Refuse, why.clone()),
+        (None, true) => (
+            crate::recovery::Decision::Disabled,
+            "--no-recover".to_string(),
+        ),
+        (None, false) => return None,
     };
+    Some(RecoveryReport {
+        action: plan.targets[i]
+            .recovery
+            .as_ref()
+            .map_or(crate::plan::Action::None, |p| p.action),
+        decision,
+        reason,
+        unit: t.unit.clone().unwrap_or_default(),
+        pid: None,
+        new_pid: None,
+        outcome: None,
+        confirm_ms: None,
+        act_ms: None,
+        verify_ms: None,
+        total_ms: 0,
+        evidence: None,
+        dump: None,
+    })
+}
 
-    let probed: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
-    state.forget_stale(&probed, SystemTime::now());
-
-    // Close the pools (idle sockets) before the final write.
-    drop(prober);
-    // A state that cannot be written (a full disk) costs the streaks and history of this
-    // run, not its report: the report says so, and recovery already refused any action whose
-    // record could not be written.
-    if let Some(s) = &store
-        && s.is_locked()
-        && let Err(e) = save_patiently(s, &state).await
+/// The final write. A state that cannot be written (a full disk) costs the streaks and
+/// history of this run, not its report: the report says so, and recovery already refused any
+/// action whose record could not be written.
+async fn save_final(memory: &Memory, warnings: &mut Vec<String>) {
+    if let Some(s) = &memory.store
+        && memory.owned()
+        && let Err(e) = save_patiently(s, &memory.state).await
     {
         log_event!(Level::Error, "state_write_failed", "error" = e);
         warnings.push(format!(
             "the state could not be saved ({e}): this run's streaks and history are lost"
         ));
     }
+}
 
+/// The report: the run's status and counts from the targets. Pure but for the clock.
+fn assemble(
+    started: Instant,
+    started_at: SystemTime,
+    targets: Vec<TargetReport>,
+    warnings: Vec<String>,
+    notifications: Vec<crate::alerts::Outgoing>,
+) -> RunReport {
     let status = verdict::run_status(targets.iter().map(|t| {
         let recovered = t
             .recovery
@@ -327,7 +411,7 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
             .iter()
             .flat_map(|t| t.routes.iter().map(|r| r.outcome)),
     );
-    Ok(RunReport {
+    RunReport {
         version: 1,
         status,
         exit_code: status.exit_code(),
@@ -340,7 +424,7 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         targets,
         warnings,
         notifications,
-    })
+    }
 }
 
 /// Write the state, waiting briefly if descriptors are exhausted: sockets of the pools just
