@@ -12,6 +12,7 @@
 //! state file) and `log` (stderr) touch the outside world; everything else is plain data in,
 //! data out.
 
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod evidence;

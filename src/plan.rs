@@ -417,6 +417,8 @@ pub struct Expect {
     pub headers: Vec<(HeaderName, Arc<Regex>)>,
     /// Slower than this (and otherwise fine) is `slow`: degraded, never unhealthy.
     pub max_latency: Option<Duration>,
+    /// A server certificate expiring sooner than this is `cert_expiring` (`https://` only).
+    pub cert_min: Option<Duration>,
 }
 
 impl Default for Expect {
@@ -428,6 +430,7 @@ impl Default for Expect {
             json: Vec::new(),
             headers: Vec::new(),
             max_latency: None,
+            cert_min: None,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct RouteResult {
     /// an attempt, or its last attempt had less time than `timeout`. Not evidence of a hang.
     #[serde(skip)]
     pub cut_short: bool,
+    /// The server certificate an `https://` route was answered over (the leaf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<crate::certs::CertInfo>,
 }
 
 pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -260,6 +263,7 @@ impl Prober {
                 // Anything the server echoed back of a secret never leaves.
                 error: a.error.map(|e| self.plan.redact(&e)),
                 cut_short: a.cut_short,
+                tls_cert: a.cert,
             }
         };
         loop {
@@ -447,6 +451,10 @@ fn build_client(
     if t.tls.insecure {
         b = b.tls_danger_accept_invalid_certs(true);
     }
+    if t.is_https() {
+        // The server certificate comes with each response, for its expiry.
+        b = b.tls_info(true);
+    }
     b.build().map_err(|e| err(error_chain(&e)))
 }
 
@@ -580,6 +588,8 @@ struct Attempt {
     local_exhaustion: bool,
     /// See [`RouteResult::cut_short`].
     cut_short: bool,
+    /// The server certificate, when the answer came over TLS.
+    cert: Option<crate::certs::CertInfo>,
 }
 
 impl Attempt {
@@ -591,6 +601,7 @@ impl Attempt {
             error: Some(error),
             local_exhaustion: false,
             cut_short: false,
+            cert: None,
         }
     }
 
@@ -602,6 +613,7 @@ impl Attempt {
             error: None,
             local_exhaustion: false,
             cut_short: false,
+            cert: None,
         }
     }
 }
@@ -875,8 +887,14 @@ async fn judge_response(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let cert = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .and_then(|der| crate::certs::read(der, SystemTime::now()));
     let base = Attempt {
         retry_after,
+        cert,
         ..Attempt::ok(Some(status))
     };
 
@@ -1038,20 +1056,35 @@ async fn judge_response(
             };
         }
     }
-    if let Some(max_latency) = expect.max_latency
-        && elapsed > max_latency
-    {
-        return Attempt {
-            outcome: Outcome::Slow,
-            error: Some(format!(
-                "answered in {}, over max_latency {}",
-                fmt_duration(elapsed),
-                fmt_duration(max_latency)
-            )),
+    let slow = expect.max_latency.filter(|&max| elapsed > max).map(|max| {
+        format!(
+            "answered in {}, over max_latency {}",
+            fmt_duration(elapsed),
+            fmt_duration(max)
+        )
+    });
+    // A certificate near its end is a warning for a person, never a failure: the service
+    // answers now. It outranks `slow` in the outcome, and the error says both.
+    let expiring = expect
+        .cert_min
+        .zip(base.cert.as_ref())
+        .and_then(|(min, cert)| crate::certs::expiring(cert, min, SystemTime::now()));
+    match (expiring, slow) {
+        (Some(why), slow) => Attempt {
+            outcome: Outcome::CertExpiring,
+            error: Some(match slow {
+                Some(slow) => format!("{why}; {slow}"),
+                None => why,
+            }),
             ..base
-        };
+        },
+        (None, Some(slow)) => Attempt {
+            outcome: Outcome::Slow,
+            error: Some(slow),
+            ..base
+        },
+        (None, None) => base,
     }
-    base
 }
 
 /// Whether the body checks pass on a body cut at `max_body` whatever follows the cut: a

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::route_count::{RawRoutes, RawTargets};
-use super::scalars::{Count, Dur, Size, StatusSpec};
+use super::scalars::{CertMin, Count, Dur, Size, StatusSpec};
 use crate::plan::{Action, Class};
 
 /// A routewatch probe file.
@@ -167,6 +167,10 @@ pub(super) struct RawExpect {
     #[schemars(with = "BTreeMap<String, String>")]
     pub(super) header: BTreeMap<String, Spanned<String>>,
     pub(super) max_latency: Option<Dur>,
+    /// `https://` only: a server certificate that expires sooner than this (days, or a
+    /// duration such as `14d`) is `cert_expiring`: degraded, never unhealthy, never a kill.
+    #[schemars(with = "Option<CertMin>")]
+    pub(super) cert_min_days: Option<Spanned<CertMin>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -107,7 +107,16 @@ pub(super) fn resolve_route(
         headers.retain(|o| o.name != h.name);
         headers.push(h);
     }
-    let expect = resolve_expect(cx, &at, r.expect.map(|e| *e).unwrap_or_default(), target)?;
+    let raw_expect = r.expect.map(|e| *e).unwrap_or_default();
+    if let Some(min) = &raw_expect.cert_min_days
+        && !matches!(endpoint, Endpoint::Http { base } if base.starts_with("https:"))
+    {
+        return Err(cx.err(
+            min,
+            format!("target {target:?}: route {path}: expect.cert_min_days needs an https:// base_url (there is no certificate to check)"),
+        ));
+    }
+    let expect = resolve_expect(cx, &at, raw_expect, target)?;
     Ok(Route {
         path,
         url,
@@ -160,5 +169,6 @@ pub(super) fn resolve_expect(
         json: e.json.into_iter().collect(),
         headers,
         max_latency: e.max_latency.map(|x| x.0),
+        cert_min: e.cert_min_days.map(|x| x.value.0),
     })
 }

@@ -1,0 +1,230 @@
+//! What a probe checks beyond the status, against real local servers (127.0.0.1, port 0): a
+//! server certificate near its end (a private CA made in the test), negative body checks, the
+//! JSON value forms (exists, absent, comparisons, patterns, a heartbeat's age), client
+//! certificates, redirects, and the words of transport errors.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use routewatch::outcome::Outcome;
+use routewatch::run::RunReport;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::common;
+
+const DAY: u64 = 86_400;
+
+// ---------------------------------------------------------------------------------------------
+// A private CA, and small servers that answer every request alike.
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca() -> Ca {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "routewatch test CA");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A certificate for `name` signed by `ca`, valid until `valid_for` from now, for `usage`;
+/// its DER chain and key.
+fn issue(
+    ca: &Ca,
+    name: &str,
+    valid_for: Duration,
+    usage: ExtendedKeyUsagePurpose,
+) -> (
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    String,
+    String,
+) {
+    let mut leaf = CertificateParams::new(vec![name.to_string()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![usage];
+    leaf.not_before = (SystemTime::now() - Duration::from_secs(DAY)).into();
+    leaf.not_after = (SystemTime::now() + valid_for).into();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca.issuer).unwrap();
+    let pem = (cert.pem(), key.serialize_pem());
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    (vec![cert.der().clone()], der, pem.0, pem.1)
+}
+
+fn server_config(ca: &Ca, valid_for: Duration) -> Arc<rustls::ServerConfig> {
+    let (chain, key, _, _) = issue(
+        ca,
+        "localhost",
+        valid_for,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// What a test server answers: status, extra header lines, body — from the request path.
+type Answer = Arc<dyn Fn(&str) -> (u16, String, String) + Send + Sync>;
+
+/// Serve on 127.0.0.1:0, over TLS when `tls` is given; the port.
+async fn serve(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    answer: impl Fn(&str) -> (u16, String, String) + Send + Sync + 'static,
+) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer: Answer = Arc::new(answer);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (answer, acceptor) = (Arc::clone(&answer), acceptor.clone());
+            tokio::spawn(async move {
+                match acceptor {
+                    None => respond(stream, answer).await,
+                    Some(a) => {
+                        if let Ok(s) = a.accept(stream).await {
+                            respond(s, answer).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Keep-alive HTTP/1.1 without request bodies: read a head, answer, repeat.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, answer: Answer) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let (status, headers, body) = answer(&path);
+        let out = format!(
+            "HTTP/1.1 {status} {}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            common::reason(status),
+            body.len()
+        );
+        if s.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn ok(body: &str) -> (u16, String, String) {
+    (200, String::new(), body.to_string())
+}
+
+/// A check of `yaml` with the JSON document and the Prometheus text it reports.
+async fn check(yaml: &str) -> (RunReport, serde_json::Value, String) {
+    let report = common::check(yaml).await;
+    let json: serde_json::Value = serde_json::from_str(&routewatch::report::json(&report)).unwrap();
+    let prom = routewatch::report::prometheus(&report);
+    (report, json, prom)
+}
+
+const FAST: &str = "defaults: { timeout: 5s, connect_timeout: 2s, retries: 0 }";
+
+// ---------------------------------------------------------------------------------------------
+// 1. Certificate expiry
+
+#[tokio::test]
+async fn a_certificate_expiring_in_5_days_under_14_is_degraded_naming_it_and_its_not_after() {
+    let ca = ca();
+    let port = serve(
+        Some(server_config(&ca, Duration::from_secs(5 * DAY))),
+        |_| ok("fine"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let yaml = format!(
+        "{FAST}\ntargets:\n  - name: web\n    base_url: https://localhost:{port}\n    unit: web.service\n    tls: {{ ca_file: {} }}\n    routes:\n      - {{ path: /soon, expect: {{ cert_min_days: 14 }} }}\n      - {{ path: /later, expect: {{ cert_min_days: 2d }} }}\n",
+        ca_file.display()
+    );
+    let (report, json, prom) = check(&yaml).await;
+    let soon = &report.targets[0].routes[0];
+    assert_eq!(soon.outcome, Outcome::CertExpiring, "{report:#?}");
+    assert_eq!(soon.status_code, Some(200));
+    let why = soon.error.as_deref().unwrap();
+    let cert = soon.tls_cert.as_ref().unwrap();
+    assert!(
+        why.contains("CN=localhost") && why.contains(&format!("notAfter {}", cert.not_after)),
+        "{why}"
+    );
+    assert!(why.contains("14 days"), "{why}");
+    assert!((4.8..=5.0).contains(&cert.days_left), "{cert:?}");
+    // Degraded, exit 0, and never handed to recovery (the unit is not touched).
+    assert_eq!(report.exit_code, 0, "{report:#?}");
+    assert_eq!(json["targets"][0]["verdict"], "degraded", "{json:#}");
+    assert!(json["targets"][0]["recovery"].is_null(), "{json:#}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("web: degraded") && w.contains("/soon cert_expiring")),
+        "{:?}",
+        report.warnings
+    );
+    // Two days is enough for the other route: ok, with its days left in the JSON.
+    let later = &json["targets"][0]["routes"][1];
+    assert_eq!(later["outcome"], "ok", "{json:#}");
+    let days = later["tls_cert"]["days_left"].as_f64().unwrap();
+    assert!((4.8..=5.0).contains(&days), "{json:#}");
+    assert_eq!(json["summary"]["cert_expiring"], 1, "{json:#}");
+    // The metric: notAfter as Unix time, for every https route.
+    let line = format!(
+        "routewatch_tls_cert_expiry_seconds{{target=\"web\",route=\"/soon\",class=\"core\"}} {}",
+        cert.not_after_unix
+    );
+    assert!(prom.contains(&line), "{prom}");
+    assert!(prom.contains("# TYPE routewatch_tls_cert_expiry_seconds gauge"));
+}
+
+#[test]
+fn cert_min_days_on_a_plain_http_target_is_a_config_error() {
+    let yaml = "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    routes: [ { path: /ok, expect: { cert_min_days: 14 } } ]\n";
+    let e = routewatch::config::parse(yaml, "p.yaml", &|_| None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "p.yaml:4:53: target \"a\": route /ok: expect.cert_min_days needs an https:// base_url (there is no certificate to check)"
+    );
+}
