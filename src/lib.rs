@@ -16,6 +16,7 @@ pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod evidence;
+pub mod expect;
 pub mod log;
 pub mod outcome;
 pub mod plan;

@@ -411,8 +411,12 @@ pub struct Expect {
     pub body_contains: Option<String>,
     /// Shared by every route of the file with the same pattern (one compiled copy, one cache).
     pub body_regex: Option<Arc<Regex>>,
-    /// Dotted field path → expected JSON value.
-    pub json: Vec<(String, serde_json::Value)>,
+    /// A substring the body must not contain.
+    pub body_not_contains: Option<String>,
+    /// A pattern the body must not match.
+    pub body_not_regex: Option<Arc<Regex>>,
+    /// Dotted field path → what the JSON value there must be.
+    pub json: Vec<(String, crate::expect::JsonCheck)>,
     /// Header name → pattern the value must match.
     pub headers: Vec<(HeaderName, Arc<Regex>)>,
     /// Slower than this (and otherwise fine) is `slow`: degraded, never unhealthy.
@@ -427,6 +431,8 @@ impl Default for Expect {
             status: vec![(200, 399)],
             body_contains: None,
             body_regex: None,
+            body_not_contains: None,
+            body_not_regex: None,
             json: Vec::new(),
             headers: Vec::new(),
             max_latency: None,
@@ -444,7 +450,11 @@ impl Expect {
 
     /// Whether the body must be read and checked (as opposed to only drained).
     pub fn needs_body(&self) -> bool {
-        self.body_contains.is_some() || self.body_regex.is_some() || !self.json.is_empty()
+        self.body_contains.is_some()
+            || self.body_regex.is_some()
+            || self.body_not_contains.is_some()
+            || self.body_not_regex.is_some()
+            || !self.json.is_empty()
     }
 }
 

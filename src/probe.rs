@@ -1039,6 +1039,13 @@ async fn judge_response(
     let elapsed = started.elapsed();
 
     if expect.needs_body() && !decided {
+        if truncated && let Some(reason) = fails_on_prefix(expect, &body, false, &reveal) {
+            return Attempt {
+                outcome: Outcome::BodyMismatch,
+                error: Some(reason),
+                ..base
+            };
+        }
         if truncated && !passes_on_prefix(expect, &body) {
             return Attempt {
                 outcome: Outcome::TooLarge,
@@ -1092,7 +1099,11 @@ async fn judge_response(
 /// anchor such as `$` or `\b` right at the cut saw the end of the prefix, not of the body).
 /// JSON needs the whole document. Pure.
 pub fn passes_on_prefix(expect: &crate::plan::Expect, prefix: &[u8]) -> bool {
-    if !expect.json.is_empty() {
+    // JSON needs the whole document; what is not there may still come.
+    if !expect.json.is_empty()
+        || expect.body_not_contains.is_some()
+        || expect.body_not_regex.is_some()
+    {
         return false;
     }
     let text = String::from_utf8_lossy(prefix);
@@ -1123,6 +1134,9 @@ pub fn check_body(
         Some(q) => format!("{what} {q}"),
         None => format!("body {WITHHELD}"),
     };
+    if let Some(why) = fails_on_prefix(expect, body, true, reveal) {
+        return Some(why);
+    }
     if let Some(needle) = &expect.body_contains
         && !text.contains(needle.as_str())
     {
@@ -1147,29 +1161,78 @@ pub fn check_body(
                 return Some(format!("body is not JSON ({e}); {}", starts("starts")));
             }
         };
-        for (path, want) in &expect.json {
+        // A string as itself, quoted once; a number, boolean or null bare; a list or object
+        // as its JSON text.
+        let shown = |v: &serde_json::Value| {
+            let quoted = match v {
+                serde_json::Value::String(s) => reveal.quoted(s, 60),
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                    reveal.quoted(&v.to_string(), 60)
+                }
+                _ => reveal
+                    .quoted(&v.to_string(), 60)
+                    .map(|q| q.trim_matches('"').to_string()),
+            };
+            quoted.unwrap_or_else(|| format!("(value {WITHHELD})"))
+        };
+        let now = SystemTime::now();
+        for (path, check) in &expect.json {
             let got = path.split('.').try_fold(&doc, |v, key| match v {
                 serde_json::Value::Object(m) => m.get(key),
                 serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
                 _ => None,
             });
-            match got {
-                None => return Some(format!("json {path}: missing, expected {want}")),
-                Some(got) if !json_matches(got, want) => {
-                    let shown = reveal
-                        .quoted(&got.to_string(), 60)
-                        .unwrap_or_else(|| format!("(value {WITHHELD})"));
-                    // A string is never a number: say so when only the type differs.
-                    let kinds = if json_type(got) != json_type(want) {
-                        format!(" ({} is not {})", json_type(got), json_type(want))
-                    } else {
-                        String::new()
-                    };
-                    return Some(format!("json {path}: {shown}, expected {want}{kinds}"));
-                }
-                Some(_) => {}
+            if let Some(why) = crate::expect::judge(path, got, check, now, &shown) {
+                return Some(why);
             }
         }
+    }
+    None
+}
+
+/// A negative body check (`body_not_contains`, `body_not_regex`) that fails on `body`, or,
+/// when it is not `whole` (cut at `max_body`), fails whatever follows the cut: the text is
+/// there (a match that ends at the cut may be an anchor seeing the cut, so it must end
+/// before it). Pure.
+pub fn fails_on_prefix(
+    expect: &crate::plan::Expect,
+    body: &[u8],
+    whole: bool,
+    reveal: &crate::plan::Reveal,
+) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    // A cut may split a multi-byte character.
+    let cut = if whole {
+        &text[..]
+    } else {
+        text.trim_end_matches('\u{FFFD}')
+    };
+    let found = |at: usize| {
+        let from = at.saturating_sub(20);
+        let from = (0..=from)
+            .rev()
+            .find(|&i| cut.is_char_boundary(i))
+            .unwrap_or(0);
+        match reveal.quoted(&cut[from..], 60) {
+            Some(q) => format!("at byte {at}: {q}"),
+            None => format!("at byte {at} (text {WITHHELD})"),
+        }
+    };
+    if let Some(needle) = &expect.body_not_contains
+        && let Some(at) = cut.find(needle.as_str())
+    {
+        return Some(format!(
+            "body contains {needle:?}, which it must not ({})",
+            found(at)
+        ));
+    }
+    if let Some(re) = &expect.body_not_regex
+        && let Some(m) = re.find(cut).filter(|m| whole || m.end() < cut.len())
+    {
+        return Some(format!(
+            "body matches /{re}/, which it must not ({})",
+            found(m.start())
+        ));
     }
     None
 }
@@ -1212,18 +1275,6 @@ fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
         (Some(x), None) => b.as_f64().and_then(float_int) == Some(x),
         (None, Some(y)) => a.as_f64().and_then(float_int) == Some(y),
         (None, None) => a.as_f64() == b.as_f64(),
-    }
-}
-
-/// How a JSON value's type reads in a message.
-fn json_type(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -1463,7 +1514,7 @@ mod tests {
         Expect {
             json: pairs
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(k, v)| (k.to_string(), crate::expect::JsonCheck::Equals(v.clone())))
                 .collect(),
             ..Expect::default()
         }

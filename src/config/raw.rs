@@ -159,7 +159,15 @@ pub(super) struct RawExpect {
     /// A regular expression the body must match.
     #[schemars(with = "Option<String>")]
     pub(super) body_regex: Option<Spanned<String>>,
-    /// Dotted JSON field path → expected value.
+    /// A substring the body must not contain.
+    pub(super) body_not_contains: Option<String>,
+    /// A regular expression the body must not match.
+    #[schemars(with = "Option<String>")]
+    pub(super) body_not_regex: Option<Spanned<String>>,
+    /// Dotted JSON field path → expected value, or one of `{ exists: true }`,
+    /// `{ absent: true }`, `{ gte: 1 }` (also `gt`, `lt`, `lte`, combinable:
+    /// `{ gte: 1, lt: 100 }`), `{ regex: "…" }`, `{ max_age: 90s }` (a timestamp, RFC 3339 or
+    /// Unix seconds, no older than that).
     #[serde(default)]
     pub(super) json: BTreeMap<String, serde_json::Value>,
     /// Response header name → regular expression its value must match.

@@ -228,3 +228,170 @@ fn cert_min_days_on_a_plain_http_target_is_a_config_error() {
         "p.yaml:4:53: target \"a\": route /ok: expect.cert_min_days needs an https:// base_url (there is no certificate to check)"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. Assertions: negative body checks, JSON forms, framing headers
+
+/// A health document with a heartbeat `age` old, in both timestamp forms.
+fn health(age: Duration) -> String {
+    let beat = SystemTime::now() - age;
+    let unix = beat
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        r#"{{"status":"ok","version":"v12","workers":4,"queue":250,"beat":"{}","beat_unix":{unix},"checks":{{"db":"ok"}}}}"#,
+        humantime::format_rfc3339_seconds(beat)
+    )
+}
+
+#[tokio::test]
+async fn every_assertion_form_passes_and_fails_against_a_real_server() {
+    let port = serve(None, |path| match path {
+        "/fresh" => ok(&health(Duration::from_secs(5))),
+        "/stale" => ok(&health(Duration::from_secs(600))),
+        _ => ok("all good, no traceback here"),
+    })
+    .await;
+    // Route → (expect, outcome, words the error must hold).
+    let table: &[(&str, &str, Outcome, &[&str])] = &[
+        ("/text", "body_not_contains: Traceback", Outcome::Ok, &[]),
+        (
+            "/text",
+            "body_not_contains: traceback",
+            Outcome::BodyMismatch,
+            &[
+                "body contains \"traceback\", which it must not",
+                "no traceback",
+            ],
+        ),
+        (
+            "/text",
+            "body_not_regex: \"(?i)error|exception\"",
+            Outcome::Ok,
+            &[],
+        ),
+        (
+            "/text",
+            "body_not_regex: \"good, no\"",
+            Outcome::BodyMismatch,
+            &["body matches /good, no/, which it must not"],
+        ),
+        (
+            "/fresh",
+            "json: { checks.db: { exists: true } }",
+            Outcome::Ok,
+            &[],
+        ),
+        (
+            "/fresh",
+            "json: { checks.cache: { exists: true } }",
+            Outcome::BodyMismatch,
+            &["json checks.cache: missing, expected it to exist"],
+        ),
+        (
+            "/fresh",
+            "json: { error: { absent: true } }",
+            Outcome::Ok,
+            &[],
+        ),
+        (
+            "/fresh",
+            "json: { status: { absent: true } }",
+            Outcome::BodyMismatch,
+            &["json status: present (\"ok\"), expected it absent"],
+        ),
+        ("/fresh", "json: { workers: { gte: 1 } }", Outcome::Ok, &[]),
+        (
+            "/fresh",
+            "json: { workers: { gte: 8 } }",
+            Outcome::BodyMismatch,
+            &["json workers: 4, expected >= 8"],
+        ),
+        ("/fresh", "json: { workers: { lt: 100 } }", Outcome::Ok, &[]),
+        (
+            "/fresh",
+            "json: { queue: { lt: 100 } }",
+            Outcome::BodyMismatch,
+            &["json queue: 250, expected < 100"],
+        ),
+        (
+            "/fresh",
+            "json: { status: { gte: 1 } }",
+            Outcome::BodyMismatch,
+            &["a string is not a number"],
+        ),
+        (
+            "/fresh",
+            "json: { version: { regex: \"^v[0-9]+$\" } }",
+            Outcome::Ok,
+            &[],
+        ),
+        (
+            "/fresh",
+            "json: { version: { regex: \"^v1$\" } }",
+            Outcome::BodyMismatch,
+            &["json version: \"v12\" does not match /^v1$/"],
+        ),
+        (
+            "/fresh",
+            "json: { beat: { max_age: 90s } }",
+            Outcome::Ok,
+            &[],
+        ),
+        (
+            "/fresh",
+            "json: { beat_unix: { max_age: 90s } }",
+            Outcome::Ok,
+            &[],
+        ),
+        (
+            "/stale",
+            "json: { beat: { max_age: 90s } }",
+            Outcome::BodyMismatch,
+            &[
+                "json beat: \"",
+                "is 10m old, over max_age 1m 30s: a stale heartbeat",
+            ],
+        ),
+        (
+            "/stale",
+            "json: { status: ok, beat_unix: { max_age: 5m } }",
+            Outcome::BodyMismatch,
+            &["json beat_unix: ", "is 10m old, over max_age 5m"],
+        ),
+    ];
+    let routes: String = table
+        .iter()
+        .map(|(path, expect, _, _)| format!("  - {{ path: {path}, expect: {{ {expect} }} }}\n"))
+        .collect();
+    let yaml = common::file(&format!("http://127.0.0.1:{port}"), "retries: 0", &routes);
+    let report = common::check(&yaml).await;
+    let results = &report.targets[0].routes;
+    for ((path, expect, outcome, words), r) in table.iter().zip(results) {
+        let error = r.error.clone().unwrap_or_default();
+        assert_eq!(r.outcome, *outcome, "{path} {expect}: {error}");
+        assert_eq!(r.status_code, Some(200), "{path} {expect}");
+        for w in *words {
+            assert!(error.contains(w), "{path} {expect}: {w:?} not in {error:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_forbidden_text_within_max_body_of_a_longer_body_is_a_mismatch_not_too_large() {
+    let long = format!("starting… FATAL: out of memory {}", "x".repeat(4096));
+    let port = serve(None, move |_| ok(&long)).await;
+    let routes = "  - { path: /bad, max_body: 1KiB, expect: { body_not_contains: FATAL } }\n  - { path: /unknown, max_body: 1KiB, expect: { body_not_contains: never } }\n";
+    let yaml = common::file(&format!("http://127.0.0.1:{port}"), "retries: 0", routes);
+    let report = common::check(&yaml).await;
+    let r = &report.targets[0].routes;
+    assert_eq!(r[0].outcome, Outcome::BodyMismatch, "{:?}", r[0].error);
+    assert!(
+        r[0].error.as_deref().unwrap().contains("FATAL"),
+        "{:?}",
+        r[0].error
+    );
+    // Not found in the first KiB: what follows is unknown.
+    assert_eq!(r[1].outcome, Outcome::TooLarge, "{:?}", r[1].error);
+}
