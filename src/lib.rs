@@ -30,6 +30,7 @@ pub mod state;
 pub mod systemd;
 pub mod trust;
 pub mod verdict;
+pub mod words;
 
 /// Our own process is out of file descriptors (EMFILE/ENFILE): says nothing about a target
 /// or a disk, and passes once a descriptor is freed.

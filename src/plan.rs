@@ -311,6 +311,15 @@ impl Target {
 pub struct Tls {
     pub ca_file: Option<PathBuf>,
     pub insecure: bool,
+    /// A client certificate for servers that require one (mutual TLS).
+    pub client: Option<ClientCert>,
+}
+
+/// `tls: { cert_file, key_file }`: PEM files, checked when the probe file is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -448,6 +448,23 @@ fn build_client(
         })?;
         b = b.tls_certs_merge(certs);
     }
+    if let Some(client) = &t.tls.client {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))
+        };
+        let mut pem = read(&client.cert_file)?;
+        pem.push(b'\n');
+        pem.extend_from_slice(&read(&client.key_file)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            err(format!(
+                "client certificate {} with key {}: {}",
+                client.cert_file.display(),
+                client.key_file.display(),
+                error_chain(&e)
+            ))
+        })?;
+        b = b.identity(identity);
+    }
     if t.tls.insecure {
         b = b.tls_danger_accept_invalid_certs(true);
     }
@@ -704,6 +721,7 @@ async fn attempt_http(
             Ok(r) => Ok(r),
             Err(e) => {
                 let (outcome, error) = classify_for(target, &e);
+                let error = in_words(target, route, outcome, error);
                 let mut a = Attempt::fail(outcome, error);
                 a.local_exhaustion = is_fd_exhaustion(&e);
                 Err((a, is_unsent(&e)))
@@ -790,6 +808,19 @@ async fn attempt_http(
         }
     }
     a
+}
+
+/// A failure before any response, in plain words ahead of the library's chain. Pure.
+fn in_words(target: &Target, route: &Route, outcome: Outcome, detail: String) -> String {
+    let socket = match &target.endpoint {
+        Endpoint::Unix { socket } => Some(socket.as_path()),
+        _ => None,
+    };
+    let place = crate::words::place(&route.url, socket);
+    match crate::words::explain(outcome, &detail, &place, socket.is_some()) {
+        Some(words) => format!("{words} ({detail})"),
+        None => detail,
+    }
 }
 
 /// An attempt through a proxy that failed before any response head: the proxy and the target

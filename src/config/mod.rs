@@ -16,6 +16,7 @@ use std::path::Path;
 use crate::plan::Plan;
 
 mod ad_hoc;
+mod client_cert;
 mod context;
 mod diagnostics;
 mod patterns;

@@ -103,6 +103,13 @@ pub(super) struct RawTls {
     /// Skip certificate verification (loud in the report; for lab use only).
     #[serde(default)]
     pub(super) insecure: bool,
+    /// PEM file of the client certificate (and its chain), for servers that require one.
+    #[schemars(with = "Option<String>")]
+    pub(super) cert_file: Option<Spanned<String>>,
+    /// PEM file of the client certificate's private key (as root: owned by root, mode 0600 or
+    /// stricter).
+    #[schemars(with = "Option<String>")]
+    pub(super) key_file: Option<Spanned<String>>,
 }
 
 /// Address family: any (default), v4 or v6.

@@ -395,3 +395,214 @@ async fn a_forbidden_text_within_max_body_of_a_longer_body_is_a_mismatch_not_too
     // Not found in the first KiB: what follows is unknown.
     assert_eq!(r[1].outcome, Outcome::TooLarge, "{:?}", r[1].error);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. Client certificates
+
+/// A server that requires a client certificate issued by `ca`.
+fn mtls_config(ca: &Ca) -> Arc<rustls::ServerConfig> {
+    let (chain, key, _, _) = issue(
+        ca,
+        "localhost",
+        Duration::from_secs(90 * DAY),
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca.pem.as_bytes()).unwrap();
+    roots.add(ca_der).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Write `text` to `dir/name` with `mode`; the path.
+fn private_file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_server_that_requires_a_client_certificate_is_ok_with_one_and_tls_without() {
+    let ca = ca();
+    let port = serve(Some(mtls_config(&ca)), |_| ok("mutual")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = private_file(dir.path(), "ca.pem", &ca.pem, 0o644);
+    let (_, _, cert_pem, key_pem) = issue(
+        &ca,
+        "routewatch",
+        Duration::from_secs(30 * DAY),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let cert = private_file(dir.path(), "client.pem", &cert_pem, 0o644);
+    let key = private_file(dir.path(), "client.key", &key_pem, 0o600);
+    let yaml = format!(
+        "{FAST}\ntargets:\n  - name: with\n    base_url: https://localhost:{port}\n    tls: {{ ca_file: {ca}, cert_file: {cert}, key_file: {key} }}\n    routes: [ {{ path: /health, expect: {{ body_contains: mutual }} }} ]\n  - name: without\n    base_url: https://localhost:{port}\n    tls: {{ ca_file: {ca} }}\n    routes: [ {{ path: /health }} ]\n",
+        ca = ca_file.display(),
+        cert = cert.display(),
+        key = key.display()
+    );
+    let report = common::check(&yaml).await;
+    let with = &report.targets[0].routes[0];
+    assert_eq!(with.outcome, Outcome::Ok, "{with:?}");
+    let without = &report.targets[1].routes[0];
+    assert_eq!(without.outcome, Outcome::Tls, "{without:?}");
+    let why = without.error.as_deref().unwrap();
+    assert!(why.contains("client certificate"), "{why}");
+}
+
+#[test]
+fn a_client_certificate_is_checked_when_the_file_is_loaded() {
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, cert_pem, key_pem) = issue(
+        &ca,
+        "routewatch",
+        Duration::from_secs(30 * DAY),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let cert = private_file(dir.path(), "client.pem", &cert_pem, 0o644);
+    let key = private_file(dir.path(), "client.key", &key_pem, 0o600);
+    let load = |tls: String| {
+        let yaml = format!(
+            "targets:\n  - name: a\n    base_url: https://localhost:1\n    tls: {tls}\n    routes: [ {{ path: /ok }} ]\n"
+        );
+        routewatch::config::parse(&yaml, "p.yaml", &|_| None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    load(format!(
+        "{{ cert_file: {}, key_file: {} }}",
+        cert.display(),
+        key.display()
+    ))
+    .unwrap();
+    let e = load(format!("{{ cert_file: {} }}", cert.display())).unwrap_err();
+    assert!(
+        e.starts_with("p.yaml:4:23: target \"a\": tls.cert_file needs tls.key_file"),
+        "{e}"
+    );
+    let e = load(format!(
+        "{{ cert_file: {}, key_file: {}/nope.key }}",
+        cert.display(),
+        dir.path().display()
+    ))
+    .unwrap_err();
+    assert!(e.contains("nope.key: does not exist"), "{e}");
+    // The certificate where the key should be.
+    let e = load(format!(
+        "{{ cert_file: {0}, key_file: {0} }}",
+        cert.display()
+    ))
+    .unwrap_err();
+    assert!(e.contains("holds no PEM private key"), "{e}");
+    if rustix::process::geteuid().is_root() {
+        let open = private_file(dir.path(), "open.key", &key_pem, 0o644);
+        let e = load(format!(
+            "{{ cert_file: {}, key_file: {} }}",
+            cert.display(),
+            open.display()
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("is readable by group or others (mode 0644)") && e.contains("chmod 600"),
+            "{e}"
+        );
+    } else {
+        common::skip_outside_ci("the key file's permissions are checked as root only");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Transport errors in plain words
+
+#[tokio::test]
+async fn transport_errors_say_what_failed_where_and_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = common::dead_port().await;
+    // A plain HTTP server answers a TLS hello with its own 400.
+    let plain = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.0 400 Bad request\r\nContent-Type: text/html\r\n\r\n<h1>400</h1>",
+                    )
+                    .await;
+            }
+        });
+        port
+    };
+    // A self-signed server certificate: a CA used as the end entity.
+    let self_signed = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // As `openssl req -x509` makes them: basic constraints CA:true on the server's own.
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let signing = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&signing).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing.serialize_der()));
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let ca_file = private_file(dir.path(), "self.pem", &cert.pem(), 0o644);
+        (serve(Some(Arc::new(config)), |_| ok("x")).await, ca_file)
+    };
+    let socket = common::missing_socket(dir.path());
+    let yaml = format!(
+        "{FAST}\ntargets:\n  - name: refused\n    base_url: http://127.0.0.1:{dead}\n    routes: [ {{ path: / }} ]\n  - name: socket\n    base_url: unix:{sock}\n    routes: [ {{ path: / }} ]\n  - name: self-signed\n    base_url: https://localhost:{ss}\n    tls: {{ ca_file: {ss_ca} }}\n    routes: [ {{ path: / }} ]\n  - name: not-tls\n    base_url: https://127.0.0.1:{plain}\n    routes: [ {{ path: / }} ]\n",
+        sock = socket.display(),
+        ss = self_signed.0,
+        ss_ca = self_signed.1.display(),
+    );
+    let report = common::check(&yaml).await;
+    let error = |i: usize| {
+        let r = &report.targets[i].routes[0];
+        (r.outcome, r.error.clone().unwrap_or_default())
+    };
+    let (o, e) = error(0);
+    assert_eq!(o, Outcome::Refused, "{e}");
+    assert!(
+        e.starts_with(&format!(
+            "connection refused by 127.0.0.1:{dead}: nothing listens there; is the service running, on this port? ("
+        )),
+        "{e}"
+    );
+    let (o, e) = error(1);
+    assert_eq!(o, Outcome::Refused, "{e}");
+    assert!(
+        e.starts_with(&format!(
+            "Unix socket {} does not exist: is the service running, and is this its socket?",
+            socket.display()
+        )),
+        "{e}"
+    );
+    let (o, e) = error(2);
+    assert_eq!(o, Outcome::Tls, "{e}");
+    assert!(
+        e.starts_with("self-signed certificate (not issued by a CA): use tls.ca_file with the issuing CA, or tls.insecure"),
+        "{e}"
+    );
+    let (o, e) = error(3);
+    assert_eq!(o, Outcome::Tls, "{e}");
+    assert!(
+        e.starts_with(&format!(
+            "127.0.0.1:{plain} does not speak TLS (its answer is not a TLS record): plain HTTP on this port? use http://"
+        )),
+        "{e}"
+    );
+}
