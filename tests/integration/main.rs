@@ -13,7 +13,6 @@ mod cli;
 mod config_errors;
 mod ecosystem;
 mod limits;
-mod probe_checks;
 mod properties;
 mod security;
 mod tls_and_secrets;
