@@ -1972,7 +1972,7 @@ mod probe_checks {
         // A self-signed server certificate: a CA used as the end entity.
         let self_signed = {
             let _ = rustls::crypto::ring::default_provider().install_default();
-            // As `openssl req -x509` makes them: basic constraints CA:true on the server's own.
+            // A self-signed server certificate that is also marked CA (basic constraints CA:true).
             let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             let signing = KeyPair::generate().unwrap();

@@ -1,6 +1,6 @@
 //! `tls: { cert_file, key_file }`: a client certificate for servers that require one. Both
 //! files are read when the probe file is loaded (so `validate` finds a wrong path or a file
-//! that is not PEM), and, as root, the key must be root's alone, as sshd wants of a host key.
+//! that is not PEM), and, as root, the key must be root's alone.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
