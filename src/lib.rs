@@ -13,9 +13,11 @@
 //! data out.
 
 pub mod alerts;
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod evidence;
+pub mod expect;
 pub mod log;
 pub mod outcome;
 pub mod plan;
@@ -30,6 +32,7 @@ pub mod systemd;
 pub mod tls_check;
 pub mod trust;
 pub mod verdict;
+pub mod words;
 
 /// Our own process is out of file descriptors (EMFILE/ENFILE): says nothing about a target
 /// or a disk, and passes once a descriptor is freed.

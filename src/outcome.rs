@@ -27,9 +27,12 @@ pub enum Outcome {
     BodyMismatch,
     /// A required body check could not be done within `max_body`.
     TooLarge,
+    /// Fine, but the server certificate expires within `expect.cert_min_days`: degraded,
+    /// never unhealthy, never a kill.
+    CertExpiring,
 }
 
-pub const ALL: [Outcome; 14] = [
+pub const ALL: [Outcome; 15] = [
     Outcome::Ok,
     Outcome::RateLimited,
     Outcome::Slow,
@@ -44,6 +47,7 @@ pub const ALL: [Outcome; 14] = [
     Outcome::HttpError,
     Outcome::BodyMismatch,
     Outcome::TooLarge,
+    Outcome::CertExpiring,
 ];
 
 impl Outcome {
@@ -63,6 +67,7 @@ impl Outcome {
             Outcome::HttpError => "http_error",
             Outcome::BodyMismatch => "body_mismatch",
             Outcome::TooLarge => "too_large",
+            Outcome::CertExpiring => "cert_expiring",
         }
     }
 
@@ -72,7 +77,10 @@ impl Outcome {
 
     /// Counts as "the route is serving" for the verdict.
     pub fn is_pass(self) -> bool {
-        matches!(self, Outcome::Ok | Outcome::RateLimited | Outcome::Slow)
+        matches!(
+            self,
+            Outcome::Ok | Outcome::RateLimited | Outcome::Slow | Outcome::CertExpiring
+        )
     }
 
     /// The summary group this outcome is counted in.
@@ -90,6 +98,7 @@ impl Outcome {
             Outcome::HttpError => Group::HttpError,
             Outcome::ProtocolError | Outcome::Tls => Group::Protocol,
             Outcome::BodyMismatch | Outcome::TooLarge => Group::Body,
+            Outcome::CertExpiring => Group::CertExpiring,
         }
     }
 }
@@ -111,6 +120,7 @@ pub enum Group {
     Slow,
     Protocol,
     Body,
+    CertExpiring,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -123,6 +133,7 @@ pub struct Summary {
     pub slow: usize,
     pub protocol_error: usize,
     pub body_mismatch: usize,
+    pub cert_expiring: usize,
 }
 
 impl Summary {
@@ -138,6 +149,7 @@ impl Summary {
                 Group::Slow => s.slow += 1,
                 Group::Protocol => s.protocol_error += 1,
                 Group::Body => s.body_mismatch += 1,
+                Group::CertExpiring => s.cert_expiring += 1,
             }
         }
         s
@@ -154,6 +166,7 @@ impl Summary {
             (self.slow, "slow"),
             (self.protocol_error, "protocol/tls error"),
             (self.body_mismatch, "body mismatch"),
+            (self.cert_expiring, "certificate expiring"),
         ] {
             if n > 0 {
                 line.push_str(&format!(", {n} {label}"));
@@ -199,6 +212,14 @@ mod tests {
     #[test]
     fn only_ok_rate_limited_and_slow_pass() {
         let passing: Vec<_> = ALL.into_iter().filter(|o| o.is_pass()).collect();
-        assert_eq!(passing, [Outcome::Ok, Outcome::RateLimited, Outcome::Slow]);
+        assert_eq!(
+            passing,
+            [
+                Outcome::Ok,
+                Outcome::RateLimited,
+                Outcome::Slow,
+                Outcome::CertExpiring
+            ]
+        );
     }
 }

@@ -315,6 +315,15 @@ impl Target {
 pub struct Tls {
     pub ca_file: Option<PathBuf>,
     pub insecure: bool,
+    /// A client certificate for servers that require one (mutual TLS).
+    pub client: Option<ClientCert>,
+}
+
+/// `tls: { cert_file, key_file }`: PEM files, checked when the probe file is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -415,12 +424,18 @@ pub struct Expect {
     pub body_contains: Option<String>,
     /// Shared by every route of the file with the same pattern (one compiled copy, one cache).
     pub body_regex: Option<Arc<Regex>>,
-    /// Dotted field path → expected JSON value.
-    pub json: Vec<(String, serde_json::Value)>,
+    /// A substring the body must not contain.
+    pub body_not_contains: Option<String>,
+    /// A pattern the body must not match.
+    pub body_not_regex: Option<Arc<Regex>>,
+    /// Dotted field path → what the JSON value there must be.
+    pub json: Vec<(String, crate::expect::JsonCheck)>,
     /// Header name → pattern the value must match.
     pub headers: Vec<(HeaderName, Arc<Regex>)>,
     /// Slower than this (and otherwise fine) is `slow`: degraded, never unhealthy.
     pub max_latency: Option<Duration>,
+    /// A server certificate expiring sooner than this is `cert_expiring` (`https://` only).
+    pub cert_min: Option<Duration>,
 }
 
 impl Default for Expect {
@@ -429,9 +444,12 @@ impl Default for Expect {
             status: vec![(200, 399)],
             body_contains: None,
             body_regex: None,
+            body_not_contains: None,
+            body_not_regex: None,
             json: Vec::new(),
             headers: Vec::new(),
             max_latency: None,
+            cert_min: None,
         }
     }
 }
@@ -445,7 +463,11 @@ impl Expect {
 
     /// Whether the body must be read and checked (as opposed to only drained).
     pub fn needs_body(&self) -> bool {
-        self.body_contains.is_some() || self.body_regex.is_some() || !self.json.is_empty()
+        self.body_contains.is_some()
+            || self.body_regex.is_some()
+            || self.body_not_contains.is_some()
+            || self.body_not_regex.is_some()
+            || !self.json.is_empty()
     }
 }
 

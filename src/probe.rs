@@ -32,6 +32,9 @@ pub struct RouteResult {
     /// an attempt, or its last attempt had less time than `timeout`. Not evidence of a hang.
     #[serde(skip)]
     pub cut_short: bool,
+    /// The server certificate an `https://` route was answered over (the leaf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<crate::certs::CertInfo>,
 }
 
 pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -260,6 +263,7 @@ impl Prober {
                 // Anything the server echoed back of a secret never leaves.
                 error: a.error.map(|e| self.plan.redact(&e)),
                 cut_short: a.cut_short,
+                tls_cert: a.cert,
             }
         };
         loop {
@@ -444,8 +448,29 @@ fn build_client(
         })?;
         b = b.tls_certs_merge(certs);
     }
+    if let Some(client) = &t.tls.client {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))
+        };
+        let mut pem = read(&client.cert_file)?;
+        pem.push(b'\n');
+        pem.extend_from_slice(&read(&client.key_file)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            err(format!(
+                "client certificate {} with key {}: {}",
+                client.cert_file.display(),
+                client.key_file.display(),
+                error_chain(&e)
+            ))
+        })?;
+        b = b.identity(identity);
+    }
     if t.tls.insecure {
         b = b.tls_danger_accept_invalid_certs(true);
+    }
+    if t.is_https() {
+        // The server certificate comes with each response, for its expiry.
+        b = b.tls_info(true);
     }
     b.build().map_err(|e| err(error_chain(&e)))
 }
@@ -580,6 +605,8 @@ struct Attempt {
     local_exhaustion: bool,
     /// See [`RouteResult::cut_short`].
     cut_short: bool,
+    /// The server certificate, when the answer came over TLS.
+    cert: Option<crate::certs::CertInfo>,
 }
 
 impl Attempt {
@@ -591,6 +618,7 @@ impl Attempt {
             error: Some(error),
             local_exhaustion: false,
             cut_short: false,
+            cert: None,
         }
     }
 
@@ -602,6 +630,7 @@ impl Attempt {
             error: None,
             local_exhaustion: false,
             cut_short: false,
+            cert: None,
         }
     }
 }
@@ -693,6 +722,7 @@ async fn attempt_http(
             Err(e) => {
                 let (outcome, error) = classify_for(target, &e);
                 let (outcome, error) = client_cert_required(target, outcome, error).await;
+                let error = in_words(target, route, outcome, error);
                 let mut a = Attempt::fail(outcome, error);
                 a.local_exhaustion = is_fd_exhaustion(&e);
                 Err((a, is_unsent(&e)))
@@ -779,6 +809,19 @@ async fn attempt_http(
         }
     }
     a
+}
+
+/// A failure before any response, in plain words ahead of the library's chain. Pure.
+fn in_words(target: &Target, route: &Route, outcome: Outcome, detail: String) -> String {
+    let socket = match &target.endpoint {
+        Endpoint::Unix { socket } => Some(socket.as_path()),
+        _ => None,
+    };
+    let place = crate::words::place(&route.url, socket);
+    match crate::words::explain(outcome, &detail, &place, socket.is_some()) {
+        Some(words) => format!("{words} ({detail})"),
+        None => detail,
+    }
 }
 
 /// An attempt through a proxy that failed before any response head: the proxy and the target
@@ -876,8 +919,14 @@ async fn judge_response(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+    let cert = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .and_then(|der| crate::certs::read(der, SystemTime::now()));
     let base = Attempt {
         retry_after,
+        cert,
         ..Attempt::ok(Some(status))
     };
 
@@ -1022,6 +1071,13 @@ async fn judge_response(
     let elapsed = started.elapsed();
 
     if expect.needs_body() && !decided {
+        if truncated && let Some(reason) = fails_on_prefix(expect, &body, false, &reveal) {
+            return Attempt {
+                outcome: Outcome::BodyMismatch,
+                error: Some(reason),
+                ..base
+            };
+        }
         if truncated && !passes_on_prefix(expect, &body) {
             return Attempt {
                 outcome: Outcome::TooLarge,
@@ -1039,20 +1095,35 @@ async fn judge_response(
             };
         }
     }
-    if let Some(max_latency) = expect.max_latency
-        && elapsed > max_latency
-    {
-        return Attempt {
-            outcome: Outcome::Slow,
-            error: Some(format!(
-                "answered in {}, over max_latency {}",
-                fmt_duration(elapsed),
-                fmt_duration(max_latency)
-            )),
+    let slow = expect.max_latency.filter(|&max| elapsed > max).map(|max| {
+        format!(
+            "answered in {}, over max_latency {}",
+            fmt_duration(elapsed),
+            fmt_duration(max)
+        )
+    });
+    // A certificate near its end is a warning for a person, never a failure: the service
+    // answers now. It outranks `slow` in the outcome, and the error says both.
+    let expiring = expect
+        .cert_min
+        .zip(base.cert.as_ref())
+        .and_then(|(min, cert)| crate::certs::expiring(cert, min, SystemTime::now()));
+    match (expiring, slow) {
+        (Some(why), slow) => Attempt {
+            outcome: Outcome::CertExpiring,
+            error: Some(match slow {
+                Some(slow) => format!("{why}; {slow}"),
+                None => why,
+            }),
             ..base
-        };
+        },
+        (None, Some(slow)) => Attempt {
+            outcome: Outcome::Slow,
+            error: Some(slow),
+            ..base
+        },
+        (None, None) => base,
     }
-    base
 }
 
 /// Whether the body checks pass on a body cut at `max_body` whatever follows the cut: a
@@ -1060,7 +1131,11 @@ async fn judge_response(
 /// anchor such as `$` or `\b` right at the cut saw the end of the prefix, not of the body).
 /// JSON needs the whole document. Pure.
 pub fn passes_on_prefix(expect: &crate::plan::Expect, prefix: &[u8]) -> bool {
-    if !expect.json.is_empty() {
+    // JSON needs the whole document; what is not there may still come.
+    if !expect.json.is_empty()
+        || expect.body_not_contains.is_some()
+        || expect.body_not_regex.is_some()
+    {
         return false;
     }
     let text = String::from_utf8_lossy(prefix);
@@ -1091,6 +1166,9 @@ pub fn check_body(
         Some(q) => format!("{what} {q}"),
         None => format!("body {WITHHELD}"),
     };
+    if let Some(why) = fails_on_prefix(expect, body, true, reveal) {
+        return Some(why);
+    }
     if let Some(needle) = &expect.body_contains
         && !text.contains(needle.as_str())
     {
@@ -1115,29 +1193,78 @@ pub fn check_body(
                 return Some(format!("body is not JSON ({e}); {}", starts("starts")));
             }
         };
-        for (path, want) in &expect.json {
+        // A string as itself, quoted once; a number, boolean or null bare; a list or object
+        // as its JSON text.
+        let shown = |v: &serde_json::Value| {
+            let quoted = match v {
+                serde_json::Value::String(s) => reveal.quoted(s, 60),
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                    reveal.quoted(&v.to_string(), 60)
+                }
+                _ => reveal
+                    .quoted(&v.to_string(), 60)
+                    .map(|q| q.trim_matches('"').to_string()),
+            };
+            quoted.unwrap_or_else(|| format!("(value {WITHHELD})"))
+        };
+        let now = SystemTime::now();
+        for (path, check) in &expect.json {
             let got = path.split('.').try_fold(&doc, |v, key| match v {
                 serde_json::Value::Object(m) => m.get(key),
                 serde_json::Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
                 _ => None,
             });
-            match got {
-                None => return Some(format!("json {path}: missing, expected {want}")),
-                Some(got) if !json_matches(got, want) => {
-                    let shown = reveal
-                        .quoted(&got.to_string(), 60)
-                        .unwrap_or_else(|| format!("(value {WITHHELD})"));
-                    // A string is never a number: say so when only the type differs.
-                    let kinds = if json_type(got) != json_type(want) {
-                        format!(" ({} is not {})", json_type(got), json_type(want))
-                    } else {
-                        String::new()
-                    };
-                    return Some(format!("json {path}: {shown}, expected {want}{kinds}"));
-                }
-                Some(_) => {}
+            if let Some(why) = crate::expect::judge(path, got, check, now, &shown) {
+                return Some(why);
             }
         }
+    }
+    None
+}
+
+/// A negative body check (`body_not_contains`, `body_not_regex`) that fails on `body`, or,
+/// when it is not `whole` (cut at `max_body`), fails whatever follows the cut: the text is
+/// there (a match that ends at the cut may be an anchor seeing the cut, so it must end
+/// before it). Pure.
+pub fn fails_on_prefix(
+    expect: &crate::plan::Expect,
+    body: &[u8],
+    whole: bool,
+    reveal: &crate::plan::Reveal,
+) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    // A cut may split a multi-byte character.
+    let cut = if whole {
+        &text[..]
+    } else {
+        text.trim_end_matches('\u{FFFD}')
+    };
+    let found = |at: usize| {
+        let from = at.saturating_sub(20);
+        let from = (0..=from)
+            .rev()
+            .find(|&i| cut.is_char_boundary(i))
+            .unwrap_or(0);
+        match reveal.quoted(&cut[from..], 60) {
+            Some(q) => format!("at byte {at}: {q}"),
+            None => format!("at byte {at} (text {WITHHELD})"),
+        }
+    };
+    if let Some(needle) = &expect.body_not_contains
+        && let Some(at) = cut.find(needle.as_str())
+    {
+        return Some(format!(
+            "body contains {needle:?}, which it must not ({})",
+            found(at)
+        ));
+    }
+    if let Some(re) = &expect.body_not_regex
+        && let Some(m) = re.find(cut).filter(|m| whole || m.end() < cut.len())
+    {
+        return Some(format!(
+            "body matches /{re}/, which it must not ({})",
+            found(m.start())
+        ));
     }
     None
 }
@@ -1180,18 +1307,6 @@ fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
         (Some(x), None) => b.as_f64().and_then(float_int) == Some(x),
         (None, Some(y)) => a.as_f64().and_then(float_int) == Some(y),
         (None, None) => a.as_f64() == b.as_f64(),
-    }
-}
-
-/// How a JSON value's type reads in a message.
-fn json_type(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -1276,6 +1391,7 @@ async fn client_cert_required(
     };
     if !target.is_https()
         || target.use_env_proxy
+        || target.tls.client.is_some()
         || !matches!(outcome, Outcome::EmptyReply | Outcome::Reset)
     {
         return (outcome, error);
@@ -1486,7 +1602,7 @@ mod tests {
         Expect {
             json: pairs
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(k, v)| (k.to_string(), crate::expect::JsonCheck::Equals(v.clone())))
                 .collect(),
             ..Expect::default()
         }

@@ -43,7 +43,7 @@ fn paint(colour: bool, code: &str, s: &str) -> String {
 fn outcome_colour(o: Outcome) -> &'static str {
     match o {
         Outcome::Ok => "32",
-        Outcome::RateLimited | Outcome::Slow => "33",
+        Outcome::RateLimited | Outcome::Slow | Outcome::CertExpiring => "33",
         _ => "31",
     }
 }
@@ -317,7 +317,7 @@ pub fn prometheus(report: &RunReport) -> String {
     family(
         "routewatch_route_up",
         "gauge",
-        "1 if the route passed (ok, rate-limited or slow), else 0.",
+        "1 if the route passed (ok, rate-limited, slow or cert_expiring), else 0.",
         routes
             .iter()
             .map(|(r, l)| (l.to_string(), u8::from(r.outcome.is_pass()).to_string()))
@@ -357,6 +357,21 @@ pub fn prometheus(report: &RunReport) -> String {
             })
             .collect(),
     );
+    let certs: Vec<(String, String)> = routes
+        .iter()
+        .filter_map(|(r, l)| {
+            let cert = r.tls_cert.as_ref()?;
+            Some((l.to_string(), cert.not_after_unix.to_string()))
+        })
+        .collect();
+    if !certs.is_empty() {
+        family(
+            "routewatch_tls_cert_expiry_seconds",
+            "gauge",
+            "Unix time at which the server certificate of an https route expires (notAfter of the leaf certificate, the one the server presented; intermediates are not included).",
+            certs,
+        );
+    }
     family(
         "routewatch_target_healthy",
         "gauge",

@@ -32,7 +32,8 @@ pub fn is_transient(outcome: Outcome, status: Option<u16>) -> bool {
         | Outcome::ProtocolError
         | Outcome::Tls
         | Outcome::BodyMismatch
-        | Outcome::TooLarge => false,
+        | Outcome::TooLarge
+        | Outcome::CertExpiring => false,
     }
 }
 

@@ -501,6 +501,7 @@ mod tests {
             elapsed: Duration::from_millis(1),
             error: None,
             cut_short: false,
+            tls_cert: None,
         }
     }
 

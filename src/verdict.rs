@@ -84,7 +84,7 @@ pub fn target_verdict<R: Into<RouteFacts>>(routes: impl IntoIterator<Item = R>) 
                 core += 1;
                 match outcome {
                     Outcome::RateLimited => core_rate_limited += 1,
-                    Outcome::Slow => degraded = true,
+                    Outcome::Slow | Outcome::CertExpiring => degraded = true,
                     o if !o.is_pass() && cut_short => core_not_probed = true,
                     o if !o.is_pass() => core_failed = true,
                     _ => {}

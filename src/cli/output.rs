@@ -61,7 +61,12 @@ pub(crate) fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::Progre
 pub(crate) fn make_observer(pb: Option<indicatif::ProgressBar>) -> routewatch::probe::Observer {
     Arc::new(move |target, r| {
         let line = || {
-            if r.outcome.is_pass() && r.outcome != routewatch::outcome::Outcome::Slow {
+            if r.outcome.is_pass()
+                && !matches!(
+                    r.outcome,
+                    routewatch::outcome::Outcome::Slow | routewatch::outcome::Outcome::CertExpiring
+                )
+            {
                 if r.outcome == routewatch::outcome::Outcome::RateLimited {
                     log::emit(
                         Level::Info,

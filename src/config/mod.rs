@@ -17,6 +17,7 @@ use crate::plan::Plan;
 
 mod ad_hoc;
 mod alerts;
+mod client_cert;
 mod context;
 mod diagnostics;
 mod patterns;

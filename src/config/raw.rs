@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::route_count::{RawRoutes, RawTargets};
-use super::scalars::{Count, Dur, Size, StatusSpec};
+use super::scalars::{CertMin, Count, Dur, Size, StatusSpec};
 use crate::plan::{Action, Class};
 
 /// A routewatch probe file.
@@ -133,6 +133,13 @@ pub(super) struct RawTls {
     /// Skip certificate verification (loud in the report; for lab use only).
     #[serde(default)]
     pub(super) insecure: bool,
+    /// PEM file of the client certificate (and its chain), for servers that require one.
+    #[schemars(with = "Option<String>")]
+    pub(super) cert_file: Option<Spanned<String>>,
+    /// PEM file of the client certificate's private key (as root: owned by root, mode 0600 or
+    /// stricter).
+    #[schemars(with = "Option<String>")]
+    pub(super) key_file: Option<Spanned<String>>,
 }
 
 /// Address family: any (default), v4 or v6.
@@ -189,7 +196,15 @@ pub(super) struct RawExpect {
     /// A regular expression the body must match.
     #[schemars(with = "Option<String>")]
     pub(super) body_regex: Option<Spanned<String>>,
-    /// Dotted JSON field path → expected value.
+    /// A substring the body must not contain.
+    pub(super) body_not_contains: Option<String>,
+    /// A regular expression the body must not match.
+    #[schemars(with = "Option<String>")]
+    pub(super) body_not_regex: Option<Spanned<String>>,
+    /// Dotted JSON field path → expected value, or one of `{ exists: true }`,
+    /// `{ absent: true }`, `{ gte: 1 }` (also `gt`, `lt`, `lte`, combinable:
+    /// `{ gte: 1, lt: 100 }`), `{ regex: "…" }`, `{ max_age: 90s }` (a timestamp, RFC 3339 or
+    /// Unix seconds, no older than that).
     #[serde(default)]
     pub(super) json: BTreeMap<String, serde_json::Value>,
     /// Response header name → regular expression its value must match.
@@ -197,6 +212,10 @@ pub(super) struct RawExpect {
     #[schemars(with = "BTreeMap<String, String>")]
     pub(super) header: BTreeMap<String, Spanned<String>>,
     pub(super) max_latency: Option<Dur>,
+    /// `https://` only: a server certificate that expires sooner than this (days, or a
+    /// duration such as `14d`) is `cert_expiring`: degraded, never unhealthy, never a kill.
+    #[schemars(with = "Option<CertMin>")]
+    pub(super) cert_min_days: Option<Spanned<CertMin>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

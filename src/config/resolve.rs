@@ -252,9 +252,11 @@ pub(super) fn resolve_target(
                 None => None,
                 Some(ca) => Some(check_ca_file(cx, ca, &name)?),
             };
+            let client = super::client_cert::check(cx, &raw.cert_file, &raw.key_file, &name)?;
             Tls {
                 ca_file,
                 insecure: raw.insecure,
+                client,
             }
         }
     };

@@ -9,6 +9,7 @@ use super::ConfigError;
 use super::context::Ctx;
 use super::raw::{RawExpect, RawRoute};
 use super::secrets::{expand_env, without_password};
+use crate::expect::{Cmp, FORM_KEYS, JsonCheck};
 use crate::plan::{Endpoint, Expect, Header, Route, Timing};
 
 pub(super) fn resolve_headers(
@@ -24,6 +25,12 @@ pub(super) fn resolve_headers(
                 format!("target {target:?}: invalid header name {name:?}"),
             )
         })?;
+        if let Some(why) = framing_header(&hname) {
+            return Err(cx.err(
+                value,
+                format!("target {target:?}: header {name} cannot be set: {why}; remove it"),
+            ));
+        }
         let (expanded, secret) = expand_env(cx, value)?;
         let mut hvalue = HeaderValue::from_str(&expanded).map_err(|_| {
             // Never echo a value that came from the environment.
@@ -45,6 +52,25 @@ pub(super) fn resolve_headers(
         });
     }
     Ok(out)
+}
+
+/// A header that frames the request on the wire, which the HTTP client sets from the body
+/// itself: a `Content-Length` or `Transfer-Encoding` that disagrees with the body makes the
+/// server wait for bytes that never come (a false hang), and `Connection` changes how the
+/// connection is kept. Why it cannot be set, else `None`. Pure.
+pub(super) fn framing_header(name: &HeaderName) -> Option<&'static str> {
+    use reqwest::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
+        Some(
+            "routewatch frames the request from its body, and a length that disagrees with it makes the server wait for a body that never comes (a false hang)",
+        )
+    } else if *name == CONNECTION {
+        Some(
+            "routewatch manages its connections (keep-alive, and a new connection for re-sends and recovery's re-probes)",
+        )
+    } else {
+        None
+    }
 }
 
 pub(super) fn resolve_route(
@@ -107,7 +133,16 @@ pub(super) fn resolve_route(
         headers.retain(|o| o.name != h.name);
         headers.push(h);
     }
-    let expect = resolve_expect(cx, &at, r.expect.map(|e| *e).unwrap_or_default(), target)?;
+    let raw_expect = r.expect.map(|e| *e).unwrap_or_default();
+    if let Some(min) = &raw_expect.cert_min_days
+        && !matches!(endpoint, Endpoint::Http { base } if base.starts_with("https:"))
+    {
+        return Err(cx.err(
+            min,
+            format!("target {target:?}: route {path}: expect.cert_min_days needs an https:// base_url (there is no certificate to check)"),
+        ));
+    }
+    let expect = resolve_expect(cx, &at, raw_expect, target)?;
     Ok(Route {
         path,
         url,
@@ -132,6 +167,11 @@ pub(super) fn resolve_expect(
         .as_ref()
         .map(|s| compile(s, "expect.body_regex"))
         .transpose()?;
+    let body_not_regex = e
+        .body_not_regex
+        .as_ref()
+        .map(|s| compile(s, "expect.body_not_regex"))
+        .transpose()?;
     let mut headers = Vec::new();
     for (name, pattern) in &e.header {
         let hname = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -153,12 +193,210 @@ pub(super) fn resolve_expect(
             ));
         }
     }
+    let mut json = Vec::with_capacity(e.json.len());
+    for (path, value) in e.json {
+        let check = json_check(cx, route, target, &path, value)?;
+        json.push((path, check));
+    }
     Ok(Expect {
         status: e.status.map_or_else(|| Expect::default().status, |s| s.0),
         body_contains: e.body_contains,
         body_regex,
-        json: e.json.into_iter().collect(),
+        body_not_contains: e.body_not_contains,
+        body_not_regex,
+        json,
         headers,
         max_latency: e.max_latency.map(|x| x.0),
+        cert_min: e.cert_min_days.map(|x| x.value.0),
     })
+}
+
+/// One `expect.json` value: a map of the forms of [`JsonCheck`] (`{ gte: 1, lt: 100 }`,
+/// `{ max_age: 90s }`, …), else the value to equal. Errors are placed at the route (the YAML
+/// crate gives map keys no position).
+fn json_check(
+    cx: &Ctx,
+    route: &Spanned<()>,
+    target: &str,
+    path: &str,
+    value: serde_json::Value,
+) -> Result<JsonCheck, ConfigError> {
+    let serde_json::Value::Object(map) = &value else {
+        return Ok(JsonCheck::Equals(value));
+    };
+    let forms = map
+        .keys()
+        .filter(|k| FORM_KEYS.contains(&k.as_str()))
+        .count();
+    if forms == 0 || map.is_empty() {
+        return Ok(JsonCheck::Equals(value));
+    }
+    let bad = |why: String| {
+        cx.err(
+            route,
+            format!("target {target:?}: expect.json {path:?}: {why}"),
+        )
+    };
+    if forms < map.len() {
+        let others: Vec<&str> = map
+            .keys()
+            .filter(|k| !FORM_KEYS.contains(&k.as_str()))
+            .map(String::as_str)
+            .collect();
+        return Err(bad(format!(
+            "mixes check forms with other keys ({}); expected one of {{ exists: true }}, {{ absent: true }}, {{ gte: 1, lt: 100 }}, {{ regex: \"…\" }}, {{ max_age: 90s }}, or a plain value to equal",
+            others.join(", ")
+        )));
+    }
+    let single = |key: &str| map.len() == 1 && map.contains_key(key);
+    let flag = |key: &str| match map.get(key) {
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        other => Err(bad(format!(
+            "{key} takes true or false, not {}",
+            other.map_or("nothing".to_string(), |v| v.to_string())
+        ))),
+    };
+    if map.contains_key("exists") || map.contains_key("absent") {
+        if !(single("exists") || single("absent")) {
+            return Err(bad("exists and absent go alone in their map".into()));
+        }
+        let exists = match map.get("exists") {
+            Some(_) => flag("exists")?,
+            None => !flag("absent")?,
+        };
+        return Ok(JsonCheck::Exists(exists));
+    }
+    if let Some(pattern) = map.get("regex") {
+        let serde_json::Value::String(p) = pattern else {
+            return Err(bad(format!("regex takes a string, not {pattern}")));
+        };
+        if !single("regex") {
+            return Err(bad("regex goes alone in its map".into()));
+        }
+        let at = Spanned::new(p.clone(), route.referenced, route.defined);
+        return Ok(JsonCheck::Regex(cx.regex(
+            &at,
+            target,
+            "expect.json regex",
+        )?));
+    }
+    if let Some(age) = map.get("max_age") {
+        if !single("max_age") {
+            return Err(bad("max_age goes alone in its map".into()));
+        }
+        let parsed = age
+            .as_str()
+            .and_then(|s| humantime::parse_duration(s.trim()).ok())
+            .filter(|d| !d.is_zero());
+        return match parsed {
+            Some(d) => Ok(JsonCheck::MaxAge(d)),
+            None => Err(bad(format!(
+                "max_age {age} is not a duration; expected e.g. 90s, 5m, 1h"
+            ))),
+        };
+    }
+    let mut cmps = Vec::new();
+    for cmp in Cmp::ALL {
+        match map.get(cmp.key()) {
+            None => {}
+            Some(serde_json::Value::Number(n)) => cmps.push((cmp, n.clone())),
+            Some(other) => {
+                return Err(bad(format!("{} takes a number, not {other}", cmp.key())));
+            }
+        }
+    }
+    Ok(JsonCheck::Compare(cmps))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::*;
+    use crate::expect::JsonCheck;
+
+    fn route(expect_or_headers: &str) -> String {
+        format!("{HEAD}    routes:\n      - path: /ok\n        {expect_or_headers}\n")
+    }
+
+    #[test]
+    fn framing_headers_are_refused_where_they_are_written() {
+        for (name, why) in [
+            ("Content-Length", "a body that never comes"),
+            ("transfer-encoding", "a body that never comes"),
+            ("Connection", "manages its connections"),
+        ] {
+            let got = err(&route(&format!("headers: {{ {name}: \"5\" }}")));
+            assert!(
+                got.starts_with(&format!(
+                    "p.yaml:6:{}: target \"a\": header {name} cannot be set:",
+                    22 + name.len()
+                )) && got.contains(why)
+                    && got.ends_with("; remove it"),
+                "{got}"
+            );
+        }
+        let target_level = "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    headers: { Content-Length: \"0\" }\n    routes: [ { path: /ok } ]\n";
+        assert_err(
+            target_level,
+            "p.yaml:4:32: target \"a\": header Content-Length cannot be set",
+        );
+        // Any other header is the route's own business.
+        crate::config::parse(
+            &route("headers: { Host: example.org, Accept: \"*/*\" }"),
+            "p.yaml",
+            &|_| None,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn json_forms_are_read_and_their_mistakes_named() {
+        let yaml = route(
+            "expect: { json: { a: { exists: true }, b: { absent: true }, c: { gte: 1, lt: 100 }, d: { regex: \"^v\" }, e: { max_age: 90s }, f: { x: 1 } } }",
+        );
+        let plan = crate::config::parse(&yaml, "p.yaml", &|_| None).unwrap();
+        let json = &plan.targets[0].routes[0].expect.json;
+        assert!(matches!(json[0].1, JsonCheck::Exists(true)), "{json:?}");
+        assert!(matches!(json[1].1, JsonCheck::Exists(false)), "{json:?}");
+        assert!(
+            matches!(&json[2].1, JsonCheck::Compare(c) if c.len() == 2),
+            "{json:?}"
+        );
+        assert!(matches!(json[3].1, JsonCheck::Regex(_)), "{json:?}");
+        assert!(
+            matches!(json[4].1, JsonCheck::MaxAge(d) if d.as_secs() == 90),
+            "{json:?}"
+        );
+        // A map of other keys is a value to equal.
+        assert!(matches!(json[5].1, JsonCheck::Equals(_)), "{json:?}");
+        for (bad, want) in [
+            (
+                "{ gte: \"1\" }",
+                "expect.json \"f\": gte takes a number, not \"1\"",
+            ),
+            ("{ exists: 1 }", "exists takes true or false, not 1"),
+            (
+                "{ exists: true, gte: 1 }",
+                "exists and absent go alone in their map",
+            ),
+            ("{ max_age: soon }", "max_age \"soon\" is not a duration"),
+            ("{ regex: \"(\" }", "expect.json regex"),
+            (
+                "{ gte: 1, status: ok }",
+                "mixes check forms with other keys (status)",
+            ),
+        ] {
+            let got = crate::config::parse(
+                &route(&format!("expect: {{ json: {{ f: {bad} }} }}")),
+                "p.yaml",
+                &|_| None,
+            )
+            .map(|_| ())
+            .expect_err(bad)
+            .to_string();
+            assert!(
+                got.starts_with("p.yaml:5:9: target \"a\": ") && got.contains(want),
+                "{bad}: {got}"
+            );
+        }
+    }
 }

@@ -23,6 +23,54 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// `expect.cert_min_days`: a whole number of days (`14`) or a duration (`14d`, `336h`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CertMin(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for CertMin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const WANT: &str = "expected a number of days such as 14, or a duration such as 14d";
+        impl Visitor<'_> for V {
+            type Value = CertMin;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(WANT)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CertMin, E> {
+                v.checked_mul(86_400)
+                    .map(|s| CertMin(Duration::from_secs(s)))
+                    .ok_or_else(|| E::custom(format!("invalid cert_min_days {v}; {WANT}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<CertMin, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("invalid cert_min_days {v}; {WANT}")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CertMin, E> {
+                if let Ok(days) = v.trim().parse::<u64>() {
+                    return self.visit_u64(days);
+                }
+                humantime::parse_duration(v.trim())
+                    .map(CertMin)
+                    .map_err(|e| E::custom(format!("invalid cert_min_days {v:?} ({e}); {WANT}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for CertMin {
+    fn schema_name() -> Cow<'static, str> {
+        "CertMinDays".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Days (14) or a duration (14d, 336h)",
+            "anyOf": [ { "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^\\s*[0-9]" } ]
+        })
+    }
+}
+
 /// A whole number ≥ 0 (retries, concurrency, …).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Count(pub(super) u64);

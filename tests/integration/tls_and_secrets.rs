@@ -1513,9 +1513,7 @@ fn a_server_that_asks_for_a_client_certificate_and_closes_is_tls_not_a_hang() {
     );
     let o = check(dir.path(), &["--format", "json"], &[]);
     let doc = o.json();
-    assert_eq!(
-        route(&doc, "plain", "/health")["outcome"],
-        "empty_reply",
-        "{doc:#}"
-    );
+    // FIN or RST depending on whether the request had arrived: what it was, never tls.
+    let outcome = route(&doc, "plain", "/health")["outcome"].clone();
+    assert!(outcome == "empty_reply" || outcome == "reset", "{doc:#}");
 }
