@@ -805,3 +805,31 @@ pub async fn full_unix_listener() -> FullUnixListener {
         _dir: dir,
     }
 }
+
+/// A command whose own peak memory can be read afterwards ([`Measured::peak_kib`]). It runs
+/// under GNU `time`, a small process that forks it: a child spawned straight from a test
+/// binary reports that binary's peak as its own (Linux carries the high-water mark of the
+/// address space it leaves at exec into `ru_maxrss`), so a busy test process would make any
+/// child look big.
+pub struct Measured {
+    pub cmd: std::process::Command,
+    report: tempfile::NamedTempFile,
+}
+
+impl Measured {
+    pub fn new(program: impl AsRef<std::ffi::OsStr>) -> Measured {
+        let report = tempfile::NamedTempFile::new().expect("a temp file for the peak");
+        let mut cmd = std::process::Command::new("/usr/bin/time");
+        cmd.args(["-f", "%M", "-o"]).arg(report.path()).arg(program);
+        Measured { cmd, report }
+    }
+
+    /// The measured command's peak RSS in KiB (the last line `time` wrote).
+    pub fn peak_kib(&self) -> u64 {
+        let text = std::fs::read_to_string(self.report.path()).expect("time's report");
+        text.lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak in time's report: {text:?}"))
+    }
+}

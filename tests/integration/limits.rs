@@ -139,7 +139,9 @@ fn a_500_mb_response_is_read_only_up_to_max_body_in_bounded_memory() {
         ],
     );
     let start = Instant::now();
-    let mut child = Command::new(bin())
+    let mut m = common::Measured::new(bin());
+    let mut child = m
+        .cmd
         .args(["check", "--format", "json", "--no-recover", "--config"])
         .arg(&cfg)
         .arg("--state-dir")
@@ -149,7 +151,8 @@ fn a_500_mb_response_is_read_only_up_to_max_body_in_bounded_memory() {
         .spawn()
         .unwrap();
     let doc = json_of(&mut child);
-    let reaped = common::wait_with_rusage(child);
+    let mut reaped = common::wait_with_rusage(child);
+    reaped.max_rss_kib = m.peak_kib();
     let elapsed = start.elapsed();
     let routes = &doc["targets"][0]["routes"];
     assert_eq!(routes[0]["outcome"], "ok", "{doc}");

@@ -152,40 +152,18 @@ proptest! {
     }
 }
 
-/// Peak RSS (KiB) and exit code of `routewatch validate --config FILE`, from `wait4`.
-#[expect(
-    clippy::zombie_processes,
-    reason = "reaped by wait4 below, which also reports its peak RSS"
-)]
+/// Peak RSS (KiB) and exit code of `routewatch validate --config FILE`, measured on its own.
 fn validate_measured(cfg: &std::path::Path) -> (i32, u64, String) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_routewatch"))
+    let mut m = crate::common::Measured::new(env!("CARGO_BIN_EXE_routewatch"));
+    let o = m
+        .cmd
         .args(["validate", "--config"])
         .arg(cfg)
         .env_remove("ROUTEWATCH_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; the child is ours and not yet reaped.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    (code, usage.ru_maxrss as u64, stderr)
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    (o.status.code().unwrap_or(-1), m.peak_kib(), stderr)
 }
 
 /// Generated worst cases under the 4 MiB file limit stay under 64 MiB peak.

@@ -558,7 +558,9 @@ fn unit_names_must_be_plain_services() {
 fn run_measured(cfg: &Path) -> (i32, String, Duration, common::Reaped) {
     let bin = assert_cmd::cargo::cargo_bin("routewatch");
     let start = Instant::now();
-    let mut child = std::process::Command::new(bin)
+    let mut m = common::Measured::new(bin);
+    let mut child = m
+        .cmd
         .args(["validate", "--config"])
         .arg(cfg)
         .stderr(std::process::Stdio::piped())
@@ -572,7 +574,8 @@ fn run_measured(cfg: &Path) -> (i32, String, Duration, common::Reaped) {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    let reaped = common::wait_with_rusage(child);
+    let mut reaped = common::wait_with_rusage(child);
+    reaped.max_rss_kib = m.peak_kib();
     let code = reaped.status.code().unwrap_or(-1);
     (code, stderr, start.elapsed(), reaped)
 }
