@@ -114,9 +114,18 @@ pub(super) fn resolve(
     let run_timeout = cx
         .positive(scope, "run_timeout", &d.run_timeout)?
         .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
+    let max_in_flight = cx
+        .count(
+            "",
+            "max_in_flight",
+            &raw.max_in_flight,
+            1..=MAX_CONCURRENCY * 16,
+        )?
+        .map_or(plan::DEFAULT_MAX_IN_FLIGHT, super::context::clamp_usize);
     Ok(Plan {
         user_agent,
         run_timeout,
+        max_in_flight,
         targets,
         secrets: cx.secrets.take(),
     })
