@@ -12,6 +12,7 @@ mod common;
 mod cli;
 mod config_errors;
 mod ecosystem;
+mod fleet;
 mod limits;
 mod properties;
 mod security;
