@@ -188,12 +188,11 @@ impl Prober {
             .iter()
             .map(|t| vec![None; t.routes.len()])
             .collect();
-        for (&(ti, ri), r) in queued
-            .iter()
-            .zip(self.probe_picks(&queued, deadline, observer, false).await)
-        {
+        self.probe_picks(&queued, deadline, observer, false, &mut |i, r| {
+            let (ti, ri) = queued[i];
             out[ti][ri] = Some(r);
-        }
+        })
+        .await;
         out.into_iter()
             .map(|rs| {
                 rs.into_iter()
@@ -213,21 +212,31 @@ impl Prober {
         deadline: Instant,
     ) -> Vec<RouteResult> {
         let picks: Vec<(usize, usize)> = routes.iter().map(|&r| (target, r)).collect();
-        self.probe_picks(&picks, deadline, None, true).await
+        let mut slots: Vec<Option<RouteResult>> = vec![None; picks.len()];
+        self.probe_picks(&picks, deadline, None, true, &mut |i, r| {
+            slots[i] = Some(r);
+        })
+        .await;
+        slots
+            .into_iter()
+            .map(|r| r.expect("every started probe reports"))
+            .collect()
     }
 
     /// The one place where probes run concurrently, in the order given: each attempt holds a
     /// permit of its target and one of the run's budget (`max_in_flight`). Routes are started
     /// only as the budget can take them (twice the budget: a route sleeping out a backoff or
     /// waiting for its busy target holds no permit), so a run's memory follows what is in
-    /// flight, not the size of the probe file.
+    /// flight, not the size of the probe file. Each result goes to `done` with its index in
+    /// `picks` as it comes.
     async fn probe_picks(
         self: &Arc<Self>,
         picks: &[(usize, usize)],
         deadline: Instant,
         observer: Option<Observer>,
         fresh: bool,
-    ) -> Vec<RouteResult> {
+        done: &mut dyn FnMut(usize, RouteResult),
+    ) {
         use futures_util::StreamExt as _;
         let observer = observer.as_ref();
         let mut running = futures_util::stream::iter(picks.iter().enumerate())
@@ -239,14 +248,9 @@ impl Prober {
                 (i, r)
             })
             .buffer_unordered(self.in_flight.saturating_mul(2));
-        let mut slots: Vec<Option<RouteResult>> = vec![None; picks.len()];
         while let Some((i, r)) = running.next().await {
-            slots[i] = Some(r);
+            done(i, r);
         }
-        slots
-            .into_iter()
-            .map(|r| r.expect("every started probe reports"))
-            .collect()
     }
 
     async fn probe_route(
@@ -368,6 +372,13 @@ impl Prober {
                 }
                 None => attempt_tcp(target, route, budget).await,
             };
+            if !fresh && client.http.is_some() {
+                // hyper hands a finished keep-alive connection back to the pool from a task of
+                // its own; let it run before the slot goes to the next request, which would
+                // otherwise find the pool empty and open a connection more (376 sockets for
+                // 256 in flight on the fleet benchmark, each with its buffers).
+                tokio::task::yield_now().await;
+            }
             drop(permits);
             a.cut_short = budget < route.timing.timeout
                 && matches!(a.outcome, Outcome::Timeout | Outcome::ConnectTimeout);
