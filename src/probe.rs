@@ -1,6 +1,7 @@
-//! Probing: the only module that opens sockets to targets. Every route of a run is in flight
-//! at once, bounded per target by `concurrency` and overall by the file-descriptor limit. A
-//! failed probe is a [`RouteResult`] with its outcome; `Err` means the check could not run.
+//! Probing: the only module that opens sockets to targets. A run's routes share one
+//! in-flight budget (`max_in_flight`, at most half the file-descriptor limit), bounded per
+//! target by `concurrency`. A failed probe is a [`RouteResult`] with its outcome; `Err` means
+//! the check could not run.
 
 use std::error::Error as _;
 use std::sync::Arc;
