@@ -27,8 +27,19 @@
 #                  routewatch EXITS 1 here (a core route is unhealthy and
 #                  --no-recover is set): that is the expected result, and the
 #                  script does not stop on it.
-#   5. validate    routewatch validate --config on the 2000-route file
-#                  (no traffic, no curl column).
+#   5. fleet-1000x1      1000 targets x 1 route /fast/, the default
+#                        concurrency and max_in_flight (no concurrency key).
+#   6. fleet-1000x20     1000 targets x 20 routes /fast/ (20 000 routes), the
+#                        default concurrency and max_in_flight: what a fleet
+#                        file looks like. The size of the state file this run
+#                        leaves is printed under the table.
+#   7. single-20000      1 target x 20 000 routes /fast/, concurrency 256.
+#   8. https-200         1 target x 200 routes /fast/ over HTTPS, concurrency
+#                        256: a second fixture server with --tls-ca makes a
+#                        private CA; routewatch trusts it through tls.ca_file,
+#                        curl through cacert.
+#   9. validate          routewatch validate --config on the 2000-route and the
+#                        20 000-route files (no traffic, no curl column).
 #
 # Needs only the repository, cargo, curl and GNU time (/usr/bin/time; Debian:
 # apt-get install time). Traffic goes to 127.0.0.1 only; the fixture server
@@ -86,11 +97,13 @@ cargo build --release --example fixture_server --bin routewatch >&2
 
 tmp=$(mktemp -d)
 fixture_pid=
+tls_pid=
 cleanup() {
-    if [[ -n $fixture_pid ]]; then
-        kill "$fixture_pid" 2>/dev/null || true
-        wait "$fixture_pid" 2>/dev/null || true
-    fi
+    local pid
+    for pid in $fixture_pid $tls_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -116,28 +129,64 @@ fi
 base=http://127.0.0.1:$port
 log "fixture server on $base (pid $fixture_pid)"
 
-# probe_file NAME COUNT PATH-PREFIX [DEFAULTS]: a probe file and the matching
-# curl config, one route per line.
-probe_file() {
-    local name=$1 count=$2 prefix=$3
-    local defaults=${4:-"timeout: 10s, connect_timeout: 3s, retries: 2, backoff: 500ms, max_backoff: 10s, concurrency: 256, max_body: 64KiB"}
-    local i
+"$fixture" --port 0 --tls-ca "$tmp/ca.pem" >"$tmp/fixture-tls.out" 2>"$tmp/fixture-tls.err" &
+tls_pid=$!
+tls_port=
+for _ in $(seq 100); do
+    tls_port=$(sed -n '1s/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$tmp/fixture-tls.out")
+    [[ -n $tls_port ]] && break
+    if ! kill -0 "$tls_pid" 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+if [[ -z $tls_port ]]; then
+    log "compare.sh: TLS fixture server did not start:"
+    cat "$tmp/fixture-tls.err" >&2
+    exit 1
+fi
+tls_base=https://127.0.0.1:$tls_port
+log "TLS fixture server on $tls_base (pid $tls_pid, private CA in $tmp/ca.pem)"
+
+default_defaults="timeout: 10s, connect_timeout: 3s, retries: 2, backoff: 500ms, max_backoff: 10s, concurrency: 256, max_body: 64KiB"
+
+# fleet_file NAME TARGETS ROUTES PATH-PREFIX DEFAULTS [BASE [CA]]: a probe file
+# of TARGETS targets with ROUTES routes each on BASE (default: the plain
+# fixture), and the matching curl config, one route per line. With one target
+# the paths are PATH-PREFIX<i>, else PATH-PREFIX<t>-<i>. CA: trusted through
+# tls.ca_file and curl's cacert.
+fleet_file() {
+    local name=$1 targets=$2 routes=$3 prefix=$4 defaults=$5 at=${6:-$base} ca=${7:-}
+    local t i path
     {
         echo "defaults: { $defaults }"
         echo "targets:"
-        echo "  - name: bench"
-        echo "    base_url: $base"
-        echo "    routes:"
-        for ((i = 1; i <= count; i++)); do
-            echo "      - { path: $prefix$i, class: core }"
+        for ((t = 1; t <= targets; t++)); do
+            echo "  - name: bench$t"
+            echo "    base_url: $at"
+            [[ -n $ca ]] && echo "    tls: { ca_file: $ca }"
+            echo "    routes:"
+            for ((i = 1; i <= routes; i++)); do
+                ((targets == 1)) && path=$prefix$i || path=$prefix$t-$i
+                echo "      - { path: $path, class: core }"
+            done
         done
     } >"$tmp/$name.yaml"
     {
-        for ((i = 1; i <= count; i++)); do
-            echo "url = \"$base$prefix$i\""
-            echo "output = \"/dev/null\""
+        [[ -n $ca ]] && echo "cacert = \"$ca\""
+        for ((t = 1; t <= targets; t++)); do
+            for ((i = 1; i <= routes; i++)); do
+                ((targets == 1)) && path=$prefix$i || path=$prefix$t-$i
+                echo "url = \"$at$path\""
+                echo "output = \"/dev/null\""
+            done
         done
     } >"$tmp/$name.curl"
+}
+
+# probe_file NAME COUNT PATH-PREFIX [DEFAULTS]: one target of COUNT routes.
+probe_file() {
+    fleet_file "$1" 1 "$2" "$3" "${4:-$default_defaults}"
 }
 
 probe_file slow-20 20 /slow/50/i
@@ -145,6 +194,11 @@ probe_file slow-200 200 /slow/50/i
 probe_file fast-2000 2000 /fast/i
 probe_file hang-20 20 /hang/i \
     "timeout: 2s, connect_timeout: 3s, retries: 2, backoff: 500ms, max_backoff: 10s, concurrency: 256, max_body: 64KiB"
+fleet_defaults="timeout: 10s, connect_timeout: 3s, retries: 2, backoff: 500ms, max_backoff: 10s, max_body: 64KiB"
+fleet_file fleet-1000x1 1000 1 /fast/t "$fleet_defaults"
+fleet_file fleet-1000x20 1000 20 /fast/t "$fleet_defaults"
+probe_file single-20000 20000 /fast/i
+fleet_file https-200 1 200 /fast/i "$default_defaults" "$tls_base" "$tmp/ca.pem"
 
 # measure TAG CMD...: runs CMD under GNU time, stdout to $tmp/TAG.stdout,
 # stderr to $tmp/TAG.stderr; sets wall_ms, rss_kib and rc.
@@ -268,7 +322,7 @@ hang() {
 }
 
 validate() {
-    local name=fast-2000 r ms=() rss=() flag=""
+    local name=$1 r ms=() rss=() flag=""
     log "== validate: $name, $runs runs"
     routewatch_validate "$name"
     for ((r = 1; r <= runs; r++)); do
@@ -283,8 +337,14 @@ validate() {
 compare slow-20 20
 compare slow-200 200
 compare fast-2000 2000
+compare fleet-1000x1 1000
+compare fleet-1000x20 20000
+notes+=("fleet-1000x20: the state file after a run is $(stat -c %s "$tmp/state/fleet-1000x20-$runs/state.json") bytes.")
+compare single-20000 20000
+compare https-200 200
 hang
-validate
+validate fast-2000
+validate single-20000
 
 echo "routewatch $("$routewatch" --version 2>/dev/null | awk '{ print $NF }') vs $(curl --version | head -n 1 | awk '{ print $1, $2 }'), $runs runs, median wall time; peak RSS is the maximum over runs; $(nproc) CPUs"
 echo

@@ -1,11 +1,14 @@
 //! A tiny HTTP/1.1 keep-alive server for benchmarks and manual checks.
 //!
 //! ```text
-//! cargo run --release --example fixture_server -- [--port PORT]
+//! cargo run --release --example fixture_server -- [--port PORT] [--tls-ca CA.pem]
 //! ```
 //!
 //! Binds 127.0.0.1 (port 0, the default, picks a free port) and prints
-//! `listening on 127.0.0.1:PORT` as its first line on stdout. Routes:
+//! `listening on 127.0.0.1:PORT` as its first line on stdout. With `--tls-ca`,
+//! it speaks HTTPS instead: it makes a private CA, writes the CA certificate
+//! (PEM) to that file, and serves a certificate the CA issued for 127.0.0.1
+//! and localhost (the client trusts the CA file, e.g. `curl --cacert`). Routes:
 //!
 //! - `/fast/<anything>`: 200, body `ok`, at once;
 //! - `/slow/<ms>/<anything>`: 200, body `ok`, after `<ms>` milliseconds;
@@ -19,24 +22,31 @@
 //! order (pipelining works); a request body announced by `Content-Length` is
 //! read and discarded. It stops on Ctrl-C or SIGTERM.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpSocket;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_rustls::TlsAcceptor;
 
 /// Largest request head accepted; a longer one gets 431 and a closed connection.
 const MAX_HEAD: usize = 64 * 1024;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let port = match parse_port(std::env::args().skip(1)) {
-        Ok(port) => port,
+    let (port, tls_ca) = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("fixture_server: {message}");
-            eprintln!("usage: fixture_server [--port PORT]");
+            eprintln!("usage: fixture_server [--port PORT] [--tls-ca CA.pem]");
             std::process::exit(2);
         }
+    };
+    let acceptor = match tls_ca {
+        Some(path) => Some(private_ca(&path)?),
+        None => None,
     };
     // TcpListener::bind listens with a backlog of 128: a burst of a few
     // hundred connects (curl --parallel-immediate, a probe run at
@@ -61,7 +71,20 @@ async fn main() -> std::io::Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve(stream));
+                    let _ = stream.set_nodelay(true);
+                    match acceptor.clone() {
+                        None => {
+                            tokio::spawn(serve(stream));
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
+                                // A failed handshake just ends the connection.
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    serve(stream).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 // Out of file descriptors or a connection reset before accept:
                 // back off a moment instead of spinning or exiting.
@@ -77,21 +100,68 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-fn parse_port(mut args: impl Iterator<Item = String>) -> Result<u16, String> {
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(u16, Option<PathBuf>), String> {
     let mut port = 0;
+    let mut tls_ca = None;
     while let Some(arg) = args.next() {
-        let value = match arg.as_str() {
-            "--port" => args.next().ok_or("--port needs a value")?,
-            other => match other.strip_prefix("--port=") {
-                Some(value) => value.to_owned(),
-                None => return Err(format!("unknown argument {other:?}")),
-            },
+        let (name, value) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), value.to_owned()),
+            None => {
+                let value = args.next().ok_or(format!("{arg} needs a value"))?;
+                (arg, value)
+            }
         };
-        port = value
-            .parse()
-            .map_err(|_| format!("bad port {value:?}: expected 0..=65535"))?;
+        match name.as_str() {
+            "--port" => {
+                port = value
+                    .parse()
+                    .map_err(|_| format!("bad port {value:?}: expected 0..=65535"))?;
+            }
+            "--tls-ca" => tls_ca = Some(PathBuf::from(value)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
     }
-    Ok(port)
+    Ok((port, tls_ca))
+}
+
+/// A private CA (its certificate written to `ca_out` as PEM) and a TLS acceptor with a
+/// certificate it issued for 127.0.0.1 and localhost.
+fn private_ca(ca_out: &std::path::Path) -> std::io::Result<TlsAcceptor> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| other(&e))?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "fixture_server private CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().map_err(|e| other(&e))?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(|e| other(&e))?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .map_err(|e| other(&e))?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().map_err(|e| other(&e))?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(|e| other(&e))?;
+    std::fs::write(ca_out, ca_cert.pem())?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)
+        .map_err(|e| other(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// What the server does with one parsed request.
@@ -176,7 +246,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     status: &str,
     body: &str,
     head_only: bool,
@@ -194,13 +264,12 @@ async fn respond(
 }
 
 /// Serves one connection until the client closes it or a request asks to.
-async fn serve(mut stream: TcpStream) {
+async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
     // A write or read error means the client went away; nothing to report.
     let _ = serve_requests(&mut stream).await;
 }
 
-async fn serve_requests(stream: &mut TcpStream) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
+async fn serve_requests(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {

@@ -1,6 +1,7 @@
-//! Probing: the only module that opens sockets to targets. Every route of a run is in flight
-//! at once, bounded per target by `concurrency` and overall by the file-descriptor limit. A
-//! failed probe is a [`RouteResult`] with its outcome; `Err` means the check could not run.
+//! Probing: the only module that opens sockets to targets. A run's routes share one
+//! in-flight budget (`max_in_flight`, at most half the file-descriptor limit), bounded per
+//! target by `concurrency`. A failed probe is a [`RouteResult`] with its outcome; `Err` means
+//! the check could not run.
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::outcome::Outcome;
 use crate::plan::{Class, Endpoint, IpFamily, Plan, Route, Target, WITHHELD};
@@ -47,21 +47,25 @@ pub enum SetupError {
     Client { target: String, reason: String },
 }
 
-/// Probes the routes of a plan. Holds one connection pool per target.
+/// Probes the routes of a plan. Targets that would build the same HTTP client (same transport,
+/// TLS trust, proxy, address family and connect timeout) share one: one TLS configuration and
+/// root store, one resolver, one keep-alive pool keyed by host. Pools are empty until used.
 pub struct Prober {
     plan: Arc<Plan>,
     targets: Vec<TargetClient>,
-    /// Connections in flight across all targets, bounded by `RLIMIT_NOFILE`.
+    /// Requests in flight across all targets: `max_in_flight`, at most half the open-file limit.
     global: Arc<Semaphore>,
+    in_flight: usize,
 }
 
 struct TargetClient {
-    /// Keep-alive pool (`None` for plain TCP targets).
+    /// Keep-alive pool, shared with the targets of the same settings (`None` for plain TCP
+    /// targets).
     http: Option<reqwest::Client>,
     /// Keeps no idle connection: every request on it opens a new one. For re-sends after a
     /// dead connection and for recovery's re-probes. Built on first use.
     fresh: std::sync::OnceLock<reqwest::Client>,
-    limit: Arc<Semaphore>,
+    limit: Semaphore,
     /// The proxy every request of this target goes through (`proxy: true` and the
     /// environment names one that applies), as shown in errors: no credentials.
     proxy: Option<String>,
@@ -81,6 +85,35 @@ impl TargetClient {
     }
 }
 
+/// What makes two targets' HTTP clients differ: targets with equal keys share one client.
+#[derive(PartialEq, Eq, Hash)]
+struct ClientKey {
+    unix_socket: Option<std::path::PathBuf>,
+    speaks_tls: bool,
+    ca_file: Option<std::path::PathBuf>,
+    insecure: bool,
+    proxy: Option<String>,
+    ip: IpFamily,
+    connect_timeout: Duration,
+}
+
+impl ClientKey {
+    fn of(t: &Target, proxy: Option<String>) -> ClientKey {
+        ClientKey {
+            unix_socket: match &t.endpoint {
+                Endpoint::Unix { socket } => Some(socket.clone()),
+                _ => None,
+            },
+            speaks_tls: t.speaks_tls(),
+            ca_file: t.tls.ca_file.clone(),
+            insecure: t.tls.insecure,
+            proxy,
+            ip: t.ip,
+            connect_timeout: t.http_connect_timeout(),
+        }
+    }
+}
+
 /// Called as each route finishes (progress bar, log lines).
 pub type Observer = Arc<dyn Fn(&Target, &RouteResult) + Send + Sync>;
 
@@ -88,31 +121,54 @@ impl Prober {
     pub fn new(plan: Arc<Plan>) -> Result<Prober, SetupError> {
         install_crypto_provider();
         let budget = fd_budget();
+        let in_flight = in_flight_budget(plan.max_in_flight, budget);
         // Idle pooled sockets keep their descriptors after a probe's permit is released, and
         // hyper may open a spare connection while racing a pool checkout. Keep idle sockets
-        // to half the budget across targets so the state write and D-Bus always find a free fd.
-        // With more targets than that, no idle socket is kept at all: a socket kept for
-        // each of thousands of targets would starve the run of descriptors.
-        let idle_cap = budget / 2 / plan.targets.len().max(1);
+        // to half the budget across the hosts probed so the state write and D-Bus always find
+        // a free fd. With more hosts than that, no idle socket is kept at all: a socket kept
+        // for each of thousands of hosts would starve the run of descriptors.
+        let mut hosts = std::collections::HashSet::new();
+        for t in &plan.targets {
+            hosts.insert(match &t.endpoint {
+                Endpoint::Http { base } => base.as_str(),
+                Endpoint::Unix { socket } => socket.to_str().unwrap_or(""),
+                Endpoint::Tcp { .. } => continue,
+            });
+        }
+        let idle_cap = (budget / 2 / hosts.len().max(1)).min(in_flight);
+        let mut shared: std::collections::HashMap<ClientKey, reqwest::Client> = Default::default();
         let targets = plan
             .targets
             .iter()
             .map(|t| {
+                let proxy = env_proxy(t, &|k| std::env::var(k).ok());
+                let http = match t.endpoint {
+                    Endpoint::Tcp { .. } => None,
+                    _ => {
+                        let key = ClientKey::of(t, proxy.as_ref().map(|(url, _)| url.clone()));
+                        Some(match shared.get(&key) {
+                            Some(c) => c.clone(),
+                            None => {
+                                let c = build_client(&plan.user_agent, t, idle_cap)?;
+                                shared.insert(key, c.clone());
+                                c
+                            }
+                        })
+                    }
+                };
                 Ok(TargetClient {
-                    http: match t.endpoint {
-                        Endpoint::Tcp { .. } => None,
-                        _ => Some(build_client(&plan.user_agent, t, idle_cap)?),
-                    },
+                    http,
                     fresh: std::sync::OnceLock::new(),
-                    limit: Arc::new(Semaphore::new(t.concurrency)),
-                    proxy: env_proxy(t, &|k| std::env::var(k).ok()).map(|(_, shown)| shown),
+                    limit: Semaphore::new(t.concurrency),
+                    proxy: proxy.map(|(_, shown)| shown),
                 })
             })
             .collect::<Result<_, SetupError>>()?;
         Ok(Prober {
             plan,
             targets,
-            global: Arc::new(Semaphore::new(budget)),
+            global: Arc::new(Semaphore::new(in_flight)),
+            in_flight,
         })
     }
 
@@ -126,39 +182,28 @@ impl Prober {
         deadline: Instant,
         observer: Option<Observer>,
     ) -> Vec<Vec<RouteResult>> {
-        let picks: Vec<(usize, usize)> = self
-            .plan
-            .targets
-            .iter()
-            .enumerate()
-            .flat_map(|(ti, t)| (0..t.routes.len()).map(move |ri| (ti, ri)))
-            .collect();
         // Core routes queue first: with a small `concurrency` or a short `run_timeout`, the
-        // liveness answer must not wait behind heavy auxiliary pages.
-        let mut order: Vec<usize> = (0..picks.len()).collect();
-        order.sort_by_key(|&i| {
-            let (ti, ri) = picks[i];
-            self.plan.targets[ti].routes[ri].class != Class::Core
-        });
-        let queued: Vec<(usize, usize)> = order.iter().map(|&i| picks[i]).collect();
-        let mut results: Vec<Option<RouteResult>> = vec![None; picks.len()];
-        for (&i, r) in order
-            .iter()
-            .zip(self.probe_picks(&queued, deadline, observer, false).await)
-        {
-            results[i] = Some(r);
-        }
-        let results = results.into_iter().map(|r| r.expect("every route probed"));
-        let mut out: Vec<Vec<RouteResult>> = self
+        // liveness answer must not wait behind heavy auxiliary pages. Targets take turns, so
+        // one big target cannot keep the others from their first probe.
+        let queued = fair_order(&self.plan.targets);
+        let mut out: Vec<Vec<Option<RouteResult>>> = self
             .plan
             .targets
             .iter()
-            .map(|t| Vec::with_capacity(t.routes.len()))
+            .map(|t| vec![None; t.routes.len()])
             .collect();
-        for ((ti, _), r) in picks.into_iter().zip(results) {
-            out[ti].push(r);
-        }
-        out
+        self.probe_picks(&queued, deadline, observer, false, &mut |i, r| {
+            let (ti, ri) = queued[i];
+            out[ti][ri] = Some(r);
+        })
+        .await;
+        out.into_iter()
+            .map(|rs| {
+                rs.into_iter()
+                    .map(|r| r.expect("every route probed"))
+                    .collect()
+            })
+            .collect()
     }
 
     /// Probe some routes of one target again (recovery's confirm and verify steps), each
@@ -171,41 +216,45 @@ impl Prober {
         deadline: Instant,
     ) -> Vec<RouteResult> {
         let picks: Vec<(usize, usize)> = routes.iter().map(|&r| (target, r)).collect();
-        self.probe_picks(&picks, deadline, None, true).await
+        let mut slots: Vec<Option<RouteResult>> = vec![None; picks.len()];
+        self.probe_picks(&picks, deadline, None, true, &mut |i, r| {
+            slots[i] = Some(r);
+        })
+        .await;
+        slots
+            .into_iter()
+            .map(|r| r.expect("every started probe reports"))
+            .collect()
     }
 
-    /// The one place where probes run concurrently: a task per route, each attempt holding a
-    /// permit of its target and one of the global budget.
+    /// The one place where probes run concurrently, in the order given: each attempt holds a
+    /// permit of its target and one of the run's budget (`max_in_flight`). Routes are started
+    /// only as the budget can take them (twice the budget: a route sleeping out a backoff or
+    /// waiting for its busy target holds no permit), so a run's memory follows what is in
+    /// flight, not the size of the probe file. Each result goes to `done` with its index in
+    /// `picks` as it comes.
     async fn probe_picks(
         self: &Arc<Self>,
         picks: &[(usize, usize)],
         deadline: Instant,
         observer: Option<Observer>,
         fresh: bool,
-    ) -> Vec<RouteResult> {
-        let mut set = JoinSet::new();
-        for (i, &(ti, ri)) in picks.iter().enumerate() {
-            let me = Arc::clone(self);
-            let observer = observer.clone();
-            set.spawn(async move {
-                let r = me.probe_route(ti, ri, deadline, fresh).await;
+        done: &mut dyn FnMut(usize, RouteResult),
+    ) {
+        use futures_util::StreamExt as _;
+        let observer = observer.as_ref();
+        let mut running = futures_util::stream::iter(picks.iter().enumerate())
+            .map(|(i, &(ti, ri))| async move {
+                let r = self.probe_route(ti, ri, deadline, fresh).await;
                 if let Some(obs) = observer {
-                    obs(&me.plan.targets[ti], &r);
+                    obs(&self.plan.targets[ti], &r);
                 }
                 (i, r)
-            });
+            })
+            .buffer_unordered(self.in_flight.saturating_mul(2));
+        while let Some((i, r)) = running.next().await {
+            done(i, r);
         }
-        let mut slots: Vec<Option<RouteResult>> = vec![None; picks.len()];
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok((i, r)) => slots[i] = Some(r),
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
-        }
-        slots
-            .into_iter()
-            .map(|r| r.expect("every spawned probe reports"))
-            .collect()
     }
 
     async fn probe_route(
@@ -328,6 +377,14 @@ impl Prober {
                 }
                 None => attempt_tcp(target, route, budget).await,
             };
+            if !fresh && client.http.is_some() {
+                // hyper hands a finished keep-alive connection back to the pool from a task of
+                // its own: give it a turn before the slot goes to the next request, which may
+                // otherwise find the pool empty. It does not stop hyper from racing a new
+                // connection against the pool: the fleet benchmark peaks at about 390 open
+                // sockets for 256 in flight with or without it.
+                tokio::task::yield_now().await;
+            }
             drop(permits);
             a.cut_short = budget < route.timing.timeout
                 && matches!(a.outcome, Outcome::Timeout | Outcome::ConnectTimeout);
@@ -388,13 +445,59 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// How many connections may be open at once: the soft `RLIMIT_NOFILE` minus a reserve for
-/// the process's own files, sockets to D-Bus, stdio.
-fn fd_budget() -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+/// The soft `RLIMIT_NOFILE`.
+fn fd_limit() -> usize {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
-        .unwrap_or(1 << 20);
-    (limit.saturating_sub(64) as usize).clamp(8, 1 << 16)
+        .map_or(1 << 20, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// How many connections may be open at once: the open-file limit minus a reserve for the
+/// process's own files, sockets to D-Bus, stdio.
+fn fd_budget() -> usize {
+    fd_limit().saturating_sub(64).clamp(8, 1 << 16)
+}
+
+/// Requests in flight at once across the run: `max_in_flight`, never above half the
+/// open-file limit (the other half is for idle pooled sockets and the process's own files).
+/// Pure.
+fn in_flight_budget(max_in_flight: usize, fd_budget: usize) -> usize {
+    max_in_flight.min(fd_budget / 2).max(1)
+}
+
+/// The order routes are started in: every target's core routes before any auxiliary route,
+/// and within a class the targets take turns (each target's first route, then each one's
+/// second, …), so a target with thousands of routes cannot hold back the first probe of
+/// another. Pure.
+pub fn fair_order(targets: &[Target]) -> Vec<(usize, usize)> {
+    let mut order = Vec::with_capacity(targets.iter().map(|t| t.routes.len()).sum());
+    for class in [Class::Core, Class::Auxiliary] {
+        // Each target's routes of this class, as iterators; a round takes one from each
+        // target that has any left, and drops the targets that are done.
+        let mut left: Vec<(usize, _)> = targets
+            .iter()
+            .enumerate()
+            .map(|(ti, t)| {
+                let routes = t.routes.iter().enumerate();
+                (
+                    ti,
+                    routes
+                        .filter(move |(_, r)| r.class == class)
+                        .map(|(ri, _)| ri),
+                )
+            })
+            .collect();
+        while !left.is_empty() {
+            left.retain_mut(|(ti, routes)| match routes.next() {
+                Some(ri) => {
+                    order.push((*ti, ri));
+                    true
+                }
+                None => false,
+            });
+        }
+    }
+    order
 }
 
 fn build_client(
@@ -416,7 +519,8 @@ fn build_client(
         // the head stays bounded by hyper's buffer limit.
         .http1_max_headers(1000)
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(t.concurrency.min(idle_cap))
+        // Shared by the targets of the same settings: one host may see the in-flight budget.
+        .pool_max_idle_per_host(idle_cap)
         .pool_idle_timeout(Duration::from_secs(30));
     // The proxy is chosen here, once, from the environment (never by the client on its own),
     // so that what errors name is what was used.
@@ -1773,6 +1877,50 @@ mod tests {
         );
         let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
         plan.targets[0].clone()
+    }
+
+    #[test]
+    fn core_routes_go_first_and_targets_take_turns() {
+        let yaml = "targets:
+  - name: big
+    base_url: http://127.0.0.1:1
+    routes: [ { path: /a }, { path: /x, class: auxiliary }, { path: /b }, { path: /c } ]
+  - name: small
+    base_url: http://127.0.0.1:2
+    routes: [ { path: /y, class: auxiliary }, { path: /d } ]
+  - name: tcp
+    tcp: 127.0.0.1:3
+";
+        let plan = crate::config::parse(yaml, "t.yaml", &|_| None).unwrap();
+        let shown: Vec<String> = fair_order(&plan.targets)
+            .into_iter()
+            .map(|(ti, ri)| {
+                format!(
+                    "{}{}",
+                    plan.targets[ti].name, plan.targets[ti].routes[ri].path
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "big/a",
+                "small/d",
+                "tcp127.0.0.1:3",
+                "big/b",
+                "big/c",
+                "big/x",
+                "small/y"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_in_flight_budget_is_never_above_half_the_descriptors() {
+        assert_eq!(in_flight_budget(256, 20_000), 256);
+        assert_eq!(in_flight_budget(256, 200), 100);
+        assert_eq!(in_flight_budget(4, 200), 4);
+        assert_eq!(in_flight_budget(256, 1), 1);
     }
 
     #[test]

@@ -27,9 +27,15 @@ pub fn render(report: &RunReport, format: Format, colour: bool) -> String {
 }
 
 pub fn json(report: &RunReport) -> String {
-    let mut s = serde_json::to_string_pretty(report).expect("report serialises");
-    s.push('\n');
-    s
+    let mut out = Vec::new();
+    write_json(report, &mut out).expect("report serialises");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// [`json`] written as it is made: a fleet's report (megabytes) never sits in memory whole.
+pub fn write_json(report: &RunReport, mut w: impl std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut w, report)?;
+    w.write_all(b"\n")
 }
 
 fn paint(colour: bool, code: &str, s: &str) -> String {

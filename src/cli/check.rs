@@ -10,7 +10,7 @@ use routewatch::log::{self, Level};
 use routewatch::report::{self, Format};
 use routewatch::{config, push, run, state};
 
-use super::output::{emit, make_observer, progress_bar, stdout_colour};
+use super::output::{emit, emit_streamed, make_observer, progress_bar, stdout_colour};
 use super::{env, fail, find_config, is_root, runtime};
 use crate::{CheckArgs, Exit};
 
@@ -214,6 +214,8 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
     };
     let emitted = if args.quiet && format == Format::Text && args.output.is_none() {
         Ok(())
+    } else if format == Format::Json && args.output.is_none() {
+        emit_streamed(|out| report::write_json(&report, out))
     } else {
         let colour = format == Format::Text && args.output.is_none() && stdout_colour();
         emit(

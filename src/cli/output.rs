@@ -29,6 +29,19 @@ pub(crate) fn emit(text: &str, output: Option<&Path>) -> Result<(), String> {
     }
 }
 
+/// Stream a report to stdout as `write` makes it (a closed pipe is not an error).
+pub(crate) fn emit_streamed(
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the report: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Colour for a report on stdout: a terminal, `NO_COLOR` unset or empty, `TERM` not `dumb`.
 pub(crate) fn stdout_colour() -> bool {
     std::io::stdout().is_terminal()

@@ -93,6 +93,7 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
     Ok(Plan {
         user_agent: crate::DEFAULT_USER_AGENT.into(),
         run_timeout: plan::DEFAULT_RUN_TIMEOUT,
+        max_in_flight: plan::DEFAULT_MAX_IN_FLIGHT,
         targets,
         ping: None,
         notify: Vec::new(),

@@ -20,6 +20,10 @@ pub(super) struct RawFile {
     #[schemars(with = "Option<String>")]
     pub(super) user_agent: Option<Spanned<String>>,
     pub(super) defaults: Option<RawDefaults>,
+    /// Requests in flight at once across all targets (default 256; at most half the
+    /// open-file limit at run time), on top of each target's `concurrency`.
+    #[schemars(with = "Option<Count>")]
+    pub(super) max_in_flight: Option<Spanned<Count>>,
     /// The services to probe.
     #[schemars(with = "Vec<RawTarget>")]
     pub(super) targets: Spanned<RawTargets>,

@@ -120,9 +120,18 @@ pub(super) fn resolve(
         .map(|p| super::alerts::resolve_ping(&cx, p))
         .transpose()?;
     let notify = super::alerts::resolve_notify(&cx, &raw.notify)?;
+    let max_in_flight = cx
+        .count(
+            "",
+            "max_in_flight",
+            &raw.max_in_flight,
+            1..=MAX_CONCURRENCY * 16,
+        )?
+        .map_or(plan::DEFAULT_MAX_IN_FLIGHT, super::context::clamp_usize);
     Ok(Plan {
         user_agent,
         run_timeout,
+        max_in_flight,
         targets,
         ping,
         notify,

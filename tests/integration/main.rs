@@ -13,6 +13,7 @@ mod alerts;
 mod cli;
 mod config_errors;
 mod ecosystem;
+mod fleet;
 mod limits;
 mod properties;
 mod security;
