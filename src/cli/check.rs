@@ -15,76 +15,51 @@ use super::{env, fail, find_config, is_root, runtime};
 use crate::{CheckArgs, Exit};
 
 pub(crate) fn check(args: CheckArgs) -> Exit {
+    match check_steps(args) {
+        Ok(exit) | Err(exit) => exit,
+    }
+}
+
+/// The steps of `check`; an `Err` is the exit code of a run that ended early (its message
+/// already printed).
+fn check_steps(args: CheckArgs) -> Result<Exit, Exit> {
     // The runtime and the stop signals come first: a SIGTERM while a large probe file loads
     // ends the run like any other stop (a log line, exit 4), not with the default action.
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            return fail(
-                Exit::CouldNotRun,
-                format!("cannot start the async runtime: {e}"),
-            );
-        }
-    };
+    let rt = runtime().map_err(|e| {
+        fail(
+            Exit::CouldNotRun,
+            format!("cannot start the async runtime: {e}"),
+        )
+    })?;
     let mut stop = {
         let _context = rt.enter();
         Stop::new()
     };
-    let push_url = match args.push.as_deref().map(push::parse_url).transpose() {
-        Ok(u) => u,
-        Err(e) => return fail(Exit::Usage, e),
-    };
+    let push_url = args
+        .push
+        .as_deref()
+        .map(push::parse_url)
+        .transpose()
+        .map_err(|e| fail(Exit::Usage, e))?;
     // The URL itself is never echoed: a ping URL's path is its key.
-    let ping_arg = match args.ping.as_deref().map(alerts::parse_http_url).transpose() {
-        Ok(u) => u.map(|url| Ping { url }),
-        Err(e) => return fail(Exit::Usage, format!("--ping: {e}")),
-    };
-    // A report that could not be written is found out before the probing, not after it.
-    if let Some(out) = &args.output
-        && let Err(e) = state::replaceable(out)
-    {
-        let exit = if e.kind() == std::io::ErrorKind::InvalidInput {
-            Exit::Usage
-        } else {
-            Exit::CouldNotRun
-        };
-        return fail(exit, format!("--output {}: {e}", out.display()));
-    }
+    let ping_arg = args
+        .ping
+        .as_deref()
+        .map(alerts::parse_http_url)
+        .transpose()
+        .map_err(|e| fail(Exit::Usage, format!("--ping: {e}")))?
+        .map(|url| Ping { url });
+    check_output(&args)?;
     let root = is_root();
-    let ad_hoc = !args.url.is_empty();
-    let mut config_problem = None;
-    let plan = if ad_hoc {
-        config::ad_hoc(&args.url, &args.aux_url)
-    } else {
-        let path = match find_config(args.config.clone()) {
-            Ok(p) => p,
-            Err(e) => return fail(Exit::Usage, e),
-        };
-        // Opened once; as root judged on the path as written and on the opened file, and
-        // read from that same descriptor.
-        let opened = if root {
-            routewatch::trust::open(&path).map(|o| (o.file, o.problem))
-        } else {
-            routewatch::trust::open_regular(&path).map(|f| (f, None))
-        };
-        match opened {
-            Ok((file, problem)) => {
-                config_problem = problem;
-                config::load_opened(&file, &path, &env)
-            }
-            Err(e) => {
-                return fail(Exit::Usage, format!("{}: cannot read: {e}", path.display()));
-            }
-        }
-    };
+    let (plan, config_problem) = load_plan(&args, root)?;
     // A stop that came while the file loaded (a large one takes a while) wins over whatever
     // the load found.
     if let Some(sig) = stop.pending(&rt) {
         log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
-        return fail(
+        return Err(fail(
             Exit::CouldNotRun,
             "interrupted while loading the probe file; nothing was probed",
-        );
+        ));
     }
     let plan = match plan {
         Ok(p) => Arc::new(p),
@@ -95,34 +70,11 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
                 let ua = routewatch::DEFAULT_USER_AGENT;
                 rt.block_on(send_bounded(&mut stop, ua, &[failed], &[], None));
             }
-            return fail(Exit::Usage, e);
+            return Err(fail(Exit::Usage, e));
         }
     };
     let ping = ping_arg.or_else(|| plan.ping.clone());
-    // Ad hoc runs (CI smoke checks) keep no state unless asked to.
-    let mut state_dir = match (&args.state_dir, ad_hoc) {
-        (Some(d), _) => Some(d.clone()),
-        (None, true) => None,
-        (None, false) => match state::default_dir(&env, root) {
-            Ok(d) => Some(d),
-            Err(e) => return fail(Exit::CouldNotRun, e),
-        },
-    };
-    let mut warnings = Vec::new();
-    let recovery_blocked = if root {
-        let trust = untrusted(config_problem, state_dir.as_deref(), args.insecure_config);
-        if let Some(why) = trust.state_dir {
-            // A state directory others control is neither read nor written: its history
-            // could be forged, and root writing there is what they want.
-            warnings.push(format!(
-                "state directory not used this run ({why}): no streaks, cooldown or history"
-            ));
-            state_dir = None;
-        }
-        trust.blocked
-    } else {
-        None
-    };
+    let (state_dir, recovery_blocked, warnings) = judge_files(&args, root, config_problem)?;
     let may_act = !args.no_recover
         && recovery_blocked.is_none()
         && plan.targets.iter().any(|t| {
@@ -130,37 +82,19 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
                 .as_ref()
                 .is_some_and(|r| r.action != routewatch::plan::Action::None)
         });
-    if is_root() && !may_act {
+    if root && !may_act {
         drop_privileges();
     }
-    let format: Format = args.format.into();
     let progress = progress_bar(&plan, args.quiet);
     // What finished so far, to report if a stop signal cuts the run short.
     let finished: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-    let observer = {
-        let log_and_bar = make_observer(progress.clone());
-        let finished = Arc::clone(&finished);
-        let observer: routewatch::probe::Observer = Arc::new(move |target, r| {
-            log_and_bar(target, r);
-            if let Ok(mut f) = finished.lock() {
-                f.push(format!(
-                    "{} {} {} {}",
-                    target.name,
-                    r.path,
-                    r.class.as_str(),
-                    r.outcome
-                ));
-            }
-        });
-        observer
-    };
     let opts = run::Options {
         dry_run: args.dry_run,
         no_recover: args.no_recover,
         recovery_blocked,
         state_dir,
         lock_wait: Duration::from_secs(2),
-        observer: Some(observer),
+        observer: Some(observer(progress.clone(), Arc::clone(&finished))),
         warnings,
     };
     let result = rt.block_on(async {
@@ -192,37 +126,12 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
             // a stop.
             rt.shutdown_timeout(Duration::from_millis(100));
             if let Some(Err(e)) = other {
-                return fail(Exit::CouldNotRun, e);
+                return Err(fail(Exit::CouldNotRun, e));
             }
-            let done = finished.lock().map(|f| f.clone()).unwrap_or_default();
-            let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(
-                err,
-                "routewatch: interrupted after {} of {total} routes{}",
-                done.len(),
-                if done.is_empty() { "" } else { ":" }
-            );
-            for line in &done {
-                let _ = writeln!(err, "  {line}");
-            }
-            return fail(
-                Exit::CouldNotRun,
-                "interrupted before the check finished; nothing is signalled after a stop",
-            );
+            return Err(interrupted(&plan, &finished));
         }
     };
-    let emitted = if args.quiet && format == Format::Text && args.output.is_none() {
-        Ok(())
-    } else if format == Format::Json && args.output.is_none() {
-        emit_streamed(|out| report::write_json(&report, out))
-    } else {
-        let colour = format == Format::Text && args.output.is_none() && stdout_colour();
-        emit(
-            &report::render(&report, format, colour),
-            args.output.as_deref(),
-        )
-    };
+    let emitted = emit_report(&args, &report);
     // The push, the ping and the notifications come after the report is out: a slow or
     // stopped receiver costs the report nothing and never changes the exit code.
     let mut outgoing = report.notifications.clone();
@@ -238,10 +147,136 @@ pub(crate) fn check(args: CheckArgs) -> Exit {
         push,
     ));
     rt.shutdown_timeout(Duration::from_millis(100));
-    if let Err(e) = emitted {
-        return fail(Exit::CouldNotRun, e);
+    emitted.map_err(|e| fail(Exit::CouldNotRun, e))?;
+    Ok(Exit::of_report(&report))
+}
+
+/// A report that could not be written is found out before the probing, not after it.
+fn check_output(args: &CheckArgs) -> Result<(), Exit> {
+    if let Some(out) = &args.output
+        && let Err(e) = state::replaceable(out)
+    {
+        let exit = if e.kind() == std::io::ErrorKind::InvalidInput {
+            Exit::Usage
+        } else {
+            Exit::CouldNotRun
+        };
+        return Err(fail(exit, format!("--output {}: {e}", out.display())));
     }
-    Exit::of_report(&report)
+    Ok(())
+}
+
+/// The plan: from `--url`, or from the probe file, opened once and, as root, judged on the
+/// path as written and on the opened file, then read from that same descriptor. The load's
+/// own error is returned as it is (a stop during the load wins over it).
+type Loaded = (
+    Result<routewatch::plan::Plan, config::ConfigError>,
+    Option<String>,
+);
+
+fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Exit> {
+    if !args.url.is_empty() {
+        return Ok((config::ad_hoc(&args.url, &args.aux_url), None));
+    }
+    let path = find_config(args.config.clone()).map_err(|e| fail(Exit::Usage, e))?;
+    let opened = if root {
+        routewatch::trust::open(&path).map(|o| (o.file, o.problem))
+    } else {
+        routewatch::trust::open_regular(&path).map(|f| (f, None))
+    };
+    let (file, problem) =
+        opened.map_err(|e| fail(Exit::Usage, format!("{}: cannot read: {e}", path.display())))?;
+    Ok((config::load_opened(&file, &path, &env), problem))
+}
+
+/// Where the state goes (if anywhere), why recovery is off (if it is), and what to warn of.
+type Judged = (Option<std::path::PathBuf>, Option<String>, Vec<String>);
+
+/// The state directory and, as root, the trust verdict on the files: recovery blocked (with
+/// the reason), and an untrusted state directory not used at all (with a warning).
+fn judge_files(
+    args: &CheckArgs,
+    root: bool,
+    config_problem: Option<String>,
+) -> Result<Judged, Exit> {
+    // Ad hoc runs (CI smoke checks) keep no state unless asked to.
+    let mut state_dir = match (&args.state_dir, args.url.is_empty()) {
+        (Some(d), _) => Some(d.clone()),
+        (None, false) => None,
+        (None, true) => {
+            Some(state::default_dir(&env, root).map_err(|e| fail(Exit::CouldNotRun, e))?)
+        }
+    };
+    let mut warnings = Vec::new();
+    if !root {
+        return Ok((state_dir, None, warnings));
+    }
+    let trust = untrusted(config_problem, state_dir.as_deref(), args.insecure_config);
+    if let Some(why) = trust.state_dir {
+        // A state directory others control is neither read nor written: its history could be
+        // forged, and root writing there is what they want.
+        warnings.push(format!(
+            "state directory not used this run ({why}): no streaks, cooldown or history"
+        ));
+        state_dir = None;
+    }
+    Ok((state_dir, trust.blocked, warnings))
+}
+
+/// Per finished route: the bar and the log lines, and a line kept for an interrupted run.
+fn observer(
+    progress: Option<indicatif::ProgressBar>,
+    finished: Arc<std::sync::Mutex<Vec<String>>>,
+) -> routewatch::probe::Observer {
+    let log_and_bar = make_observer(progress);
+    Arc::new(move |target, r| {
+        log_and_bar(target, r);
+        if let Ok(mut f) = finished.lock() {
+            f.push(format!(
+                "{} {} {} {}",
+                target.name,
+                r.path,
+                r.class.as_str(),
+                r.outcome
+            ));
+        }
+    })
+}
+
+/// A stop cut the run short: what finished, then exit 4.
+fn interrupted(plan: &routewatch::plan::Plan, finished: &std::sync::Mutex<Vec<String>>) -> Exit {
+    let done = finished.lock().map(|f| f.clone()).unwrap_or_default();
+    let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "routewatch: interrupted after {} of {total} routes{}",
+        done.len(),
+        if done.is_empty() { "" } else { ":" }
+    );
+    for line in &done {
+        let _ = writeln!(err, "  {line}");
+    }
+    fail(
+        Exit::CouldNotRun,
+        "interrupted before the check finished; nothing is signalled after a stop",
+    )
+}
+
+/// The report on stdout (JSON streamed) or into `--output`.
+fn emit_report(args: &CheckArgs, report: &run::RunReport) -> Result<(), String> {
+    let format: Format = args.format.into();
+    if args.quiet && format == Format::Text && args.output.is_none() {
+        Ok(())
+    } else if format == Format::Json && args.output.is_none() {
+        emit_streamed(|out| report::write_json(report, out))
+    } else {
+        let colour = format == Format::Text && args.output.is_none() && stdout_colour();
+        emit(
+            &report::render(report, format, colour),
+            args.output.as_deref(),
+        )
+    }
 }
 
 /// Send what goes out after a run (or instead of one): the push and every notification and
