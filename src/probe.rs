@@ -92,6 +92,8 @@ struct ClientKey {
     speaks_tls: bool,
     ca_file: Option<std::path::PathBuf>,
     insecure: bool,
+    /// The client certificate (files) a target presents, if any.
+    client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     proxy: Option<String>,
     ip: IpFamily,
     connect_timeout: Duration,
@@ -107,6 +109,11 @@ impl ClientKey {
             speaks_tls: t.speaks_tls(),
             ca_file: t.tls.ca_file.clone(),
             insecure: t.tls.insecure,
+            client_cert: t
+                .tls
+                .client
+                .as_ref()
+                .map(|c| (c.cert_file.clone(), c.key_file.clone())),
             proxy,
             ip: t.ip,
             connect_timeout: t.http_connect_timeout(),
