@@ -54,6 +54,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Probe every route, judge, recover hung units, report (the main job)
+    #[command(after_help = "\
+Exit status:
+  0  healthy: every core route OK (auxiliary failures, slow routes, 429s and unknown targets
+     are warnings)
+  1  unhealthy: a core route failed and was not brought back
+  2  usage or configuration error: nothing was probed
+  3  recovered: a hung unit was acted on and its core routes pass again
+  4  could not run: the check itself was stopped (state directory unusable, SIGTERM/SIGINT)")]
     Check(CheckArgs),
     /// Parse and lint a probe file without sending any traffic (exit 0 or 2)
     Validate {
