@@ -84,11 +84,21 @@ pub struct Listener {
     pub held_by: Option<Holder>,
 }
 
+/// The accept queue is full: the kernel drops new SYNs (TCP), or refuses with EAGAIN (Unix).
+/// The process is not accepting: the deadlock itself. Unknown counts are not full. Pure.
+pub fn queue_full(queue: Option<u32>, backlog: Option<u32>) -> bool {
+    matches!((queue, backlog), (Some(q), Some(b)) if q > b || (q == b && b > 0))
+}
+
 impl Listener {
-    /// The accept queue is full: the kernel drops new SYNs (TCP), or refuses with EAGAIN
-    /// (Unix). The process is not accepting: the deadlock itself.
     pub fn queue_full(&self) -> bool {
-        matches!((self.queue, self.backlog), (Some(q), Some(b)) if q > b || (q == b && b > 0))
+        queue_full(self.queue, self.backlog)
+    }
+}
+
+impl Listening {
+    pub fn queue_full(&self) -> bool {
+        queue_full(self.queue, self.backlog)
     }
 }
 
@@ -226,36 +236,37 @@ impl Evidence {
 /// Listening sockets of `/proc/net/tcp` or `tcp6` text that match `ip:port` (a listener on
 /// the unspecified address matches any IP). Pure.
 pub fn parse_tcp_listeners(text: &str, ip: IpAddr, port: u16) -> Vec<Listening> {
-    let mut found = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-        if f.len() < 10 || f[3] != "0A" {
-            continue;
-        }
-        let Some((addr, p)) = f[1].split_once(':') else {
-            continue;
-        };
-        if u16::from_str_radix(p, 16).ok() != Some(port) {
-            continue;
-        }
-        let Some(local) = parse_hex_ip(addr) else {
-            continue;
-        };
-        if !(local.is_unspecified() || same_ip(local, ip)) {
-            continue;
-        }
-        // For a listener the kernel prints the accept queue as rx_queue (its backlog is not
-        // here: see `sock_diag`).
-        let rx = f[4].split_once(':').map_or("", |(_, rx)| rx);
-        found.push(Listening {
+    text.lines()
+        .skip(1)
+        .filter_map(listen_line)
+        .filter(|(local, p, _)| *p == port && (local.is_unspecified() || same_ip(*local, ip)))
+        .map(|(_, _, l)| l)
+        .collect()
+}
+
+/// One row of `/proc/net/tcp*` if it is a listener: its address, port and socket. Pure.
+fn listen_line(line: &str) -> Option<(IpAddr, u16, Listening)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+    if f.len() < 10 || f[3] != "0A" {
+        return None;
+    }
+    let (addr, port) = f[1].split_once(':')?;
+    let ip = parse_hex_ip(addr)?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    // For a listener the kernel prints the accept queue as rx_queue (its backlog is not here:
+    // see `sock_diag`).
+    let rx = f[4].split_once(':').map_or("", |(_, rx)| rx);
+    Some((
+        ip,
+        port,
+        Listening {
             inode: f[9].parse().unwrap_or(0),
             cgroup_id: None,
             queue: u32::from_str_radix(rx, 16).ok(),
             backlog: None,
-        });
-    }
-    found
+        },
+    ))
 }
 
 /// IPv4-mapped IPv6 addresses equal their IPv4 form.
@@ -373,16 +384,9 @@ pub fn probed_address(target: &crate::plan::Target) -> Result<Address, String> {
     let (host, port) = match &target.endpoint {
         Endpoint::Unix { socket } => return Ok(Address::Unix(socket.clone())),
         _ if proxied => return Err("probed through a proxy: its listener is not the unit's".into()),
-        Endpoint::Http { base } => {
-            let url = reqwest::Url::parse(base).map_err(|e| format!("{base}: {e}"))?;
-            let host = url
-                .host_str()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string();
-            let port = url.port_or_known_default().unwrap_or(80);
-            (host, port)
-        }
+        Endpoint::Http { base } => target
+            .http_host_port()
+            .ok_or_else(|| format!("{base}: no host and port"))?,
         Endpoint::Tcp { addr } => match addr.rsplit_once(':') {
             Some((h, p)) => (
                 h.trim_matches(['[', ']']).to_string(),
@@ -890,34 +894,12 @@ pub fn listeners_of(control_group: &str) -> Vec<Listener> {
 
 /// Every listener of a `/proc/net/tcp` or `tcp6` text, with its address. Pure.
 pub fn parse_all_tcp_listeners(text: &str, v6: bool) -> Vec<(Address, Listening)> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 || f[3] != "0A" {
-            continue;
-        }
-        let Some((addr, port)) = f[1].split_once(':') else {
-            continue;
-        };
-        let (Some(ip), Ok(port)) = (parse_hex_ip(addr), u16::from_str_radix(port, 16)) else {
-            continue;
-        };
-        if v6 != ip.is_ipv6() {
-            continue;
-        }
-        if let Some(l) = parse_tcp_listeners(line_table(line).as_str(), ip, port)
-            .into_iter()
-            .next()
-        {
-            out.push((Address::Tcp { ip, port }, l));
-        }
-    }
-    out
-}
-
-/// One line as a table of its own (the header line is skipped by the parser).
-fn line_table(line: &str) -> String {
-    format!("header\n{line}\n")
+    text.lines()
+        .skip(1)
+        .filter_map(listen_line)
+        .filter(|(ip, _, _)| ip.is_ipv6() == v6)
+        .map(|(ip, port, l)| (Address::Tcp { ip, port }, l))
+        .collect()
 }
 
 /// Gather the evidence for a unit: `addr` is where its core routes were probed (`None` with

@@ -290,6 +290,16 @@ impl Target {
     }
 
     /// An `https://` base URL (TLS with the target itself, whatever the proxy).
+    /// The host (without IPv6 brackets) and port of an `http(s)://` base URL.
+    pub fn http_host_port(&self) -> Option<(String, u16)> {
+        let Endpoint::Http { base } = &self.endpoint else {
+            return None;
+        };
+        let url = reqwest::Url::parse(base).ok()?;
+        let host = url.host_str()?.trim_matches(['[', ']']).to_string();
+        Some((host, url.port_or_known_default()?))
+    }
+
     pub fn is_https(&self) -> bool {
         matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
     }

@@ -968,6 +968,15 @@ fn through_proxy(mut a: Attempt, proxy: Option<&str>) -> Attempt {
     a
 }
 
+/// The first address of an `http(s)://` target's host in its address family.
+async fn http_socket_addr(target: &Target) -> Option<std::net::SocketAddr> {
+    let (host, port) = target.http_host_port()?;
+    tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .find(|a| target.ip.admits(a))
+}
+
 /// A plain connection to an HTTP target's socket: TCP to the base URL's host and port (in the
 /// target's address family), or its Unix socket. For the diagnostics below.
 async fn raw_connect(target: &Target) -> Option<std::pin::Pin<Box<dyn AsyncRead + Send>>> {
@@ -976,17 +985,8 @@ async fn raw_connect(target: &Target) -> Option<std::pin::Pin<Box<dyn AsyncRead 
             let s = tokio::net::UnixStream::connect(socket).await.ok()?;
             Some(Box::pin(s))
         }
-        Endpoint::Http { base } => {
-            let url = reqwest::Url::parse(base).ok()?;
-            let host = url
-                .host_str()?
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let port = url.port_or_known_default()?;
-            let addr = tokio::net::lookup_host((host, port))
-                .await
-                .ok()?
-                .find(|a| target.ip.admits(a))?;
+        Endpoint::Http { .. } => {
+            let addr = http_socket_addr(target).await?;
             let s = tokio::net::TcpStream::connect(addr).await.ok()?;
             Some(Box::pin(s))
         }
@@ -1497,9 +1497,6 @@ async fn client_cert_required(
     outcome: Outcome,
     error: String,
 ) -> (Outcome, String) {
-    let Endpoint::Http { base } = &target.endpoint else {
-        return (outcome, error);
-    };
     if !target.is_https()
         || target.use_env_proxy
         || target.tls.client.is_some()
@@ -1507,23 +1504,8 @@ async fn client_cert_required(
     {
         return (outcome, error);
     }
-    let Some(url) = reqwest::Url::parse(base).ok() else {
-        return (outcome, error);
-    };
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addr = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => Some(std::net::SocketAddr::new(ip, port)),
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .ok()
-            .and_then(|mut a| a.find(|a| target.ip.admits(a))),
-    };
-    let Some(addr) = addr else {
+    let (Some((host, _)), Some(addr)) = (target.http_host_port(), http_socket_addr(target).await)
+    else {
         return (outcome, error);
     };
     let budget = target.connect_timeout;

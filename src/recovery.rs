@@ -616,11 +616,9 @@ fn decide_from_the_run(
         .map(|&i| case.routes[i].outcome)
         .collect();
     let queue_full = core_failures.contains(&Outcome::ConnectTimeout)
-        && probed.as_ref().is_ok_and(|a| {
-            crate::evidence::listening(a)
-                .iter()
-                .any(|l| matches!((l.queue, l.backlog), (Some(q), Some(b)) if b > 0 && q >= b))
-        });
+        && probed
+            .as_ref()
+            .is_ok_and(|a| crate::evidence::listening(a).iter().any(|l| l.queue_full()));
     let input = DecisionInput {
         verdict: case.verdict,
         core_failures,
