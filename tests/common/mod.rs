@@ -9,11 +9,6 @@
 //!
 //! The server stops (and every connection it holds is dropped) when its handle is dropped.
 
-#![allow(
-    dead_code,
-    reason = "compiled into several test binaries (integration, probe_outcomes, fake_systemd), each using a part"
-)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

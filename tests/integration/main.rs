@@ -4,7 +4,7 @@
 //! never in this process. Shared helpers are in `tests/common/`, among them [`common::rw`], the
 //! binary with nothing inherited that could steer it.
 //!
-//! `probe_outcomes`, `fake_systemd` and `e2e_recovery` are binaries of their own.
+//! `e2e_recovery` (a real systemd in its own namespaces) is a binary of its own.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -13,8 +13,10 @@ mod alerts;
 mod cli;
 mod config_errors;
 mod ecosystem;
+mod fake_systemd;
 mod fleet;
 mod limits;
+mod probe_outcomes;
 mod properties;
 mod security;
 mod silences;

@@ -11,10 +11,7 @@
 //!
 //! The real-systemd end-to-end tests are `e2e_recovery.rs`; these complement them.
 
-#[path = "fake_systemd/bus.rs"]
 mod bus;
-mod common;
-#[path = "fake_systemd/lab.rs"]
 mod lab;
 
 use std::os::unix::process::ExitStatusExt;
@@ -582,7 +579,7 @@ fn kill_refuses_when_main_pid_changes_before_the_signal() {
     let mut sleeper = Sleeper::spawn();
     let pid = sleeper.pid();
     let Some(cgroup) = sleeper.cgroup() else {
-        common::skip_outside_ci(&format!("no unified cgroup line in /proc/{pid}/cgroup"));
+        crate::common::skip_outside_ci(&format!("no unified cgroup line in /proc/{pid}/cgroup"));
         return;
     };
     lab.fake.update(UNIT, |u| {
@@ -604,7 +601,7 @@ fn kill_signals_the_main_process_through_its_pidfd_and_verifies() {
     let mut sleeper = Sleeper::spawn();
     let pid = sleeper.pid();
     let Some(cgroup) = sleeper.cgroup() else {
-        common::skip_outside_ci(&format!("no unified cgroup line in /proc/{pid}/cgroup"));
+        crate::common::skip_outside_ci(&format!("no unified cgroup line in /proc/{pid}/cgroup"));
         return;
     };
     lab.fake.update(UNIT, |u| {
