@@ -251,6 +251,60 @@ pub fn decide_on_unit(
     Ok(())
 }
 
+/// How long after an action a start of the unit is taken as that action's own restart (the
+/// kill's automatic restart, or the `RestartUnit` job), not a start of its own.
+const START_OF_THE_ACTION: Duration = Duration::from_secs(600);
+
+/// The check on systemd's start rate limit: the start the action causes must not be one too
+/// many, or systemd leaves the unit `failed` (`start-limit-hit`), worse than hung. The starts
+/// known within `StartLimitIntervalSec=` are this unit's actions taken within it (each caused
+/// one) and the unit's current start when no action explains it. Counted over the last
+/// interval, a superset of systemd's own window (which begins at its first start), so the
+/// count is never below systemd's for the starts known. Pure.
+pub fn decide_on_start_limit(
+    facts: &UnitFacts,
+    policy: &RecoveryPolicy,
+    actions: &[ActionRecord],
+    now: SystemTime,
+) -> Result<(), String> {
+    let Some(limit) = facts.start_limit else {
+        return Ok(());
+    };
+    let now_s = unix_secs(now);
+    let within = |at: u64| now_s.saturating_sub(at) < limit.interval.as_secs().max(1);
+    let started: Vec<u64> = actions
+        .iter()
+        .filter(|a| a.unit == facts.unit && a.outcome != ActionOutcome::Failed && within(a.at))
+        .map(|a| a.at)
+        .collect();
+    let current = facts.active_enter.map(unix_secs).filter(|&at| within(at));
+    let explained = |start: u64| {
+        started
+            .iter()
+            .any(|&a| a <= start && start - a <= START_OF_THE_ACTION.as_secs())
+    };
+    let known = started.len() + usize::from(current.is_some_and(|c| !explained(c)));
+    let next = known + 1;
+    if next > limit.burst as usize {
+        let oldest = started
+            .iter()
+            .copied()
+            .chain(current)
+            .min()
+            .unwrap_or(now_s);
+        let wait = Duration::from_secs((oldest + limit.interval.as_secs()).saturating_sub(now_s));
+        return Err(format!(
+            "start limit: a {} now would be start {next} of {} within StartLimitIntervalSec={} (StartLimitBurst={}, {known} start(s) known in that time): systemd would leave it failed (start-limit-hit), worse than hung; raise StartLimitBurst= or lower max_actions (the oldest known start leaves the interval in {})",
+            policy.action.as_str(),
+            facts.unit,
+            humantime::format_duration(limit.interval),
+            limit.burst,
+            humantime::format_duration(wait),
+        ));
+    }
+    Ok(())
+}
+
 /// What runs recovery: the probe engine for confirm/verify, and systemd.
 pub struct Recoverer<'a> {
     pub prober: &'a Arc<Prober>,
@@ -404,6 +458,8 @@ impl Recoverer<'_> {
         let probed = probed_address(job.target);
         decide_from_the_run(job, case, state, &failing, &probed)?;
         let (systemd, facts) = read_unit(job).await?;
+        decide_on_start_limit(&facts, &job.policy, &state.actions, SystemTime::now())
+            .map_err(|r| job.refuse(r))?;
         let proxy = read_proxy(job, &systemd).await?;
         let said = self
             .confirm(job, &failing, &facts, proxy.as_ref(), &probed)
@@ -922,6 +978,7 @@ mod tests {
             restart: "always".into(),
             control_group: "/system.slice/api.service".into(),
             n_restarts: 0,
+            start_limit: None,
         }
     }
 
@@ -1060,6 +1117,101 @@ mod tests {
             ..TargetState::default()
         };
         assert_eq!(decide_before_systemd(&input(&p, &s, now)), Ok(()));
+    }
+
+    #[test]
+    fn a_start_that_would_trip_the_start_limit_is_refused() {
+        let now = SystemTime::now();
+        let t = unix_secs(now);
+        let p = policy();
+        let rec = |ago: u64, outcome: ActionOutcome| ActionRecord {
+            at: t - ago,
+            unit: "api.service".into(),
+            action: Action::Kill,
+            pid: Some(1),
+            outcome,
+            evidence: None,
+        };
+        use ActionOutcome::{Failed, Interrupted, Recovered};
+        // StartLimitIntervalSec=1h, StartLimitBurst=3.
+        let limited = |started_ago: u64| UnitFacts {
+            start_limit: crate::systemd::StartLimit::from_properties(3_600_000_000, 3),
+            active_enter: Some(now - Duration::from_secs(started_ago)),
+            ..facts(now)
+        };
+        let cases: Vec<(UnitFacts, Vec<ActionRecord>, Option<&str>)> = vec![
+            // The limit off (systemd: interval or burst 0): never a reason.
+            (
+                UnitFacts {
+                    start_limit: crate::systemd::StartLimit::from_properties(0, 3),
+                    ..limited(60)
+                },
+                vec![
+                    rec(3000, Recovered),
+                    rec(2000, Recovered),
+                    rec(60, Recovered),
+                ],
+                None,
+            ),
+            // Two kills within the hour, the current start is the second one's restart:
+            // the next is start 3 of 3, allowed.
+            (
+                limited(1990),
+                vec![rec(3000, Recovered), rec(2000, Recovered)],
+                None,
+            ),
+            // The same, but the unit started again since (not explained by a kill): 4 > 3.
+            (
+                limited(300),
+                vec![rec(3000, Recovered), rec(2000, Recovered)],
+                Some(
+                    "start 4 of api.service within StartLimitIntervalSec=1h (StartLimitBurst=3, 3 start(s) known",
+                ),
+            ),
+            // Three kills within the hour (an interrupted one counts: it may have fired).
+            (
+                limited(590),
+                vec![
+                    rec(3000, Recovered),
+                    rec(2000, Interrupted),
+                    rec(600, Recovered),
+                ],
+                Some("start 4 of api.service"),
+            ),
+            // A kill that failed started nothing; kills older than the interval are gone.
+            (
+                limited(590),
+                vec![rec(9000, Recovered), rec(2000, Failed), rec(600, Recovered)],
+                None,
+            ),
+            // Another unit's actions are not this unit's starts.
+            (
+                limited(590),
+                vec![
+                    ActionRecord {
+                        unit: "other.service".into(),
+                        ..rec(3000, Recovered)
+                    },
+                    ActionRecord {
+                        unit: "other.service".into(),
+                        ..rec(2000, Recovered)
+                    },
+                    rec(600, Recovered),
+                ],
+                None,
+            ),
+        ];
+        for (i, (f, actions, want)) in cases.into_iter().enumerate() {
+            let got = decide_on_start_limit(&f, &p, &actions, now);
+            match want {
+                None => assert_eq!(got, Ok(()), "case {i}"),
+                Some(part) => {
+                    let why = got.expect_err(&format!("case {i} must be refused"));
+                    assert!(why.contains(part), "case {i}: {why}");
+                    assert!(why.contains("start-limit-hit"), "case {i}: {why}");
+                }
+            }
+        }
     }
 
     #[test]

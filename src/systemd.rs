@@ -32,6 +32,10 @@ trait Unit {
     fn active_enter_timestamp(&self) -> zbus::Result<u64>;
     #[zbus(property, name = "InvocationID")]
     fn invocation_id(&self) -> zbus::Result<Vec<u8>>;
+    #[zbus(property, name = "StartLimitIntervalUSec")]
+    fn start_limit_interval_usec(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn start_limit_burst(&self) -> zbus::Result<u32>;
 }
 
 #[zbus::proxy(
@@ -152,6 +156,27 @@ pub struct UnitFacts {
     pub restart: RestartPolicy,
     pub control_group: String,
     pub n_restarts: u32,
+    /// `StartLimitIntervalSec=` and `StartLimitBurst=`; `None` when the limit is off.
+    pub start_limit: Option<StartLimit>,
+}
+
+/// systemd's start rate limit of a unit: more than `burst` starts within `interval` and
+/// systemd refuses the next one, leaving the unit `failed` (`start-limit-hit`). Every start
+/// counts, the automatic restart after a kill and a `RestartUnit` alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartLimit {
+    pub burst: u32,
+    pub interval: Duration,
+}
+
+impl StartLimit {
+    /// From the unit's properties: systemd turns the limit off when either is 0.
+    pub fn from_properties(interval_usec: u64, burst: u32) -> Option<StartLimit> {
+        (interval_usec > 0 && burst > 0).then(|| StartLimit {
+            burst,
+            interval: Duration::from_micros(interval_usec),
+        })
+    }
 }
 
 impl UnitFacts {
@@ -272,6 +297,10 @@ impl Systemd {
             .as_slice()
             .to_vec();
         let invocation_id = hex(&invocation_id);
+        let start_limit = StartLimit::from_properties(
+            u.start_limit_interval_usec().await.map_err(err)?,
+            u.start_limit_burst().await.map_err(err)?,
+        );
         let mut facts = UnitFacts {
             unit: unit.into(),
             load_state: load_state.into(),
@@ -283,6 +312,7 @@ impl Systemd {
             restart: RestartPolicy::Other(String::new()),
             control_group: String::new(),
             n_restarts: 0,
+            start_limit,
         };
         if facts.load_state == LoadState::Loaded {
             let s = ServiceProxy::builder(&self.conn)
@@ -554,6 +584,7 @@ mod tests {
             restart: "".into(),
             control_group: String::new(),
             n_restarts: 0,
+            start_limit: None,
         };
         for (policy, want) in [
             ("always", true),

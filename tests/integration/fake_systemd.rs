@@ -85,6 +85,37 @@ fn a_unit_inside_startup_grace_is_refused() {
     assert!(lab.fake.restart_calls().is_empty());
 }
 
+#[test]
+fn a_restart_that_would_trip_the_start_limit_is_refused_and_allowed_once_it_would_not() {
+    let lab = Lab::start();
+    let http = lab.http.clone();
+    lab.fake.on_restart(move || http.set(Mode::Ok));
+    // StartLimitIntervalSec=1h, StartLimitBurst=2; started 20 minutes ago, and an earlier
+    // action 40 minutes ago: the restart would be start 3 within the hour.
+    lab.fake.update(UNIT, |u| {
+        u.start_limit_interval_us = 3_600_000_000;
+        u.start_limit_burst = 2;
+        u.active_enter_us = now_us() - 1_200_000_000;
+    });
+    let earlier = serde_json::json!([{ "at": now_s() - 2400, "unit": UNIT, "action": "restart",
+                                       "pid": 4242, "outcome": "recovered" }]);
+    write_state(&lab, earlier);
+    let cfg = lab.probe_file(&[("cooldown", "1s")]);
+    let run = lab.check(&cfg, &[]);
+    run.expect(1, "refuse", "start limit");
+    let why = run.reason();
+    assert!(
+        why.contains("StartLimitBurst=2") && why.contains("start-limit-hit"),
+        "{run}"
+    );
+    assert!(lab.fake.restart_calls().is_empty());
+
+    // With the limit raised, the same run acts.
+    lab.fake.update(UNIT, |u| u.start_limit_burst = 3);
+    lab.check(&cfg, &[]).expect(3, "act", "RestartUnit");
+    assert_eq!(lab.fake.restart_calls().len(), 1);
+}
+
 // ------------------------------------------------------------------ the state file's refusals
 
 #[test]

@@ -40,6 +40,9 @@ pub struct UnitSpec {
     pub restart: String,
     pub control_group: String,
     pub n_restarts: u32,
+    /// `StartLimitIntervalUSec` and `StartLimitBurst` (systemd's defaults: 10 s, 5).
+    pub start_limit_interval_us: u64,
+    pub start_limit_burst: u32,
 }
 
 pub fn now_us() -> u64 {
@@ -63,6 +66,8 @@ impl UnitSpec {
             restart: "always".into(),
             control_group: format!("/system.slice/{name}"),
             n_restarts: 0,
+            start_limit_interval_us: 10_000_000,
+            start_limit_burst: 5,
         }
     }
 
@@ -79,6 +84,8 @@ impl UnitSpec {
             restart: "no".into(),
             control_group: String::new(),
             n_restarts: 0,
+            start_limit_interval_us: 10_000_000,
+            start_limit_burst: 5,
         }
     }
 }
@@ -296,6 +303,19 @@ impl UnitObject {
     #[zbus(property(emits_changed_signal = "false"), name = "InvocationID")]
     fn invocation_id(&self) -> fdo::Result<Vec<u8>> {
         Ok(self.fake.unit(&self.name)?.invocation_id)
+    }
+
+    #[zbus(
+        property(emits_changed_signal = "false"),
+        name = "StartLimitIntervalUSec"
+    )]
+    fn start_limit_interval_usec(&self) -> fdo::Result<u64> {
+        Ok(self.fake.unit(&self.name)?.start_limit_interval_us)
+    }
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn start_limit_burst(&self) -> fdo::Result<u32> {
+        Ok(self.fake.unit(&self.name)?.start_limit_burst)
     }
 }
 
