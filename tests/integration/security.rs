@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, rw};
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()

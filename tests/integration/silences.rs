@@ -169,3 +169,31 @@ fn status_json_shows_streaks_silences_and_what_was_notified() {
     assert_eq!(web["silence"]["by"], "alice");
     assert!(web["silence"]["until"].as_u64() > doc["now"].as_u64());
 }
+
+#[test]
+fn as_root_a_state_directory_others_can_write_is_never_written() {
+    if !crate::security::is_root() {
+        crate::common::skip_outside_ci("the trust check applies as root only");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("st");
+    std::fs::create_dir(&st).unwrap();
+    std::fs::set_permissions(&st, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = silence(&st, &["api", "--for", "1h", "--reason", "deploy"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(
+        err.contains("not used") && err.contains("writable"),
+        "says why: {err}"
+    );
+    assert!(
+        std::fs::read_dir(&st).unwrap().next().is_none(),
+        "nothing written there"
+    );
+    // Made root's own again, the same command works.
+    std::fs::set_permissions(&st, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = silence(&st, &["api", "--for", "1h", "--reason", "deploy"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+}
