@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod certs;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod evidence;
 pub mod expect;
 pub mod log;

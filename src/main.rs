@@ -82,6 +82,26 @@ Exit status:
     },
     /// Silence a target for maintenance: probed and reported, never recovered nor notified
     Silence(SilenceArgs),
+    /// Check the deployment: probe file trust, state directory, timer and units over D-Bus
+    #[command(after_help = "\
+Exit status:
+  0  every check passed (lines marked warn are worth a look)
+  1  a check failed: its line says what to do
+  2  usage error")]
+    Doctor {
+        /// Probe file [default: $ROUTEWATCH_CONFIG, ./probes.yaml, /etc/routewatch/probes.yaml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// State directory [default: $STATE_DIRECTORY, /var/lib/routewatch as root, else $XDG_STATE_HOME/routewatch]
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The timer that runs routewatch
+        #[arg(long, value_name = "UNIT", default_value = "routewatch.timer")]
+        timer: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+        format: StatusFormat,
+    },
     /// Print the JSON Schema of the probe file (for editors and CI linters)
     Schema,
     /// Print a shell completion script
@@ -216,6 +236,17 @@ fn main() -> ExitCode {
             cli::status::status(state_dir, format == StatusFormat::Json)
         }
         Command::Silence(args) => cli::silence::silence(args),
+        Command::Doctor {
+            config,
+            state_dir,
+            timer,
+            format,
+        } => cli::doctor::doctor(cli::doctor::DoctorArgs {
+            config,
+            state_dir,
+            timer,
+            json: format == StatusFormat::Json,
+        }),
         Command::Schema => cli::schema(),
         Command::Completions { shell } => cli::completions(shell),
         Command::Man => cli::man(),

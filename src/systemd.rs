@@ -36,6 +36,34 @@ trait Unit {
     fn start_limit_interval_usec(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn start_limit_burst(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn unit_file_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Timer",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Timer {
+    /// The unit the timer starts.
+    #[zbus(property)]
+    fn unit(&self) -> zbus::Result<String>;
+    /// `(base, spec, next elapse)` per `OnCalendar=`.
+    #[zbus(property)]
+    fn timers_calendar(&self) -> zbus::Result<Vec<(String, String, u64)>>;
+    /// `(base, µs, next elapse)` per `OnBootSec=`, `OnUnitActiveSec=`, …
+    #[zbus(property)]
+    fn timers_monotonic(&self) -> zbus::Result<Vec<(String, u64, u64)>>;
+    /// The next `OnCalendar=` elapse (CLOCK_REALTIME µs; 0 or max when none).
+    #[zbus(property, name = "NextElapseUSecRealtime")]
+    fn next_elapse_usec_realtime(&self) -> zbus::Result<u64>;
+    /// The next monotonic elapse (CLOCK_MONOTONIC µs; 0 or max when none).
+    #[zbus(property, name = "NextElapseUSecMonotonic")]
+    fn next_elapse_usec_monotonic(&self) -> zbus::Result<u64>;
+    #[zbus(property, name = "LastTriggerUSec")]
+    fn last_trigger_usec(&self) -> zbus::Result<u64>;
 }
 
 #[zbus::proxy(
@@ -51,6 +79,12 @@ trait Service {
     fn control_group(&self) -> zbus::Result<String>;
     #[zbus(property, name = "NRestarts")]
     fn n_restarts(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn capability_bounding_set(&self) -> zbus::Result<u64>;
 }
 
 /// An enum for one of systemd's state words: the ones routewatch decides on by name, and
@@ -361,6 +395,148 @@ impl Systemd {
     }
 }
 
+/// What systemd says about the unit that runs routewatch (the timer, or the service it
+/// starts): what `routewatch doctor` checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    pub unit: String,
+    pub load_state: LoadState,
+    pub active_state: ActiveState,
+    /// `UnitFileState` (enabled, enabled-runtime, disabled, static, …).
+    pub unit_file_state: String,
+    /// The file on disk changed since systemd loaded it (`daemon-reload` missing).
+    pub need_daemon_reload: bool,
+}
+
+/// A timer's loaded schedule and its last and next elapse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerFacts {
+    pub scheduled: Scheduled,
+    /// The service it starts.
+    pub starts: String,
+    /// As unit-file lines: `OnCalendar=*:0/15`, `OnUnitActiveSec=15min`, …
+    pub schedule: Vec<String>,
+    pub last_trigger: Option<SystemTime>,
+    pub next_elapse: Option<SystemTime>,
+}
+
+/// The service routewatch runs as: how its last run ended and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFacts {
+    pub scheduled: Scheduled,
+    /// `Result` of the last run (success, exit-code, signal, timeout, …).
+    pub result: String,
+    pub exec_main_status: i32,
+    pub capability_bounding_set: u64,
+}
+
+fn realtime(usec: u64) -> Option<SystemTime> {
+    (usec > 0 && usec != u64::MAX).then(|| UNIX_EPOCH + Duration::from_micros(usec))
+}
+
+/// `OnUnitActiveUSec` → `OnUnitActiveSec`: the property names systemd uses for the
+/// monotonic settings, back to the words of the unit file.
+pub fn monotonic_setting(base: &str, usec: u64) -> String {
+    let key = base
+        .strip_suffix("USec")
+        .map_or_else(|| base.to_string(), |k| format!("{k}Sec"));
+    format!(
+        "{key}={}",
+        humantime::format_duration(Duration::from_secs(usec / 1_000_000))
+    )
+}
+
+impl Systemd {
+    async fn scheduled(&self, unit: &str) -> Result<(Scheduled, OwnedObjectPath), SystemdError> {
+        let err = |e| Self::call_error(unit, e);
+        let manager = ManagerProxy::new(&self.conn).await.map_err(err)?;
+        let path = manager.load_unit(unit).await.map_err(err)?;
+        let u = UnitProxy::builder(&self.conn)
+            .path(path.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(err)?;
+        Ok((
+            Scheduled {
+                unit: unit.into(),
+                load_state: u.load_state().await.map_err(err)?.into(),
+                active_state: u.active_state().await.map_err(err)?.into(),
+                unit_file_state: u.unit_file_state().await.map_err(err)?,
+                need_daemon_reload: u.need_daemon_reload().await.map_err(err)?,
+            },
+            path,
+        ))
+    }
+
+    /// The timer's facts (only its unit's when it is not loaded).
+    pub async fn timer(&self, unit: &str) -> Result<TimerFacts, SystemdError> {
+        let err = |e| Self::call_error(unit, e);
+        let (scheduled, path) = self.scheduled(unit).await?;
+        let mut facts = TimerFacts {
+            starts: String::new(),
+            schedule: Vec::new(),
+            last_trigger: None,
+            next_elapse: None,
+            scheduled,
+        };
+        if facts.scheduled.load_state != LoadState::Loaded {
+            return Ok(facts);
+        }
+        let t = TimerProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(err)?;
+        facts.starts = t.unit().await.map_err(err)?;
+        for (base, spec, _) in t.timers_calendar().await.map_err(err)? {
+            facts.schedule.push(format!("{base}={spec}"));
+        }
+        for (base, usec, _) in t.timers_monotonic().await.map_err(err)? {
+            facts.schedule.push(monotonic_setting(&base, usec));
+        }
+        facts.last_trigger = realtime(t.last_trigger_usec().await.map_err(err)?);
+        let calendar = realtime(t.next_elapse_usec_realtime().await.map_err(err)?);
+        let monotonic = t.next_elapse_usec_monotonic().await.map_err(err)?;
+        let monotonic = (monotonic > 0 && monotonic != u64::MAX).then(|| {
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+            SystemTime::now() + Duration::from_micros(monotonic).saturating_sub(now)
+        });
+        facts.next_elapse = match (calendar, monotonic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(facts)
+    }
+
+    /// The service's facts (only its unit's when it is not loaded).
+    pub async fn service(&self, unit: &str) -> Result<ServiceFacts, SystemdError> {
+        let err = |e| Self::call_error(unit, e);
+        let (scheduled, path) = self.scheduled(unit).await?;
+        let mut facts = ServiceFacts {
+            scheduled,
+            result: String::new(),
+            exec_main_status: 0,
+            capability_bounding_set: 0,
+        };
+        if facts.scheduled.load_state != LoadState::Loaded {
+            return Ok(facts);
+        }
+        let s = ServiceProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(err)?;
+        facts.result = s.result().await.map_err(err)?;
+        facts.exec_main_status = s.exec_main_status().await.map_err(err)?;
+        facts.capability_bounding_set = s.capability_bounding_set().await.map_err(err)?;
+        Ok(facts)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KillError {
     #[error("pidfd_open({pid}) failed: {source} (the process is gone, or CAP_KILL is missing)")]
@@ -569,6 +745,17 @@ mod tests {
             "/system.slice/app.service"
         ));
         assert!(!cgroup_within("/", ""));
+    }
+
+    #[test]
+    fn monotonic_timer_properties_read_as_unit_file_settings() {
+        assert_eq!(
+            monotonic_setting("OnUnitActiveUSec", 900_000_000),
+            "OnUnitActiveSec=15m"
+        );
+        assert_eq!(monotonic_setting("OnBootUSec", 300_000_000), "OnBootSec=5m");
+        assert_eq!(StartLimit::from_properties(0, 5), None);
+        assert_eq!(StartLimit::from_properties(10_000_000, 0), None);
     }
 
     #[test]

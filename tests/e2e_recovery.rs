@@ -1824,6 +1824,202 @@ fn scenario_s_silenced_hung_unit_is_not_killed(cx: &mut Ctx) {
     wait_healthy(HANG_PORT, Duration::from_millis(5_000));
 }
 
+const SHIPPED_TIMER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/routewatch.timer");
+const TIMER: &str = "routewatch.timer";
+
+/// `routewatch doctor --format json` inside the lab: (exit code, checks by name).
+fn doctor(cfg: &Path, state_dir: &Path) -> (i32, BTreeMap<String, Value>, String) {
+    let o = in_lab(&[
+        BIN,
+        "doctor",
+        "--config",
+        cfg.to_str().expect("utf-8 path"),
+        "--state-dir",
+        state_dir.to_str().expect("utf-8 path"),
+        "--format",
+        "json",
+    ]);
+    let ctx = format!("doctor: exit {}\n{}\n{}", o.code(), o.stdout, o.stderr);
+    let doc: Value = serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{ctx}"));
+    let checks = doc["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks\n{ctx}"))
+        .iter()
+        .map(|c| (c["check"].as_str().unwrap_or("").to_string(), c.clone()))
+        .collect();
+    (o.code(), checks, ctx)
+}
+
+fn check_status<'a>(checks: &'a BTreeMap<String, Value>, name: &str, ctx: &str) -> &'a str {
+    checks
+        .get(name)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_else(|| panic!("no check {name:?}\n{ctx}"))
+}
+
+/// An empty timer setting resets every one of them: then two that cannot fire during the
+/// test.
+fn timer_dropin(first: &str) -> String {
+    format!("[Timer]\nOnBootSec=\nOnActiveSec={first}\nOnUnitActiveSec=45min\n")
+}
+
+/// The timer as shipped, installed in the lab with a drop-in that keeps it from firing
+/// during the test (the shipped OnBootSec=5min could, in a lab booted minutes ago).
+fn install_timer(cx: &Ctx, first: &str) {
+    let host = fresh_dir(&cx.root, "timer");
+    let shipped =
+        fs::read_to_string(SHIPPED_TIMER).unwrap_or_else(|e| panic!("{SHIPPED_TIMER}: {e}"));
+    install_in_lab(
+        &host.join(TIMER),
+        &shipped,
+        &format!("{LAB_UNIT_DIR}/{TIMER}"),
+    );
+    install_in_lab(
+        &host.join("later.conf"),
+        &timer_dropin(first),
+        &format!("{LAB_UNIT_DIR}/{TIMER}.d/later.conf"),
+    );
+}
+
+/// t. `routewatch doctor` against the real systemd: a clean deployment (the shipped service
+/// and timer, a target whose unit restarts after a kill) passes; a timer edited on disk
+/// without `daemon-reload` fails with that fix; a kill target with `Restart=no` fails.
+fn scenario_t_doctor_checks_the_deployment(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "t");
+    let cfg = probe_file(
+        &dir,
+        &Target {
+            name: "hang",
+            port: HANG_PORT,
+            unit: Some(HANG_UNIT),
+        },
+    );
+    // The service has run once (exit 0), from the shipped unit.
+    let run = run_shipped_unit(cx, &cfg, &[]);
+    run.assert_success(0);
+    let state = run.state_dir.clone();
+    install_timer(cx, "40min");
+    for args in [
+        &["systemctl", "daemon-reload"][..],
+        &["systemctl", "enable", "--runtime", "--now", TIMER],
+    ] {
+        let o = in_lab(args);
+        assert!(o.status.success(), "{args:?}: {}{}", o.stdout, o.stderr);
+    }
+
+    let (code, checks, ctx) = doctor(&cfg, &state);
+    assert_eq!(code, 0, "a clean deployment passes\n{ctx}");
+    for name in [
+        "probe file",
+        "probe file trusted",
+        "state directory",
+        "routewatch.timer loaded",
+        "routewatch.timer reloaded",
+        "routewatch.timer enabled",
+        "routewatch.timer active",
+        "routewatch.timer schedule",
+        "routewatch.service loaded",
+        "routewatch.service last run",
+        "routewatch.service may kill",
+        "target hang: rw-hang.service loaded",
+        "target hang: rw-hang.service comes back after a kill",
+    ] {
+        assert_eq!(check_status(&checks, name, &ctx), "ok", "{name}\n{ctx}");
+    }
+    let schedule = checks["routewatch.timer schedule"]["detail"].to_string();
+    assert!(
+        schedule.contains("OnActiveSec=40m") && schedule.contains("OnUnitActiveSec=45m"),
+        "the loaded schedule, in the unit file's words\n{ctx}"
+    );
+
+    // The timer edited on disk, not reloaded: the seed incident.
+    let host = fresh_dir(&cx.root, "timer-edit");
+    install_in_lab(
+        &host.join("later.conf"),
+        &timer_dropin("50min"),
+        &format!("{LAB_UNIT_DIR}/{TIMER}.d/later.conf"),
+    );
+    let (code, checks, ctx) = doctor(&cfg, &state);
+    assert_eq!(code, 1, "{ctx}");
+    let reloaded = &checks["routewatch.timer reloaded"];
+    assert_eq!(reloaded["status"], "fail", "{ctx}");
+    assert_eq!(reloaded["fix"], "systemctl daemon-reload", "{ctx}");
+    let o = in_lab(&["systemctl", "daemon-reload"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    let (code, _, ctx) = doctor(&cfg, &state);
+    assert_eq!(code, 0, "reloaded, clean again\n{ctx}");
+
+    // A kill target whose unit would stay down.
+    let cfg = probe_file(
+        &dir,
+        &Target {
+            name: "norestart",
+            port: NORESTART_PORT,
+            unit: Some(NORESTART_UNIT),
+        },
+    );
+    let (code, checks, ctx) = doctor(&cfg, &state);
+    assert_eq!(code, 1, "{ctx}");
+    let back = &checks["target norestart: rw-norestart.service comes back after a kill"];
+    assert_eq!(back["status"], "fail", "{ctx}");
+    assert!(
+        back["detail"].as_str().unwrap_or("").contains("Restart=no"),
+        "{ctx}"
+    );
+
+    let o = in_lab(&["systemctl", "disable", "--runtime", "--now", TIMER]);
+    assert!(o.status.success(), "{}", o.stderr);
+}
+
+/// u. a kill whose restart would trip the unit's start limit (StartLimitBurst=1 within an
+/// hour, and the unit started minutes ago) is refused, read from the real systemd; with the
+/// limit lifted, the same hang is recovered.
+fn scenario_u_start_limit_refuses_the_kill(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "u");
+    let cfg = probe_file_with_cooldown(
+        &dir,
+        &Target {
+            name: "hang",
+            port: HANG_PORT,
+            unit: Some(HANG_UNIT),
+        },
+        "0s",
+    );
+    let dropin = format!("{LAB_UNIT_DIR}/{HANG_UNIT}.d/limit.conf");
+    install_in_lab(
+        &dir.join("limit.conf"),
+        "[Unit]\nStartLimitIntervalSec=1h\nStartLimitBurst=1\n",
+        &dropin,
+    );
+    let o = in_lab(&["systemctl", "daemon-reload"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    let before = facts(HANG_UNIT);
+    make_hung(HANG_PORT);
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    let refused = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run.assert_code(1);
+        run.assert_decision("refuse");
+        let why = run.reason();
+        assert!(
+            why.contains("start limit") && why.contains("startlimitburst=1"),
+            "reason\n{}",
+            run.ctx()
+        );
+        assert_eq!(facts(HANG_UNIT), before, "nothing killed\n{}", run.ctx());
+    }));
+    let o = in_lab(&["rm", "-f", &dropin]);
+    assert!(o.status.success(), "{}", o.stderr);
+    let o = in_lab(&["systemctl", "daemon-reload"]);
+    assert!(o.status.success(), "{}", o.stderr);
+    if let Err(e) = refused {
+        panic::resume_unwind(e);
+    }
+    let run = routewatch(&cfg, &dir.join("state"), &[]);
+    run.assert_code(3);
+    assert_killed_and_back(run.recovery(), &before, &run.ctx());
+    wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+}
+
 fn median_ms(times: &[Duration]) -> (Vec<u128>, u128) {
     let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
     let mut sorted = ms.clone();
@@ -1863,7 +2059,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 19] = [
+    let scenarios: [(&str, Scenario, u32); 21] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -1947,10 +2143,33 @@ fn real_systemd_recovery() {
             scenario_s_silenced_hung_unit_is_not_killed,
             1,
         ),
+        (
+            "u: a kill that would trip the start limit is refused",
+            scenario_u_start_limit_refuses_the_kill,
+            1,
+        ),
+        (
+            "t: doctor passes a clean deployment, fails a stale timer and Restart=no",
+            scenario_t_doctor_checks_the_deployment,
+            0,
+        ),
     ];
     let mut failed: Vec<String> = Vec::new();
     let mut wrong_kills = 0u32;
+    // While working on one scenario: `ROUTEWATCH_E2E_ONLY=t,i` runs only those (never set
+    // in CI, where every scenario runs).
+    let only = std::env::var("ROUTEWATCH_E2E_ONLY").ok();
+    assert!(
+        only.is_none() || std::env::var_os("ROUTEWATCH_CI").is_none(),
+        "ROUTEWATCH_E2E_ONLY is for development; CI runs every scenario"
+    );
     for (name, scenario, expected_kills) in scenarios {
+        if let Some(only) = &only
+            && !only.split(',').any(|l| name.starts_with(&format!("{l}:")))
+        {
+            eprintln!("e2e: {name}: not run (ROUTEWATCH_E2E_ONLY={only})");
+            continue;
+        }
         // b reuses a's state (the recorded kill): meaningless without it.
         if name.starts_with("b:") && failed.iter().any(|f| f.starts_with("a:")) {
             failed.push(format!("{name} (not run: a failed)"));
@@ -1961,7 +2180,7 @@ fn real_systemd_recovery() {
         let result = panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut cx)));
         let after = all_facts();
         let mut kills = kills_between(&before, &after);
-        // The kills of rw-hang that are the point of a, h, j, m, n, r, k and s.
+        // The kills of rw-hang that are the point of a, h, j, m, n, r, k, s and u.
         if let Some(k) = kills.get_mut(HANG_UNIT) {
             *k = k.saturating_sub(expected_kills);
         }
@@ -1998,7 +2217,7 @@ fn real_systemd_recovery() {
         );
     }
     eprintln!(
-        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, r, k, s): {wrong_kills}"
+        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, r, k, s, u): {wrong_kills}"
     );
     drop(lab);
     // The shipped unit's state directory on the host's /var/lib.

@@ -8,6 +8,7 @@ use output::emit;
 
 pub(crate) mod check;
 pub(crate) mod demo;
+pub(crate) mod doctor;
 pub(crate) mod output;
 pub(crate) mod silence;
 pub(crate) mod status;

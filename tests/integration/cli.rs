@@ -568,3 +568,97 @@ fn demo_runs_the_real_engine_and_explains_itself() {
         assert!(o.stdout.contains(want), "{want} in {}", o.stdout);
     }
 }
+
+#[test]
+fn doctor_lists_every_check_with_its_fix_and_fails_on_a_broken_one() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        "targets:\n  - name: api\n    base_url: http://127.0.0.1:1\n    unit: api.service\n    recovery: { action: kill }\n    headers: { Authorization: 'Bearer ${DOCTOR_TOKEN}' }\n    routes: [ { path: /health } ]\n",
+    )
+    .unwrap();
+    let doctor = |cfg: &Path| {
+        run(rw()
+            .args(["doctor", "--format", "json", "--config"])
+            .arg(cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus"))
+    };
+    let o = doctor(&cfg);
+    assert_eq!(o.code, 1, "no systemd here: {} {}", o.stdout, o.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["ok"], false);
+    let by_name = |name: &str| {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name:?} in {doc}"))
+            .clone()
+    };
+    assert_eq!(by_name("probe file")["status"], "ok");
+    let detail = by_name("probe file")["detail"].to_string();
+    assert!(detail.ends_with("1 target, 1 route\""), "{detail}");
+    // The service's environment file is not a terminal's: an unset ${VAR} is a warning.
+    let env = by_name("probe file environment");
+    assert_eq!(env["status"], "warn");
+    assert!(env["detail"].as_str().unwrap().contains("DOCTOR_TOKEN"));
+    assert_eq!(by_name("state directory")["status"], "ok");
+    let bus = by_name("systemd");
+    assert_eq!(bus["status"], "fail");
+    assert!(bus["detail"].as_str().unwrap().contains("/nonexistent/bus"));
+    assert!(bus["fix"].is_string());
+
+    if !crate::security::is_root() {
+        crate::common::skip_outside_ci("the trust check applies as root only");
+        return;
+    }
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = doctor(&cfg);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let trusted = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "probe file trusted")
+        .unwrap()
+        .clone();
+    assert_eq!(trusted["status"], "fail", "{doc}");
+    assert!(
+        trusted["detail"]
+            .as_str()
+            .unwrap()
+            .contains("never recover"),
+        "{doc}"
+    );
+    assert!(
+        trusted["fix"].as_str().unwrap().contains("chmod go-w"),
+        "{doc}"
+    );
+
+    // Text: one line per check, the fix under a failing one, a count at the end.
+    let o = run(rw()
+        .args(["doctor", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus"));
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stdout.contains("FAIL  probe file trusted: "),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("\n      fix: chmod go-w")
+            || o.stdout.contains("\n      fix: chown root:"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.trim_end().ends_with("skipped"), "{}", o.stdout);
+}
