@@ -420,6 +420,12 @@ pub fn prometheus(report: &RunReport) -> String {
             .collect(),
     );
     family(
+        "routewatch_recovery_refusals_total",
+        "counter",
+        "Times recovery refused to act on the target, by reason (a stable word: not_hung, cooldown, startup_grace, …; kept across runs in the state file). A series appears at its first refusal.",
+        refusal_samples(report),
+    );
+    family(
         "routewatch_last_run_timestamp_seconds",
         "gauge",
         "Unix time when the last run started.",
@@ -432,6 +438,26 @@ pub fn prometheus(report: &RunReport) -> String {
         vec![(String::new(), report.exit_code.to_string())],
     );
     out
+}
+
+/// `routewatch_recovery_refusals_total` samples: one per target and refusal kind seen so far.
+fn refusal_samples(report: &RunReport) -> Vec<(String, String)> {
+    report
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.refusals_total.iter().map(move |(reason, n)| {
+                (
+                    format!(
+                        "{{target=\"{}\",reason=\"{}\"}}",
+                        label(&t.name),
+                        label(reason)
+                    ),
+                    n.to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A name per route of a target, unique within it: the path, then `path#2`, `path#3` … for

@@ -500,3 +500,64 @@ fn the_same_path_twice_gives_distinct_series_and_testcases() {
         "{junit}"
     );
 }
+
+#[test]
+fn refusals_are_counted_by_reason_across_runs() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    // A 503 is not the hung signature: recovery refuses with `not_hung`, before any D-Bus.
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults: {{ retries: 0 }}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{port}\n    unit: api.service\n    routes: [ {{ path: /down, class: core }} ]\n  - name: web\n    base_url: http://127.0.0.1:{port}\n    unit: web.service\n    routes: [ {{ path: /ok, class: core }} ]\n"
+        ),
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let o = rw()
+            .args(["check", "--format", format, "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("st"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let doc: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let api = &doc["targets"][0]["recovery"];
+    assert_eq!(api["decision"], "refuse", "{doc}");
+    assert_eq!(api["refusal"], "not_hung", "{doc}");
+    let text = run("prometheus");
+    assert!(
+        text.contains("# TYPE routewatch_recovery_refusals_total counter\n"),
+        "{text}"
+    );
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("routewatch_recovery_refusals_total{"))
+        .collect();
+    assert_eq!(
+        series,
+        ["routewatch_recovery_refusals_total{target=\"api\",reason=\"not_hung\"} 2"],
+        "the second run counts on from the first; a healthy target has no refusal series"
+    );
+    if !python_ready("the prometheus_client parse of the refusal counter") {
+        return;
+    }
+    let path = dir.path().join("m.prom");
+    std::fs::write(&path, &text).unwrap();
+    let fams: serde_json::Value =
+        serde_json::from_str(&checker(&["prometheus".as_ref(), path.as_os_str()])).unwrap();
+    // The parser names a counter family without its `_total`.
+    let refusals = fams["routewatch_recovery_refusals"].as_array().unwrap();
+    assert_eq!(refusals.len(), 1, "{fams}");
+    assert_eq!(refusals[0][0]["reason"], "not_hung");
+    assert_eq!(refusals[0][1], 2.0);
+}
