@@ -61,7 +61,10 @@ Exit status:
   1  unhealthy: a core route failed and was not brought back
   2  usage or configuration error: nothing was probed
   3  recovered: a hung unit was acted on and its core routes pass again
-  4  could not run: the check itself was stopped (state directory unusable, SIGTERM/SIGINT)")]
+  4  could not run: the check itself was stopped (state directory unusable, SIGTERM/SIGINT)
+With --format nagios, the plugin states instead: 0 OK (healthy, or recovered and serving
+again), 1 WARNING (degraded or unknown), 2 CRITICAL (unhealthy), 3 UNKNOWN (usage error or
+could not run; the reason in the status line)")]
     Check(CheckArgs),
     /// Parse and lint a probe file without sending any traffic (exit 0 or 2)
     Validate {
@@ -166,12 +169,13 @@ enum StatusFormat {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
     Text,
     Json,
     Junit,
     Prometheus,
+    Nagios,
 }
 
 impl From<FormatArg> for Format {
@@ -181,8 +185,20 @@ impl From<FormatArg> for Format {
             FormatArg::Json => Format::Json,
             FormatArg::Junit => Format::Junit,
             FormatArg::Prometheus => Format::Prometheus,
+            FormatArg::Nagios => Format::Nagios,
         }
     }
+}
+
+/// Whether arguments clap refused asked for `check --format nagios` (then the usage error is
+/// UNKNOWN, exit 3, as a plugin's must be).
+fn nagios_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    args.first().is_some_and(|a| a == "check")
+        && (args.iter().any(|a| a == "--format=nagios")
+            || args
+                .windows(2)
+                .any(|w| w[0] == "--format" && w[1] == "nagios"))
 }
 
 fn main() -> ExitCode {
@@ -190,11 +206,21 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage.into()
-            } else {
-                Exit::Healthy.into()
-            };
+            if !e.use_stderr() {
+                return Exit::Healthy.into();
+            }
+            if nagios_requested(std::env::args_os().skip(1)) {
+                // A plugin's misuse is UNKNOWN, with a status line the monitoring shows.
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or("usage error");
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                print!(
+                    "{}",
+                    routewatch::report::nagios::unknown(&format!("usage: {first}"))
+                );
+                return ExitCode::from(routewatch::report::nagios::State::Unknown.exit_code());
+            }
+            return Exit::Usage.into();
         }
     };
     let journald = log::stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
@@ -209,7 +235,7 @@ fn main() -> ExitCode {
     };
     log::init(level, journald);
     match cli.command {
-        Command::Check(args) => cli::check::check(args),
+        Command::Check(args) => return cli::check::check(args),
         Command::Validate { config } => cli::validate::validate(config),
         Command::Demo => cli::demo::run_demo(),
         Command::Status { state_dir, format } => {

@@ -334,18 +334,24 @@ pub fn decide_on_listener(
         return Ok(());
     };
     match &ev.listener {
-        None => Err(refused(Refusal::NotServed, format!(
-            "nothing listens on {addr}, where {unit} is probed, although {owner} is active: a stale or wrong address, not a hang of {unit} (probe the unit's own port or socket)"
-        ))),
-        Some(l) if l.in_unit == Some(false) => Err(refused(Refusal::NotServed, match &l.held_by {
-            Some(h) => format!(
-                "{addr} is served by PID {} ({}) in {}, not by {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)",
-                h.pid, h.comm, h.cgroup
+        None => Err(refused(
+            Refusal::NotServed,
+            format!(
+                "nothing listens on {addr}, where {unit} is probed, although {owner} is active: a stale or wrong address, not a hang of {unit} (probe the unit's own port or socket)"
             ),
-            None => format!(
-                "{addr} is served by a process outside {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)"
-            ),
-        })),
+        )),
+        Some(l) if l.in_unit == Some(false) => Err(refused(
+            Refusal::NotServed,
+            match &l.held_by {
+                Some(h) => format!(
+                    "{addr} is served by PID {} ({}) in {}, not by {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)",
+                    h.pid, h.comm, h.cgroup
+                ),
+                None => format!(
+                    "{addr} is served by a process outside {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)"
+                ),
+            },
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -357,44 +363,59 @@ pub fn decide_on_unit(
     now: SystemTime,
 ) -> Result<(), Refused> {
     if facts.load_state != LoadState::Loaded {
-        return Err(refused(Refusal::UnitNotLoaded, format!(
-            "unit {} is not loaded (LoadState={}); check the unit name",
-            facts.unit, facts.load_state
-        )));
+        return Err(refused(
+            Refusal::UnitNotLoaded,
+            format!(
+                "unit {} is not loaded (LoadState={}); check the unit name",
+                facts.unit, facts.load_state
+            ),
+        ));
     }
     if facts.active_state != ActiveState::Active || facts.sub_state != SubState::Running {
-        return Err(refused(Refusal::UnitNotRunning, format!(
-            "unit {} is {}/{}, not active/running; systemd is already handling it",
-            facts.unit, facts.active_state, facts.sub_state
-        )));
+        return Err(refused(
+            Refusal::UnitNotRunning,
+            format!(
+                "unit {} is {}/{}, not active/running; systemd is already handling it",
+                facts.unit, facts.active_state, facts.sub_state
+            ),
+        ));
     }
     if facts.main_pid <= 1 {
-        return Err(refused(Refusal::NoMainPid, format!(
-            "unit {} has MainPID {}; nothing safe to signal",
-            facts.unit, facts.main_pid
-        )));
+        return Err(refused(
+            Refusal::NoMainPid,
+            format!(
+                "unit {} has MainPID {}; nothing safe to signal",
+                facts.unit, facts.main_pid
+            ),
+        ));
     }
     if let Some(since) = facts.active_enter {
         let up = now.duration_since(since).unwrap_or(Duration::ZERO);
         if up < policy.startup_grace {
-            return Err(refused(Refusal::StartupGrace, format!(
-                "unit {} became active {} ago, within startup_grace {}",
-                facts.unit,
-                humantime::format_duration(Duration::from_secs(up.as_secs())),
-                humantime::format_duration(policy.startup_grace)
-            )));
+            return Err(refused(
+                Refusal::StartupGrace,
+                format!(
+                    "unit {} became active {} ago, within startup_grace {}",
+                    facts.unit,
+                    humantime::format_duration(Duration::from_secs(up.as_secs())),
+                    humantime::format_duration(policy.startup_grace)
+                ),
+            ));
         }
     }
     if policy.action == Action::Kill && !facts.restarts_after_kill() {
-        return Err(refused(Refusal::NoRestart, format!(
-            "unit {} has Restart={}: a kill would leave it down (use action: restart, or set Restart=on-failure)",
-            facts.unit,
-            if facts.restart.as_str().is_empty() {
-                "?"
-            } else {
-                facts.restart.as_str()
-            }
-        )));
+        return Err(refused(
+            Refusal::NoRestart,
+            format!(
+                "unit {} has Restart={}: a kill would leave it down (use action: restart, or set Restart=on-failure)",
+                facts.unit,
+                if facts.restart.as_str().is_empty() {
+                    "?"
+                } else {
+                    facts.restart.as_str()
+                }
+            ),
+        ));
     }
     Ok(())
 }
@@ -915,9 +936,12 @@ async fn act(
         outcome: ActionOutcome::Pending,
         evidence: Some(intent.said.clone()).filter(|s| !s.is_empty()),
     })) {
-        return Err(job.refuse(Refusal::CannotRecord, format!(
-            "not acting: cannot record the action ({e}), so its cooldown could not be kept"
-        )));
+        return Err(job.refuse(
+            Refusal::CannotRecord,
+            format!(
+                "not acting: cannot record the action ({e}), so its cooldown could not be kept"
+            ),
+        ));
     }
     let exited_on_dump = match (&armed, job.policy.dump) {
         (Some(armed), Some(dump)) => send_dump(job, armed, dump, facts).await,
@@ -1158,12 +1182,13 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for k in Refusal::ALL {
             let w = k.as_str();
-            assert!(
-                w.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{w}"
-            );
+            assert!(w.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{w}");
             assert!(seen.insert(w), "{w} twice");
-            assert_eq!(serde_json::to_value(k).unwrap(), w, "JSON names it the same");
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                w,
+                "JSON names it the same"
+            );
         }
         let now = SystemTime::now();
         let p = policy();

@@ -1,5 +1,6 @@
-//! Reports: the run's data rendered as text (people), JSON (scripts), JUnit (CI) or the
-//! Prometheus text exposition (node_exporter's textfile collector). Pure: data in, string out.
+//! Reports: the run's data rendered as text (people), JSON (scripts), JUnit (CI), the
+//! Prometheus text exposition (node_exporter's textfile collector) or a Nagios plugin's output
+//! (`nagios`). Pure: data in, string out.
 
 use std::fmt::Write as _;
 
@@ -9,12 +10,16 @@ use crate::recovery;
 use crate::run::RunReport;
 use crate::verdict::{RunStatus, Verdict};
 
+pub mod nagios;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
     Junit,
     Prometheus,
+    /// The Nagios plugin protocol (status line, perfdata, long output).
+    Nagios,
 }
 
 pub fn render(report: &RunReport, format: Format, colour: bool) -> String {
@@ -23,6 +28,7 @@ pub fn render(report: &RunReport, format: Format, colour: bool) -> String {
         Format::Json => json(report),
         Format::Junit => junit(report),
         Format::Prometheus => prometheus(report),
+        Format::Nagios => nagios::render(report),
     }
 }
 

@@ -47,7 +47,7 @@ fn checker(args: &[&std::ffi::OsStr]) -> String {
 }
 
 /// `/ok` 200, `/busy` 429, everything else 503; closes after each reply.
-fn server() -> u16 {
+pub(crate) fn server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
