@@ -45,7 +45,12 @@ impl Exit {
 
 #[derive(Parser)]
 #[command(name = "routewatch", version, about = "Probe a service's core and auxiliary HTTP routes; SIGKILL a hung systemd unit so it restarts.", long_about = None)]
-#[command(arg_required_else_help = true, propagate_version = true)]
+#[command(
+    arg_required_else_help = true,
+    propagate_version = true,
+    // Its own `help` subcommand: clap's refuses `routewatch help --help` (exit 2).
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,8 +97,18 @@ could not run; the reason in the status line)")]
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff)
-    Man,
+    /// Print the man page (roff), or write every page into a directory
+    Man {
+        /// Write routewatch.1 and one page per subcommand (routewatch-check.1 and so on) into DIR
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print this message or the help of the given subcommand(s)
+    Help {
+        /// The subcommand
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -244,7 +259,8 @@ fn main() -> ExitCode {
         Command::Silence(args) => cli::silence::silence(args),
         Command::Schema => cli::schema(),
         Command::Completions { shell } => cli::completions(shell),
-        Command::Man => cli::man(),
+        Command::Man { dir } => cli::man(dir),
+        Command::Help { command } => cli::help(command),
     }
     .into()
 }

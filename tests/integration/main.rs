@@ -15,6 +15,7 @@ mod config_errors;
 mod ecosystem;
 mod fleet;
 mod limits;
+mod man_pages;
 mod nagios;
 mod properties;
 mod security;
