@@ -522,16 +522,21 @@ impl<'p> Job<'p> {
                 Decision::Disabled => "disabled",
             };
             let evidence = r.evidence.as_ref().map(|e| e.summary()).unwrap_or_default();
-            log_event!(
-                Level::Warn,
-                "recovery_decision",
-                "target" = self.target.name,
-                "unit" = self.unit,
-                "action" = self.policy.action.as_str(),
-                "decision" = decision,
-                "reason" = r.reason,
-                "evidence" = evidence
-            );
+            let action = self.policy.action.as_str();
+            let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![
+                ("target", &self.target.name),
+                ("unit", &self.unit),
+                ("action", &action),
+                ("decision", &decision),
+            ];
+            // The kind of a refusal, for `journalctl ROUTEWATCH_REFUSAL=cooldown`.
+            let refusal = r.refusal.map(Refusal::as_str);
+            if let Some(kind) = &refusal {
+                fields.push(("refusal", kind));
+            }
+            fields.push(("reason", &r.reason));
+            fields.push(("evidence", &evidence));
+            crate::log::emit(Level::Warn, "recovery_decision", &fields);
         }
         self.report
     }
