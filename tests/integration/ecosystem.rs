@@ -561,3 +561,45 @@ fn refusals_are_counted_by_reason_across_runs() {
     assert_eq!(refusals[0][0]["reason"], "not_hung");
     assert_eq!(refusals[0][1], 2.0);
 }
+
+#[test]
+fn readme_lists_the_message_id_of_every_event() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("The events: ").expect("the list of events");
+    let end = readme[start..].find("\n\n").unwrap() + start;
+    let ticked = |s: &str| -> Vec<String> {
+        s.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    // Every word in backticks there: the events, and in asides a few verdicts and states.
+    let named = ticked(&readme[start..end]);
+    let table: Vec<(String, String)> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| {
+            let cells = ticked(l);
+            (cells.len() == 2 && cells[1].len() == 32).then(|| (cells[0].clone(), cells[1].clone()))
+        })
+        .collect();
+    assert!(table.len() > 20, "{table:?}");
+    for (event, _) in &table {
+        assert!(named.contains(event), "{event} is in the list of events");
+    }
+    for word in named.iter().filter(|w| w.contains('_')) {
+        assert!(
+            table.iter().any(|(e, _)| e == word),
+            "the MESSAGE_ID table names {word}"
+        );
+    }
+    for (event, id) in &table {
+        assert_eq!(
+            id,
+            &routewatch::log::message_id(event),
+            "README's MESSAGE_ID of {event}"
+        );
+    }
+}
