@@ -45,7 +45,12 @@ impl Exit {
 
 #[derive(Parser)]
 #[command(name = "routewatch", version, about = "Probe a service's core and auxiliary HTTP routes; SIGKILL a hung systemd unit so it restarts.", long_about = None)]
-#[command(arg_required_else_help = true, propagate_version = true)]
+#[command(
+    arg_required_else_help = true,
+    propagate_version = true,
+    // Its own `help` subcommand: clap's refuses `routewatch help --help` (exit 2).
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +66,10 @@ Exit status:
   1  unhealthy: a core route failed and was not brought back
   2  usage or configuration error: nothing was probed
   3  recovered: a hung unit was acted on and its core routes pass again
-  4  could not run: the check itself was stopped (state directory unusable, SIGTERM/SIGINT)")]
+  4  could not run: the check itself was stopped (state directory unusable, SIGTERM/SIGINT)
+With --format nagios, the plugin states instead: 0 OK (healthy, or recovered and serving
+again), 1 WARNING (degraded or unknown), 2 CRITICAL (unhealthy), 3 UNKNOWN (usage error or
+could not run; the reason in the status line)")]
     Check(CheckArgs),
     /// Parse and lint a probe file without sending any traffic (exit 0 or 2)
     Validate {
@@ -109,8 +117,18 @@ Exit status:
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff)
-    Man,
+    /// Print the man page (roff), or write every page into a directory
+    Man {
+        /// Write routewatch.1 and one page per subcommand (routewatch-check.1 and so on) into DIR
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Print this message or the help of the given subcommand(s)
+    Help {
+        /// The subcommand
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -186,12 +204,13 @@ enum StatusFormat {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
     Text,
     Json,
     Junit,
     Prometheus,
+    Nagios,
 }
 
 impl From<FormatArg> for Format {
@@ -201,8 +220,20 @@ impl From<FormatArg> for Format {
             FormatArg::Json => Format::Json,
             FormatArg::Junit => Format::Junit,
             FormatArg::Prometheus => Format::Prometheus,
+            FormatArg::Nagios => Format::Nagios,
         }
     }
+}
+
+/// Whether arguments clap refused asked for `check --format nagios` (then the usage error is
+/// UNKNOWN, exit 3, as a plugin's must be).
+fn nagios_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    let args: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    args.first().is_some_and(|a| a == "check")
+        && (args.iter().any(|a| a == "--format=nagios")
+            || args
+                .windows(2)
+                .any(|w| w[0] == "--format" && w[1] == "nagios"))
 }
 
 fn main() -> ExitCode {
@@ -210,11 +241,21 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage.into()
-            } else {
-                Exit::Healthy.into()
-            };
+            if !e.use_stderr() {
+                return Exit::Healthy.into();
+            }
+            if nagios_requested(std::env::args_os().skip(1)) {
+                // A plugin's misuse is UNKNOWN, with a status line the monitoring shows.
+                let rendered = e.render().to_string();
+                let first = rendered.lines().next().unwrap_or("usage error");
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                print!(
+                    "{}",
+                    routewatch::report::nagios::unknown(&format!("usage: {first}"))
+                );
+                return ExitCode::from(routewatch::report::nagios::State::Unknown.exit_code());
+            }
+            return Exit::Usage.into();
         }
     };
     let journald = log::stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
@@ -229,7 +270,7 @@ fn main() -> ExitCode {
     };
     log::init(level, journald);
     match cli.command {
-        Command::Check(args) => cli::check::check(args),
+        Command::Check(args) => return cli::check::check(args),
         Command::Validate { config } => cli::validate::validate(config),
         Command::Demo => cli::demo::run_demo(),
         Command::Status { state_dir, format } => {
@@ -249,7 +290,8 @@ fn main() -> ExitCode {
         }),
         Command::Schema => cli::schema(),
         Command::Completions { shell } => cli::completions(shell),
-        Command::Man => cli::man(),
+        Command::Man { dir } => cli::man(dir),
+        Command::Help { command } => cli::help(command),
     }
     .into()
 }

@@ -28,6 +28,132 @@ pub enum Decision {
     Disabled,
 }
 
+/// Why recovery refused, as a stable word: the `reason` label of
+/// `routewatch_recovery_refusals_total` and the `refusal` field of the JSON report. The
+/// report's `reason` keeps the sentence; this names its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Core routes pass (degraded or healthy).
+    NotUnhealthy,
+    /// Every core route is rate-limited: contention, never a hang.
+    RateLimited,
+    /// The failing core routes ran out of the run's time before a full attempt.
+    CutShort,
+    /// `routewatch silence` is in force.
+    Silenced,
+    /// The core failures are not in `recovery.on` (not the hung signature).
+    NotHung,
+    /// Fewer consecutive unhealthy runs than `after_failed_runs` so far.
+    AfterFailedRuns,
+    /// Another run holds the state lock.
+    LockHeld,
+    /// The last action was within `cooldown`.
+    Cooldown,
+    /// `max_actions` reached within `window`.
+    MaxActions,
+    /// As root, the probe file or state directory is writable by others.
+    Untrusted,
+    /// systemd could not be asked about the unit (D-Bus).
+    Systemd,
+    /// The unit is not loaded (a wrong name).
+    UnitNotLoaded,
+    /// The unit is not active/running: systemd is already handling it.
+    UnitNotRunning,
+    /// MainPID is 0 or 1.
+    NoMainPid,
+    /// The unit became active within `startup_grace`.
+    StartupGrace,
+    /// `Restart=` would not bring the unit back after a kill.
+    NoRestart,
+    /// The start the action causes would trip the unit's start limit.
+    StartLimit,
+    /// The `recovery.through` proxy unit is not active.
+    ProxyDown,
+    /// The probed address is not served by the unit (or its declared proxy).
+    NotServed,
+    /// The confirming re-probe passed.
+    ConfirmPassed,
+    /// The confirming re-probe failed, but not with a hang.
+    ConfirmNotHung,
+    /// The last-moment checks before the signal failed (the process left the cgroup,
+    /// MainPID changed, no pidfd).
+    KillUnsafe,
+    /// The pending action could not be recorded, so its cooldown could not be kept.
+    CannotRecord,
+}
+
+impl Refusal {
+    /// Every kind, in a stable order (documentation and tests).
+    pub const ALL: [Refusal; 23] = [
+        Refusal::NotUnhealthy,
+        Refusal::RateLimited,
+        Refusal::CutShort,
+        Refusal::Silenced,
+        Refusal::NotHung,
+        Refusal::AfterFailedRuns,
+        Refusal::LockHeld,
+        Refusal::Cooldown,
+        Refusal::MaxActions,
+        Refusal::Untrusted,
+        Refusal::Systemd,
+        Refusal::UnitNotLoaded,
+        Refusal::UnitNotRunning,
+        Refusal::NoMainPid,
+        Refusal::StartupGrace,
+        Refusal::NoRestart,
+        Refusal::StartLimit,
+        Refusal::ProxyDown,
+        Refusal::NotServed,
+        Refusal::ConfirmPassed,
+        Refusal::ConfirmNotHung,
+        Refusal::KillUnsafe,
+        Refusal::CannotRecord,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotUnhealthy => "not_unhealthy",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::CutShort => "cut_short",
+            Refusal::Silenced => "silenced",
+            Refusal::NotHung => "not_hung",
+            Refusal::AfterFailedRuns => "after_failed_runs",
+            Refusal::LockHeld => "lock_held",
+            Refusal::Cooldown => "cooldown",
+            Refusal::MaxActions => "max_actions",
+            Refusal::Untrusted => "untrusted",
+            Refusal::Systemd => "systemd",
+            Refusal::UnitNotLoaded => "unit_not_loaded",
+            Refusal::UnitNotRunning => "unit_not_running",
+            Refusal::NoMainPid => "no_main_pid",
+            Refusal::StartupGrace => "startup_grace",
+            Refusal::NoRestart => "no_restart",
+            Refusal::StartLimit => "start_limit",
+            Refusal::ProxyDown => "proxy_down",
+            Refusal::NotServed => "not_served",
+            Refusal::ConfirmPassed => "confirm_passed",
+            Refusal::ConfirmNotHung => "confirm_not_hung",
+            Refusal::KillUnsafe => "kill_unsafe",
+            Refusal::CannotRecord => "cannot_record",
+        }
+    }
+}
+
+/// A refusal: its kind and the sentence that explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub kind: Refusal,
+    pub reason: String,
+}
+
+fn refused(kind: Refusal, reason: impl Into<String>) -> Refused {
+    Refused {
+        kind,
+        reason: reason.into(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveryOutcome {
@@ -41,6 +167,9 @@ pub struct RecoveryReport {
     pub action: Action,
     pub decision: Decision,
     pub reason: String,
+    /// With `decision: refuse`, the kind of refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     pub unit: String,
     /// The main PID acted on (or that would be).
     pub pid: Option<u32>,
@@ -97,31 +226,39 @@ pub fn shows_hang(o: Outcome, p: &RecoveryPolicy, queue_full: bool) -> bool {
 
 /// The checks that need only the run and the state file (no D-Bus). `Err` is the refusal
 /// reason. Pure.
-pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
+pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), Refused> {
     let p = input.policy;
     match input.verdict {
         Verdict::Unknown if input.cut_short > 0 => {
-            return Err(format!(
-                "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
-                input.cut_short
+            return Err(refused(
+                Refusal::CutShort,
+                format!(
+                    "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+                    input.cut_short
+                ),
             ));
         }
         Verdict::Unknown => {
-            return Err(
-                "every core route is rate-limited (429): contention, not a hang; never recovered"
-                    .into(),
-            );
+            return Err(refused(
+                Refusal::RateLimited,
+                "every core route is rate-limited (429): contention, not a hang; never recovered",
+            ));
         }
-        Verdict::Healthy | Verdict::Degraded => return Err("core routes are fine".into()),
+        Verdict::Healthy | Verdict::Degraded => {
+            return Err(refused(Refusal::NotUnhealthy, "core routes are fine"));
+        }
         Verdict::Unhealthy => {}
     }
     if let Some(silence) = &input.silenced {
-        return Err(silence.clone());
+        return Err(refused(Refusal::Silenced, silence.clone()));
     }
     if input.core_failures.is_empty() && input.cut_short > 0 {
-        return Err(format!(
-            "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
-            input.cut_short
+        return Err(refused(
+            Refusal::CutShort,
+            format!(
+                "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+                input.cut_short
+            ),
         ));
     }
     if !input
@@ -132,29 +269,41 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
         let mut seen: Vec<&str> = input.core_failures.iter().map(|o| o.as_str()).collect();
         seen.dedup();
         let on: Vec<&str> = p.on.iter().map(|o| o.as_str()).collect();
-        return Err(format!(
-            "core failures are {} — not a hang (recovery.on: {})",
-            seen.join(", "),
-            on.join(", ")
+        return Err(refused(
+            Refusal::NotHung,
+            format!(
+                "core failures are {} — not a hang (recovery.on: {})",
+                seen.join(", "),
+                on.join(", ")
+            ),
         ));
     }
     if input.state.consecutive_unhealthy < p.after_failed_runs {
-        return Err(format!(
-            "unhealthy for {} consecutive run(s); acting after {} (after_failed_runs)",
-            input.state.consecutive_unhealthy, p.after_failed_runs
+        return Err(refused(
+            Refusal::AfterFailedRuns,
+            format!(
+                "unhealthy for {} consecutive run(s); acting after {} (after_failed_runs)",
+                input.state.consecutive_unhealthy, p.after_failed_runs
+            ),
         ));
     }
     if input.lock_held_elsewhere {
-        return Err("the state lock is held by another routewatch run; not acting twice".into());
+        return Err(refused(
+            Refusal::LockHeld,
+            "the state lock is held by another routewatch run; not acting twice",
+        ));
     }
     let now = unix_secs(input.now);
     if let Some(last) = input.state.actions.iter().map(|a| a.at).max() {
         let ago = Duration::from_secs(now.saturating_sub(last));
         if ago < p.cooldown {
-            return Err(format!(
-                "cooldown: the last action was {} ago, cooldown is {}",
-                humantime::format_duration(ago),
-                humantime::format_duration(p.cooldown)
+            return Err(refused(
+                Refusal::Cooldown,
+                format!(
+                    "cooldown: the last action was {} ago, cooldown is {}",
+                    humantime::format_duration(ago),
+                    humantime::format_duration(p.cooldown)
+                ),
             ));
         }
     }
@@ -165,10 +314,13 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
         .filter(|a| now.saturating_sub(a.at) < p.window.as_secs())
         .count();
     if in_window as u32 >= p.max_actions {
-        return Err(format!(
-            "max_actions: {in_window} action(s) within the last {}, the limit is {}; a human should look",
-            humantime::format_duration(p.window),
-            p.max_actions
+        return Err(refused(
+            Refusal::MaxActions,
+            format!(
+                "max_actions: {in_window} action(s) within the last {}, the limit is {}; a human should look",
+                humantime::format_duration(p.window),
+                p.max_actions
+            ),
         ));
     }
     Ok(())
@@ -181,23 +333,29 @@ pub fn decide_on_listener(
     addr: Option<&str>,
     owner: &str,
     unit: &str,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let Some(addr) = addr else {
         return Ok(());
     };
     match &ev.listener {
-        None => Err(format!(
-            "nothing listens on {addr}, where {unit} is probed, although {owner} is active: a stale or wrong address, not a hang of {unit} (probe the unit's own port or socket)"
+        None => Err(refused(
+            Refusal::NotServed,
+            format!(
+                "nothing listens on {addr}, where {unit} is probed, although {owner} is active: a stale or wrong address, not a hang of {unit} (probe the unit's own port or socket)"
+            ),
         )),
-        Some(l) if l.in_unit == Some(false) => Err(match &l.held_by {
-            Some(h) => format!(
-                "{addr} is served by PID {} ({}) in {}, not by {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)",
-                h.pid, h.comm, h.cgroup
-            ),
-            None => format!(
-                "{addr} is served by a process outside {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)"
-            ),
-        }),
+        Some(l) if l.in_unit == Some(false) => Err(refused(
+            Refusal::NotServed,
+            match &l.held_by {
+                Some(h) => format!(
+                    "{addr} is served by PID {} ({}) in {}, not by {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)",
+                    h.pid, h.comm, h.cgroup
+                ),
+                None => format!(
+                    "{addr} is served by a process outside {owner}: killing {unit} would not help (probe the unit's own port or socket, or declare the proxy with recovery.through)"
+                ),
+            },
+        )),
         Some(_) => Ok(()),
     }
 }
@@ -207,45 +365,60 @@ pub fn decide_on_unit(
     facts: &UnitFacts,
     policy: &RecoveryPolicy,
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     if facts.load_state != LoadState::Loaded {
-        return Err(format!(
-            "unit {} is not loaded (LoadState={}); check the unit name",
-            facts.unit, facts.load_state
+        return Err(refused(
+            Refusal::UnitNotLoaded,
+            format!(
+                "unit {} is not loaded (LoadState={}); check the unit name",
+                facts.unit, facts.load_state
+            ),
         ));
     }
     if facts.active_state != ActiveState::Active || facts.sub_state != SubState::Running {
-        return Err(format!(
-            "unit {} is {}/{}, not active/running; systemd is already handling it",
-            facts.unit, facts.active_state, facts.sub_state
+        return Err(refused(
+            Refusal::UnitNotRunning,
+            format!(
+                "unit {} is {}/{}, not active/running; systemd is already handling it",
+                facts.unit, facts.active_state, facts.sub_state
+            ),
         ));
     }
     if facts.main_pid <= 1 {
-        return Err(format!(
-            "unit {} has MainPID {}; nothing safe to signal",
-            facts.unit, facts.main_pid
+        return Err(refused(
+            Refusal::NoMainPid,
+            format!(
+                "unit {} has MainPID {}; nothing safe to signal",
+                facts.unit, facts.main_pid
+            ),
         ));
     }
     if let Some(since) = facts.active_enter {
         let up = now.duration_since(since).unwrap_or(Duration::ZERO);
         if up < policy.startup_grace {
-            return Err(format!(
-                "unit {} became active {} ago, within startup_grace {}",
-                facts.unit,
-                humantime::format_duration(Duration::from_secs(up.as_secs())),
-                humantime::format_duration(policy.startup_grace)
+            return Err(refused(
+                Refusal::StartupGrace,
+                format!(
+                    "unit {} became active {} ago, within startup_grace {}",
+                    facts.unit,
+                    humantime::format_duration(Duration::from_secs(up.as_secs())),
+                    humantime::format_duration(policy.startup_grace)
+                ),
             ));
         }
     }
     if policy.action == Action::Kill && !facts.restarts_after_kill() {
-        return Err(format!(
-            "unit {} has Restart={}: a kill would leave it down (use action: restart, or set Restart=on-failure)",
-            facts.unit,
-            if facts.restart.as_str().is_empty() {
-                "?"
-            } else {
-                facts.restart.as_str()
-            }
+        return Err(refused(
+            Refusal::NoRestart,
+            format!(
+                "unit {} has Restart={}: a kill would leave it down (use action: restart, or set Restart=on-failure)",
+                facts.unit,
+                if facts.restart.as_str().is_empty() {
+                    "?"
+                } else {
+                    facts.restart.as_str()
+                }
+            ),
         ));
     }
     Ok(())
@@ -266,7 +439,7 @@ pub fn decide_on_start_limit(
     policy: &RecoveryPolicy,
     actions: &[ActionRecord],
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let Some(limit) = facts.start_limit else {
         return Ok(());
     };
@@ -293,13 +466,16 @@ pub fn decide_on_start_limit(
             .min()
             .unwrap_or(now_s);
         let wait = Duration::from_secs((oldest + limit.interval.as_secs()).saturating_sub(now_s));
-        return Err(format!(
-            "start limit: a {} now would be start {next} of {} within StartLimitIntervalSec={} (StartLimitBurst={}, {known} start(s) known in that time): systemd would leave it failed (start-limit-hit), worse than hung; raise StartLimitBurst= or lower max_actions (the oldest known start leaves the interval in {})",
-            policy.action.as_str(),
-            facts.unit,
-            humantime::format_duration(limit.interval),
-            limit.burst,
-            humantime::format_duration(wait),
+        return Err(refused(
+            Refusal::StartLimit,
+            format!(
+                "start limit: a {} now would be start {next} of {} within StartLimitIntervalSec={} (StartLimitBurst={}, {known} start(s) known in that time): systemd would leave it failed (start-limit-hit), worse than hung; raise StartLimitBurst= or lower max_actions (the oldest known start leaves the interval in {})",
+                policy.action.as_str(),
+                facts.unit,
+                humantime::format_duration(limit.interval),
+                limit.burst,
+                humantime::format_duration(wait),
+            ),
         ));
     }
     Ok(())
@@ -360,6 +536,7 @@ impl<'p> Job<'p> {
                 action: policy.action,
                 decision: Decision::Refuse,
                 reason: String::new(),
+                refusal: None,
                 unit: unit.clone(),
                 pid: None,
                 new_pid: None,
@@ -385,8 +562,13 @@ impl<'p> Job<'p> {
     }
 
     /// Refused by a safety check.
-    fn refuse(&mut self, reason: impl Into<String>) -> Stopped {
+    fn refuse(&mut self, kind: Refusal, reason: impl Into<String>) -> Stopped {
+        self.report.refusal = Some(kind);
         self.stop(Decision::Refuse, reason)
+    }
+
+    fn refused(&mut self, r: Refused) -> Stopped {
+        self.refuse(r.kind, r.reason)
     }
 
     /// The report, timed, with its decision logged (an action logs its own steps).
@@ -401,16 +583,21 @@ impl<'p> Job<'p> {
                 Decision::Disabled => "disabled",
             };
             let evidence = r.evidence.as_ref().map(|e| e.summary()).unwrap_or_default();
-            log_event!(
-                Level::Warn,
-                "recovery_decision",
-                "target" = self.target.name,
-                "unit" = self.unit,
-                "action" = self.policy.action.as_str(),
-                "decision" = decision,
-                "reason" = r.reason,
-                "evidence" = evidence
-            );
+            let action = self.policy.action.as_str();
+            let mut fields: Vec<(&str, &dyn std::fmt::Display)> = vec![
+                ("target", &self.target.name),
+                ("unit", &self.unit),
+                ("action", &action),
+                ("decision", &decision),
+            ];
+            // The kind of a refusal, for `journalctl ROUTEWATCH_REFUSAL=cooldown`.
+            let refusal = r.refusal.map(Refusal::as_str);
+            if let Some(kind) = &refusal {
+                fields.push(("refusal", kind));
+            }
+            fields.push(("reason", &r.reason));
+            fields.push(("evidence", &evidence));
+            crate::log::emit(Level::Warn, "recovery_decision", &fields);
         }
         self.report
     }
@@ -459,7 +646,7 @@ impl Recoverer<'_> {
         decide_from_the_run(job, case, state, &failing, &probed)?;
         let (systemd, facts) = read_unit(job).await?;
         decide_on_start_limit(&facts, &job.policy, &state.actions, SystemTime::now())
-            .map_err(|r| job.refuse(r))?;
+            .map_err(|r| job.refused(r))?;
         let proxy = read_proxy(job, &systemd).await?;
         let said = self
             .confirm(job, &failing, &facts, proxy.as_ref(), &probed)
@@ -516,15 +703,15 @@ impl Recoverer<'_> {
             &job.unit,
         );
         job.report.evidence = Some(evidence);
-        if let Err(reason) = served {
-            return Err(job.refuse(reason));
+        if let Err(r) = served {
+            return Err(job.refused(r));
         }
         if let Some(ok) = confirm.iter().find(|r| r.outcome.is_pass()) {
             let reason = format!(
                 "confirm: {} answered {} on the re-probe; not acting",
                 ok.path, ok.outcome
             );
-            return Err(job.refuse(reason));
+            return Err(job.refuse(Refusal::ConfirmPassed, reason));
         }
         if !confirm
             .iter()
@@ -535,7 +722,7 @@ impl Recoverer<'_> {
                 "confirm: the re-probe saw {}, not a hang; not acting",
                 seen.join(", ")
             );
-            return Err(job.refuse(reason));
+            return Err(job.refuse(Refusal::ConfirmNotHung, reason));
         }
         Ok(said)
     }
@@ -689,7 +876,7 @@ fn decide_from_the_run(
         silenced: state.silenced(SystemTime::now()).map(|s| s.describe()),
         now: SystemTime::now(),
     };
-    decide_before_systemd(&input).map_err(|reason| job.refuse(reason))
+    decide_before_systemd(&input).map_err(|r| job.refused(r))
 }
 
 /// Steps 1–2: read the unit from systemd, and refuse on its state.
@@ -701,15 +888,15 @@ async fn read_unit(job: &mut Job<'_>) -> Result<(Systemd, UnitFacts), Stopped> {
                 "target {:?}: cannot read unit {:?}: {e}",
                 job.target.name, job.unit
             );
-            return Err(job.refuse(reason));
+            return Err(job.refuse(Refusal::Systemd, reason));
         }
     };
     let facts = match systemd.facts(&job.unit).await {
         Ok(f) => f,
-        Err(e) => return Err(job.refuse(e.to_string())),
+        Err(e) => return Err(job.refuse(Refusal::Systemd, e.to_string())),
     };
     job.report.pid = (facts.main_pid > 0).then_some(facts.main_pid);
-    decide_on_unit(&facts, &job.policy, SystemTime::now()).map_err(|r| job.refuse(r))?;
+    decide_on_unit(&facts, &job.policy, SystemTime::now()).map_err(|r| job.refused(r))?;
     Ok((systemd, facts))
 }
 
@@ -721,10 +908,10 @@ async fn read_proxy(job: &mut Job<'_>, systemd: &Systemd) -> Result<Option<UnitF
     };
     let facts = match systemd.facts(&proxy).await {
         Ok(f) => f,
-        Err(e) => return Err(job.refuse(format!("recovery.through: {e}"))),
+        Err(e) => return Err(job.refuse(Refusal::Systemd, format!("recovery.through: {e}"))),
     };
     if facts.load_state != LoadState::Loaded || facts.active_state != ActiveState::Active {
-        return Err(job.refuse(format!(
+        return Err(job.refuse(Refusal::ProxyDown, format!(
             "recovery.through: the proxy unit {proxy} is {}/{}, not active: the probe went through it, so its failure is not {}'s hang",
             facts.load_state, facts.active_state, job.unit
         )));
@@ -803,7 +990,7 @@ async fn act(
     let armed = match job.policy.action {
         Action::Kill => match crate::systemd::arm_kill(systemd, facts).await {
             Ok(a) => Some(a),
-            Err(e) => return Err(job.refuse(format!("not acting: {e}"))),
+            Err(e) => return Err(job.refuse(Refusal::KillUnsafe, format!("not acting: {e}"))),
         },
         Action::Restart | Action::None => None,
     };
@@ -817,9 +1004,12 @@ async fn act(
         outcome: ActionOutcome::Pending,
         evidence: Some(intent.said.clone()).filter(|s| !s.is_empty()),
     })) {
-        return Err(job.refuse(format!(
-            "not acting: cannot record the action ({e}), so its cooldown could not be kept"
-        )));
+        return Err(job.refuse(
+            Refusal::CannotRecord,
+            format!(
+                "not acting: cannot record the action ({e}), so its cooldown could not be kept"
+            ),
+        ));
     }
     let exited_on_dump = match (&armed, job.policy.dump) {
         (Some(armed), Some(dump)) => send_dump(job, armed, dump, facts).await,
@@ -1051,9 +1241,72 @@ mod tests {
             ),
         ];
         for (i, needle) in refusals {
-            let why = decide_before_systemd(&i).unwrap_err();
+            let why = decide_before_systemd(&i).unwrap_err().reason;
             assert!(why.contains(needle), "{why:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn refusal_kinds_are_stable_snake_case_words_named_by_the_decision() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in Refusal::ALL {
+            let w = k.as_str();
+            assert!(w.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{w}");
+            assert!(seen.insert(w), "{w} twice");
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                w,
+                "JSON names it the same"
+            );
+        }
+        let now = SystemTime::now();
+        let p = policy();
+        let s1 = streak(1);
+        let kind = |i: DecisionInput| decide_before_systemd(&i).unwrap_err().kind;
+        assert_eq!(
+            kind(DecisionInput {
+                verdict: Verdict::Unknown,
+                ..input(&p, &s1, now)
+            }),
+            Refusal::RateLimited
+        );
+        assert_eq!(
+            kind(DecisionInput {
+                core_failures: vec![Outcome::HttpError],
+                ..input(&p, &s1, now)
+            }),
+            Refusal::NotHung
+        );
+        assert_eq!(
+            kind(DecisionInput {
+                lock_held_elsewhere: true,
+                ..input(&p, &s1, now)
+            }),
+            Refusal::LockHeld
+        );
+        assert_eq!(kind(input(&p, &streak(0), now)), Refusal::AfterFailedRuns);
+        let unit = |f: UnitFacts| decide_on_unit(&f, &p, now).unwrap_err().kind;
+        assert_eq!(
+            unit(UnitFacts {
+                main_pid: 0,
+                ..facts(now)
+            }),
+            Refusal::NoMainPid
+        );
+        assert_eq!(
+            unit(UnitFacts {
+                restart: "no".into(),
+                ..facts(now)
+            }),
+            Refusal::NoRestart
+        );
+        assert_eq!(
+            unit(UnitFacts {
+                active_enter: Some(now - Duration::from_secs(30)),
+                ..facts(now)
+            }),
+            Refusal::StartupGrace
+        );
     }
 
     #[test]
@@ -1067,6 +1320,7 @@ mod tests {
         assert!(
             decide_before_systemd(&input(&p, &s, now))
                 .unwrap_err()
+                .reason
                 .contains("after_failed_runs")
         );
         let s = streak(3);
@@ -1099,6 +1353,7 @@ mod tests {
         assert!(
             decide_before_systemd(&input(&p, &s, now))
                 .unwrap_err()
+                .reason
                 .contains("cooldown")
         );
         let s = TargetState {
@@ -1109,6 +1364,7 @@ mod tests {
         assert!(
             decide_before_systemd(&input(&p, &s, now))
                 .unwrap_err()
+                .reason
                 .contains("max_actions")
         );
         let s = TargetState {
@@ -1206,7 +1462,9 @@ mod tests {
             match want {
                 None => assert_eq!(got, Ok(()), "case {i}"),
                 Some(part) => {
-                    let why = got.expect_err(&format!("case {i} must be refused"));
+                    let got = got.expect_err(&format!("case {i} must be refused"));
+                    assert_eq!(got.kind, Refusal::StartLimit, "case {i}");
+                    let why = got.reason;
                     assert!(why.contains(part), "case {i}: {why}");
                     assert!(why.contains("start-limit-hit"), "case {i}: {why}");
                 }
@@ -1279,7 +1537,7 @@ mod tests {
             ),
         ];
         for (f, needle) in cases {
-            let why = decide_on_unit(&f, &p, now).unwrap_err();
+            let why = decide_on_unit(&f, &p, now).unwrap_err().reason;
             assert!(why.contains(needle), "{why:?} should mention {needle:?}");
         }
     }
@@ -1296,6 +1554,7 @@ mod tests {
         assert!(
             decide_before_systemd(&connect)
                 .unwrap_err()
+                .reason
                 .contains("not a hang")
         );
         let full = DecisionInput {
@@ -1334,13 +1593,15 @@ mod tests {
             "api.service",
             "api.service",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .reason;
         assert!(
             why.contains("PID 77 (nginx) in /system.slice/nginx.service, not by api.service"),
             "{why}"
         );
         let why = decide_on_listener(&Evidence::default(), addr, "api.service", "api.service")
-            .unwrap_err();
+            .unwrap_err()
+            .reason;
         assert!(why.contains("nothing listens on 127.0.0.1:8080"), "{why}");
         // Unknown ownership (the unit's cgroup cannot be read here) and remote addresses are
         // not judged.

@@ -1,5 +1,6 @@
-//! Reports: the run's data rendered as text (people), JSON (scripts), JUnit (CI) or the
-//! Prometheus text exposition (node_exporter's textfile collector). Pure: data in, string out.
+//! Reports: the run's data rendered as text (people), JSON (scripts), JUnit (CI), the
+//! Prometheus text exposition (node_exporter's textfile collector) or a Nagios plugin's output
+//! (`nagios`). Pure: data in, string out.
 
 use std::fmt::Write as _;
 
@@ -9,12 +10,16 @@ use crate::recovery;
 use crate::run::RunReport;
 use crate::verdict::{RunStatus, Verdict};
 
+pub mod nagios;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
     Junit,
     Prometheus,
+    /// The Nagios plugin protocol (status line, perfdata, long output).
+    Nagios,
 }
 
 pub fn render(report: &RunReport, format: Format, colour: bool) -> String {
@@ -23,6 +28,7 @@ pub fn render(report: &RunReport, format: Format, colour: bool) -> String {
         Format::Json => json(report),
         Format::Junit => junit(report),
         Format::Prometheus => prometheus(report),
+        Format::Nagios => nagios::render(report),
     }
 }
 
@@ -420,6 +426,12 @@ pub fn prometheus(report: &RunReport) -> String {
             .collect(),
     );
     family(
+        "routewatch_recovery_refusals_total",
+        "counter",
+        "Times recovery refused to act on the target, by reason (a stable word: not_hung, cooldown, startup_grace, …; kept across runs in the state file). A series appears at its first refusal.",
+        refusal_samples(report),
+    );
+    family(
         "routewatch_last_run_timestamp_seconds",
         "gauge",
         "Unix time when the last run started.",
@@ -432,6 +444,26 @@ pub fn prometheus(report: &RunReport) -> String {
         vec![(String::new(), report.exit_code.to_string())],
     );
     out
+}
+
+/// `routewatch_recovery_refusals_total` samples: one per target and refusal kind seen so far.
+fn refusal_samples(report: &RunReport) -> Vec<(String, String)> {
+    report
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.refusals_total.iter().map(move |(reason, n)| {
+                (
+                    format!(
+                        "{{target=\"{}\",reason=\"{}\"}}",
+                        label(&t.name),
+                        label(reason)
+                    ),
+                    n.to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A name per route of a target, unique within it: the path, then `path#2`, `path#3` … for

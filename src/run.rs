@@ -42,6 +42,10 @@ pub struct TargetReport {
     /// file); exported as `routewatch_recoveries_total`, not part of the JSON document.
     #[serde(skip)]
     pub recoveries_total: std::collections::BTreeMap<String, u64>,
+    /// Refusals on this target across runs, by kind (`Refusal::as_str`, from the state
+    /// file); exported as `routewatch_recovery_refusals_total`.
+    #[serde(skip)]
+    pub refusals_total: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,12 +121,10 @@ pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError
         .collect();
     recover_all(&plan, &opts, &prober, &mut memory, &mut targets).await;
     for t in targets.iter_mut().filter(|t| t.unit.is_some()) {
-        t.recoveries_total = memory
-            .state
-            .targets
-            .get(&t.name)
-            .map(|s| s.recoveries_total.clone())
-            .unwrap_or_default();
+        if let Some(s) = memory.state.targets.get(&t.name) {
+            t.recoveries_total = s.recoveries_total.clone();
+            t.refusals_total = s.refusals_total.clone();
+        }
     }
     // Decided here so what was told is saved with this run's state; sent after the report.
     // A run without the lock leaves it to the run that holds it.
@@ -250,6 +252,7 @@ fn judge(plan: &Plan, results: Vec<Vec<RouteResult>>) -> Vec<TargetReport> {
             routes,
             recovery: None,
             recoveries_total: Default::default(),
+            refusals_total: Default::default(),
         })
         .collect()
 }
@@ -306,6 +309,7 @@ async fn recover_all(
             continue;
         }
         if let Some(report) = recovery_off(plan, opts, i, t) {
+            count_refusal(&mut memory.state, &t.name, &report);
             t.recovery = Some(report);
             continue;
         }
@@ -342,17 +346,34 @@ async fn recover_all(
             // It serves again: the next hang starts a new streak (the cooldown still applies).
             memory.state.target_mut(&t.name).consecutive_unhealthy = 0;
         }
+        count_refusal(&mut memory.state, &t.name, &report);
         t.recovery = Some(report);
+    }
+}
+
+/// A refusal counts under its kind (`routewatch_recovery_refusals_total`), kept in the state.
+fn count_refusal(state: &mut State, target: &str, report: &RecoveryReport) {
+    if let Some(kind) = report.refusal {
+        *state
+            .target_mut(target)
+            .refusals_total
+            .entry(kind.as_str().to_string())
+            .or_default() += 1;
     }
 }
 
 /// The report of a recovery that is off for this run, if it is. Pure.
 fn recovery_off(plan: &Plan, opts: &Options, i: usize, t: &TargetReport) -> Option<RecoveryReport> {
-    let (decision, reason) = match (&opts.recovery_blocked, opts.no_recover) {
-        (Some(why), _) => (crate::recovery::Decision::Refuse, why.clone()),
+    let (decision, reason, refusal) = match (&opts.recovery_blocked, opts.no_recover) {
+        (Some(why), _) => (
+            crate::recovery::Decision::Refuse,
+            why.clone(),
+            Some(crate::recovery::Refusal::Untrusted),
+        ),
         (None, true) => (
             crate::recovery::Decision::Disabled,
             "--no-recover".to_string(),
+            None,
         ),
         (None, false) => return None,
     };
@@ -363,6 +384,7 @@ fn recovery_off(plan: &Plan, opts: &Options, i: usize, t: &TargetReport) -> Opti
             .map_or(crate::plan::Action::None, |p| p.action),
         decision,
         reason,
+        refusal,
         unit: t.unit.clone().unwrap_or_default(),
         pid: None,
         new_pid: None,
@@ -513,6 +535,7 @@ mod tests {
             routes,
             recovery: None,
             recoveries_total: Default::default(),
+            refusals_total: Default::default(),
         }
     }
 

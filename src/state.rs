@@ -44,6 +44,10 @@ pub struct TargetState {
     /// Prometheus counter `routewatch_recoveries_total`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recoveries_total: BTreeMap<String, u64>,
+    /// Every refusal to act, by kind (`not_hung`, `cooldown`, …): the Prometheus counter
+    /// `routewatch_recovery_refusals_total`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refusals_total: BTreeMap<String, u64>,
     /// What each notification receiver was told about this target, by receiver key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notified: BTreeMap<String, crate::alerts::notify::Mark>,

@@ -1723,6 +1723,100 @@ fn scenario_j_shipped_unit_recovers(cx: &mut Ctx) {
     wait_healthy(HANG_PORT, Duration::from_millis(5_000));
 }
 
+/// t. under the shipped unit (stderr is the journal) routewatch sends native journal
+/// entries: `journalctl -o json` reads back each event's fields and its fixed MESSAGE_ID.
+fn scenario_t_native_journal_fields(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "t");
+    let cfg = probe_file_with_cooldown(
+        &dir,
+        &Target {
+            name: "hang",
+            port: HANG_PORT,
+            unit: Some(HANG_UNIT),
+        },
+        "0s",
+    );
+    wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+    let before = facts(HANG_UNIT);
+    make_hung(HANG_PORT);
+    let run = run_shipped_unit(cx, &cfg, &[]);
+    run.assert_success(3);
+    let id = run.prop("InvocationID").to_string();
+    assert!(!id.is_empty(), "{}", run.ctx());
+    let own = format!("_SYSTEMD_INVOCATION_ID={id}");
+    let o = in_lab(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "json",
+        &own,
+        "SYSLOG_IDENTIFIER=routewatch",
+    ]);
+    assert!(o.status.success(), "journalctl -o json: {}", o.stderr);
+    let entries: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ctx = format!("{}\n--- journalctl -o json\n{}", run.ctx(), o.stdout);
+    let event = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e["ROUTEWATCH_EVENT"] == name)
+            .unwrap_or_else(|| panic!("no {name} entry\n{ctx}"))
+    };
+    for e in &entries {
+        let name = e["ROUTEWATCH_EVENT"].as_str().unwrap_or_default();
+        assert_eq!(e["_TRANSPORT"], "journal", "a native entry\n{ctx}");
+        assert_eq!(
+            e["MESSAGE_ID"].as_str(),
+            Some(routewatch::log::message_id(name).as_str()),
+            "the fixed MESSAGE_ID of {name}\n{ctx}"
+        );
+        let message = e["MESSAGE"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("level=") && message.contains(&format!(" event={name}")),
+            "MESSAGE is the key=value line\n{ctx}"
+        );
+    }
+    let failed = event("probe_failed");
+    assert_eq!(failed["ROUTEWATCH_TARGET"], "hang", "{ctx}");
+    assert_eq!(failed["ROUTEWATCH_ROUTE"], "/health", "{ctx}");
+    assert_eq!(failed["ROUTEWATCH_OUTCOME"], "timeout", "{ctx}");
+    assert_eq!(failed["PRIORITY"], "4", "warning\n{ctx}");
+    let kill = event("recovery_kill");
+    assert_eq!(kill["ROUTEWATCH_UNIT"], HANG_UNIT, "{ctx}");
+    assert_eq!(
+        kill["ROUTEWATCH_PID"].as_str(),
+        Some(before.main_pid.to_string().as_str()),
+        "{ctx}"
+    );
+    assert_eq!(
+        event("recovery_verified")["ROUTEWATCH_OUTCOME"],
+        "recovered"
+    );
+    // Selectable by field, as an operator would.
+    let o = in_lab(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        &own,
+        "ROUTEWATCH_TARGET=hang",
+        &format!(
+            "MESSAGE_ID={}",
+            routewatch::log::message_id("recovery_kill")
+        ),
+    ]);
+    assert_eq!(
+        o.stdout.lines().count(),
+        1,
+        "one kill, selected by field\n{}",
+        o.stdout
+    );
+    wait_healthy(HANG_PORT, Duration::from_millis(5_000));
+}
+
 /// Runs of scenario k.
 const TIMING_RUNS: usize = 5;
 
@@ -1881,11 +1975,11 @@ fn install_timer(cx: &Ctx, first: &str) {
     );
 }
 
-/// t. `routewatch doctor` against the real systemd: a clean deployment (the shipped service
+/// v. `routewatch doctor` against the real systemd: a clean deployment (the shipped service
 /// and timer, a target whose unit restarts after a kill) passes; a timer edited on disk
 /// without `daemon-reload` fails with that fix; a kill target with `Restart=no` fails.
-fn scenario_t_doctor_checks_the_deployment(cx: &mut Ctx) {
-    let dir = fresh_dir(&cx.root, "t");
+fn scenario_v_doctor_checks_the_deployment(cx: &mut Ctx) {
+    let dir = fresh_dir(&cx.root, "v");
     let cfg = probe_file(
         &dir,
         &Target {
@@ -2059,7 +2153,7 @@ fn real_systemd_recovery() {
     };
 
     // (name, scenario, kills of rw-hang that are the point of the scenario)
-    let scenarios: [(&str, Scenario, u32); 21] = [
+    let scenarios: [(&str, Scenario, u32); 22] = [
         (
             "a: hung unit is killed and recovered",
             scenario_a_hung_is_recovered,
@@ -2119,6 +2213,11 @@ fn real_systemd_recovery() {
             1,
         ),
         (
+            "t: under the shipped unit, native journal entries with fields and MESSAGE_ID",
+            scenario_t_native_journal_fields,
+            1,
+        ),
+        (
             "m: a deadlocked accept loop with a full queue is recovered",
             scenario_m_deadlocked_accept_loop_is_recovered,
             1,
@@ -2149,8 +2248,8 @@ fn real_systemd_recovery() {
             1,
         ),
         (
-            "t: doctor passes a clean deployment, fails a stale timer and Restart=no",
-            scenario_t_doctor_checks_the_deployment,
+            "v: doctor passes a clean deployment, fails a stale timer and Restart=no",
+            scenario_v_doctor_checks_the_deployment,
             0,
         ),
     ];
@@ -2180,7 +2279,7 @@ fn real_systemd_recovery() {
         let result = panic::catch_unwind(AssertUnwindSafe(|| scenario(&mut cx)));
         let after = all_facts();
         let mut kills = kills_between(&before, &after);
-        // The kills of rw-hang that are the point of a, h, j, m, n, r, k, s and u.
+        // The kills of rw-hang that are the point of a, h, j, t, m, n, r, k, s and u.
         if let Some(k) = kills.get_mut(HANG_UNIT) {
             *k = k.saturating_sub(expected_kills);
         }
@@ -2217,7 +2316,7 @@ fn real_systemd_recovery() {
         );
     }
     eprintln!(
-        "e2e: wrong kills (any kill besides those that are the point of a, h, j, m, n, r, k, s, u): {wrong_kills}"
+        "e2e: wrong kills (any kill besides those that are the point of a, h, j, t, m, n, r, k, s, u): {wrong_kills}"
     );
     drop(lab);
     // The shipped unit's state directory on the host's /var/lib.

@@ -465,6 +465,7 @@ mod tests {
             action: Action::Kill,
             decision,
             reason: "cooldown".into(),
+            refusal: Some(crate::recovery::Refusal::Cooldown),
             unit: "api.service".into(),
             pid: Some(1),
             new_pid: None,

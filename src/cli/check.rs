@@ -7,26 +7,54 @@ use std::time::Duration;
 
 use routewatch::alerts::{self, Outgoing, ping::Ping};
 use routewatch::log::{self, Level};
-use routewatch::report::{self, Format};
+use routewatch::report::{self, Format, nagios};
 use routewatch::{config, push, run, state};
 
 use super::output::{emit, emit_streamed, make_observer, progress_bar, stdout_colour};
 use super::{env, fail, find_config, is_root, runtime};
-use crate::{CheckArgs, Exit};
+use crate::{CheckArgs, Exit, FormatArg};
 
-pub(crate) fn check(args: CheckArgs) -> Exit {
-    match check_steps(args) {
-        Ok(exit) | Err(exit) => exit,
+/// `check`, with the exit code of README "Exit codes", or with `--format nagios` the plugin
+/// state (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN): a check that could not run or was misused
+/// is UNKNOWN, with its reason in a status line on stdout.
+pub(crate) fn check(args: CheckArgs) -> std::process::ExitCode {
+    let nagios = args.format == FormatArg::Nagios;
+    match (check_steps(args), nagios) {
+        (Ok(done), false) => done.exit.into(),
+        (Err(ended), false) => ended.exit.into(),
+        (Ok(done), true) => done.nagios.exit_code().into(),
+        (Err(ended), true) => {
+            // stdout may be gone; the reason is on stderr too.
+            let _ = emit(&nagios::unknown(&ended.message), None);
+            nagios::State::Unknown.exit_code().into()
+        }
     }
 }
 
-/// The steps of `check`; an `Err` is the exit code of a run that ended early (its message
-/// already printed).
-fn check_steps(args: CheckArgs) -> Result<Exit, Exit> {
+/// A check that ran to its report: its exit code, and its state as a Nagios plugin.
+struct Done {
+    exit: Exit,
+    nagios: nagios::State,
+}
+
+/// A check that ended early: its exit code and why (already printed on stderr).
+struct Ended {
+    exit: Exit,
+    message: String,
+}
+
+fn end(exit: Exit, message: impl std::fmt::Display) -> Ended {
+    let message = message.to_string();
+    fail(exit, &message);
+    Ended { exit, message }
+}
+
+/// The steps of `check`; an `Err` is a run that ended early.
+fn check_steps(args: CheckArgs) -> Result<Done, Ended> {
     // The runtime and the stop signals come first: a SIGTERM while a large probe file loads
     // ends the run like any other stop (a log line, exit 4), not with the default action.
     let rt = runtime().map_err(|e| {
-        fail(
+        end(
             Exit::CouldNotRun,
             format!("cannot start the async runtime: {e}"),
         )
@@ -40,14 +68,14 @@ fn check_steps(args: CheckArgs) -> Result<Exit, Exit> {
         .as_deref()
         .map(push::parse_url)
         .transpose()
-        .map_err(|e| fail(Exit::Usage, e))?;
+        .map_err(|e| end(Exit::Usage, e))?;
     // The URL itself is never echoed: a ping URL's path is its key.
     let ping_arg = args
         .ping
         .as_deref()
         .map(alerts::parse_http_url)
         .transpose()
-        .map_err(|e| fail(Exit::Usage, format!("--ping: {e}")))?
+        .map_err(|e| end(Exit::Usage, format!("--ping: {e}")))?
         .map(|url| Ping { url });
     check_output(&args)?;
     let root = is_root();
@@ -56,7 +84,7 @@ fn check_steps(args: CheckArgs) -> Result<Exit, Exit> {
     // the load found.
     if let Some(sig) = stop.pending(&rt) {
         log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
-        return Err(fail(
+        return Err(end(
             Exit::CouldNotRun,
             "interrupted while loading the probe file; nothing was probed",
         ));
@@ -70,7 +98,7 @@ fn check_steps(args: CheckArgs) -> Result<Exit, Exit> {
                 let ua = routewatch::DEFAULT_USER_AGENT;
                 rt.block_on(send_bounded(&mut stop, ua, &[failed], &[], None));
             }
-            return Err(fail(Exit::Usage, e));
+            return Err(end(Exit::Usage, e));
         }
     };
     let ping = ping_arg.or_else(|| plan.ping.clone());
@@ -126,7 +154,7 @@ fn check_steps(args: CheckArgs) -> Result<Exit, Exit> {
             // a stop.
             rt.shutdown_timeout(Duration::from_millis(100));
             if let Some(Err(e)) = other {
-                return Err(fail(Exit::CouldNotRun, e));
+                return Err(end(Exit::CouldNotRun, e));
             }
             return Err(interrupted(&plan, &finished));
         }
@@ -147,12 +175,15 @@ fn check_steps(args: CheckArgs) -> Result<Exit, Exit> {
         push,
     ));
     rt.shutdown_timeout(Duration::from_millis(100));
-    emitted.map_err(|e| fail(Exit::CouldNotRun, e))?;
-    Ok(Exit::of_report(&report))
+    emitted.map_err(|e| end(Exit::CouldNotRun, e))?;
+    Ok(Done {
+        exit: Exit::of_report(&report),
+        nagios: nagios::state(&report),
+    })
 }
 
 /// A report that could not be written is found out before the probing, not after it.
-fn check_output(args: &CheckArgs) -> Result<(), Exit> {
+fn check_output(args: &CheckArgs) -> Result<(), Ended> {
     if let Some(out) = &args.output
         && let Err(e) = state::replaceable(out)
     {
@@ -161,7 +192,7 @@ fn check_output(args: &CheckArgs) -> Result<(), Exit> {
         } else {
             Exit::CouldNotRun
         };
-        return Err(fail(exit, format!("--output {}: {e}", out.display())));
+        return Err(end(exit, format!("--output {}: {e}", out.display())));
     }
     Ok(())
 }
@@ -174,18 +205,18 @@ type Loaded = (
     Option<String>,
 );
 
-fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Exit> {
+fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Ended> {
     if !args.url.is_empty() {
         return Ok((config::ad_hoc(&args.url, &args.aux_url), None));
     }
-    let path = find_config(args.config.clone()).map_err(|e| fail(Exit::Usage, e))?;
+    let path = find_config(args.config.clone()).map_err(|e| end(Exit::Usage, e))?;
     let opened = if root {
         routewatch::trust::open(&path).map(|o| (o.file, o.problem))
     } else {
         routewatch::trust::open_regular(&path).map(|f| (f, None))
     };
     let (file, problem) =
-        opened.map_err(|e| fail(Exit::Usage, format!("{}: cannot read: {e}", path.display())))?;
+        opened.map_err(|e| end(Exit::Usage, format!("{}: cannot read: {e}", path.display())))?;
     Ok((config::load_opened(&file, &path, &env), problem))
 }
 
@@ -198,13 +229,13 @@ fn judge_files(
     args: &CheckArgs,
     root: bool,
     config_problem: Option<String>,
-) -> Result<Judged, Exit> {
+) -> Result<Judged, Ended> {
     // Ad hoc runs (CI smoke checks) keep no state unless asked to.
     let mut state_dir = match (&args.state_dir, args.url.is_empty()) {
         (Some(d), _) => Some(d.clone()),
         (None, false) => None,
         (None, true) => {
-            Some(state::default_dir(&env, root).map_err(|e| fail(Exit::CouldNotRun, e))?)
+            Some(state::default_dir(&env, root).map_err(|e| end(Exit::CouldNotRun, e))?)
         }
     };
     let mut warnings = Vec::new();
@@ -244,7 +275,7 @@ fn observer(
 }
 
 /// A stop cut the run short: what finished, then exit 4.
-fn interrupted(plan: &routewatch::plan::Plan, finished: &std::sync::Mutex<Vec<String>>) -> Exit {
+fn interrupted(plan: &routewatch::plan::Plan, finished: &std::sync::Mutex<Vec<String>>) -> Ended {
     let done = finished.lock().map(|f| f.clone()).unwrap_or_default();
     let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
     let mut err = std::io::stderr().lock();
@@ -257,7 +288,7 @@ fn interrupted(plan: &routewatch::plan::Plan, finished: &std::sync::Mutex<Vec<St
     for line in &done {
         let _ = writeln!(err, "  {line}");
     }
-    fail(
+    end(
         Exit::CouldNotRun,
         "interrupted before the check finished; nothing is signalled after a stop",
     )

@@ -9,6 +9,7 @@ use output::emit;
 pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod doctor;
+pub(crate) mod man;
 pub(crate) mod output;
 pub(crate) mod silence;
 pub(crate) mod status;
@@ -31,16 +32,47 @@ pub(crate) fn completions(shell: clap_complete::Shell) -> Exit {
     print_and_exit(&String::from_utf8_lossy(&buf))
 }
 
-/// `routewatch man`.
-pub(crate) fn man() -> Exit {
-    let mut buf = Vec::new();
-    match clap_mangen::Man::new(<crate::Cli as clap::CommandFactory>::command()).render(&mut buf) {
-        Ok(()) => print_and_exit(&String::from_utf8_lossy(&buf)),
-        Err(e) => fail(
-            Exit::CouldNotRun,
-            format!("cannot render the man page: {e}"),
-        ),
+/// `routewatch man [--dir DIR]`: the top-level page on stdout, or every page into DIR.
+pub(crate) fn man(dir: Option<PathBuf>) -> Exit {
+    let Some(dir) = dir else {
+        return match man::pages() {
+            Ok(pages) => print_and_exit(&String::from_utf8_lossy(&pages[0].1)),
+            Err(e) => fail(
+                Exit::CouldNotRun,
+                format!("cannot render the man page: {e}"),
+            ),
+        };
+    };
+    match man::write_all(&dir) {
+        Ok(written) => {
+            for p in written {
+                println!("{}", p.display());
+            }
+            Exit::Healthy
+        }
+        Err(e) if !dir.is_dir() => fail(Exit::Usage, e),
+        Err(e) => fail(Exit::CouldNotRun, e),
     }
+}
+
+/// `routewatch help [COMMAND]`: the help of the command, or of routewatch.
+pub(crate) fn help(command: Option<String>) -> Exit {
+    let mut cmd = <crate::Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let target = match &command {
+        None => &mut cmd,
+        Some(name) => match cmd.find_subcommand_mut(name) {
+            Some(sub) => sub,
+            None => {
+                return fail(
+                    Exit::Usage,
+                    format!("no such command: {name} (see routewatch --help)"),
+                );
+            }
+        },
+    };
+    let text = target.render_long_help().to_string();
+    print_and_exit(&text)
 }
 
 fn print_and_exit(text: &str) -> Exit {

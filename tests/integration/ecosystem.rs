@@ -47,7 +47,7 @@ fn checker(args: &[&std::ffi::OsStr]) -> String {
 }
 
 /// `/ok` 200, `/busy` 429, everything else 503; closes after each reply.
-fn server() -> u16 {
+pub(crate) fn server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -499,4 +499,259 @@ fn the_same_path_twice_gives_distinct_series_and_testcases() {
         junit.contains("name=\"/ok\"") && junit.contains("name=\"/ok#2\""),
         "{junit}"
     );
+}
+
+#[test]
+fn refusals_are_counted_by_reason_across_runs() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    // A 503 is not the hung signature: recovery refuses with `not_hung`, before any D-Bus.
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults: {{ retries: 0 }}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{port}\n    unit: api.service\n    routes: [ {{ path: /down, class: core }} ]\n  - name: web\n    base_url: http://127.0.0.1:{port}\n    unit: web.service\n    routes: [ {{ path: /ok, class: core }} ]\n"
+        ),
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let o = rw()
+            .args(["check", "--format", format, "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("st"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let doc: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    let api = &doc["targets"][0]["recovery"];
+    assert_eq!(api["decision"], "refuse", "{doc}");
+    assert_eq!(api["refusal"], "not_hung", "{doc}");
+    let text = run("prometheus");
+    assert!(
+        text.contains("# TYPE routewatch_recovery_refusals_total counter\n"),
+        "{text}"
+    );
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("routewatch_recovery_refusals_total{"))
+        .collect();
+    assert_eq!(
+        series,
+        ["routewatch_recovery_refusals_total{target=\"api\",reason=\"not_hung\"} 2"],
+        "the second run counts on from the first; a healthy target has no refusal series"
+    );
+    if !python_ready("the prometheus_client parse of the refusal counter") {
+        return;
+    }
+    let path = dir.path().join("m.prom");
+    std::fs::write(&path, &text).unwrap();
+    let fams: serde_json::Value =
+        serde_json::from_str(&checker(&["prometheus".as_ref(), path.as_os_str()])).unwrap();
+    // The parser names a counter family without its `_total`.
+    let refusals = fams["routewatch_recovery_refusals"].as_array().unwrap();
+    assert_eq!(refusals.len(), 1, "{fams}");
+    assert_eq!(refusals[0][0]["reason"], "not_hung");
+    assert_eq!(refusals[0][1], 2.0);
+}
+
+#[test]
+fn readme_lists_the_message_id_of_every_event() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("The events: ").expect("the list of events");
+    let end = readme[start..].find("\n\n").unwrap() + start;
+    let ticked = |s: &str| -> Vec<String> {
+        s.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    // Every word in backticks there: the events, and in asides a few verdicts and states.
+    let named = ticked(&readme[start..end]);
+    let table: Vec<(String, String)> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| {
+            let cells = ticked(l);
+            (cells.len() == 2 && cells[1].len() == 32).then(|| (cells[0].clone(), cells[1].clone()))
+        })
+        .collect();
+    assert!(table.len() > 20, "{table:?}");
+    for (event, _) in &table {
+        assert!(named.contains(event), "{event} is in the list of events");
+    }
+    for word in named.iter().filter(|w| w.contains('_')) {
+        assert!(
+            table.iter().any(|(e, _)| e == word),
+            "the MESSAGE_ID table names {word}"
+        );
+    }
+    for (event, id) in &table {
+        assert_eq!(
+            id,
+            &routewatch::log::message_id(event),
+            "README's MESSAGE_ID of {event}"
+        );
+    }
+}
+
+/// The metric names a real run exposes (its `# TYPE` lines), with a unit (so the recovery
+/// families have samples) and a refusal.
+fn exposed_metric_names() -> std::collections::BTreeSet<String> {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults: {{ retries: 0 }}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{port}\n    unit: api.service\n    routes: [ {{ path: /ok, class: core }}, {{ path: /down, class: core }} ]\n"
+        ),
+    )
+    .unwrap();
+    let o = rw()
+        .args(["check", "--format", "prometheus", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+/// The `routewatch_…` names a PromQL expression uses.
+fn metric_names_in(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+        .filter(|w| w.starts_with("routewatch_"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn contrib(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(path)
+}
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_use_real_metric_names() {
+    let exposed = exposed_metric_names();
+    assert!(
+        exposed.contains("routewatch_recovery_refusals_total"),
+        "{exposed:?}"
+    );
+    let rules = std::fs::read_to_string(contrib("prometheus/routewatch.rules.yml")).unwrap();
+    let mut used = 0;
+    for line in rules.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for name in metric_names_in(line) {
+            used += 1;
+            assert!(
+                exposed.contains(&name),
+                "the rules use {name}, which routewatch does not expose ({exposed:?})"
+            );
+        }
+    }
+    assert!(used >= 5, "{rules}");
+    let promtool = Std::new("promtool").arg("--version").output();
+    if !promtool.is_ok_and(|o| o.status.success()) {
+        crate::common::skip_outside_ci("promtool (Debian package prometheus) is not installed");
+        return;
+    }
+    for args in [
+        ["check", "rules", "routewatch.rules.yml"],
+        ["test", "rules", "routewatch.rules.test.yml"],
+    ] {
+        let o = Std::new("promtool")
+            .args(args)
+            .current_dir(contrib("prometheus"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_uses_only_metrics_routewatch_exposes() {
+    let exposed = exposed_metric_names();
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(contrib("grafana/routewatch.json")).unwrap())
+            .expect("valid JSON");
+    assert!(
+        dash["schemaVersion"].as_u64().is_some_and(|v| v >= 36),
+        "{}",
+        dash["schemaVersion"]
+    );
+    assert_eq!(dash["uid"], "routewatch");
+    let panels = dash["panels"].as_array().unwrap();
+    let mut ids: Vec<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "unique panel ids");
+    let mut exprs: Vec<String> = Vec::new();
+    for p in panels {
+        assert!(p["title"].is_string() && p["type"].is_string(), "{p}");
+        for k in ["h", "w", "x", "y"] {
+            assert!(p["gridPos"][k].is_u64(), "{p}");
+        }
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{p}");
+        exprs.extend(
+            targets
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_string()),
+        );
+    }
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["definition"].as_str() {
+            exprs.push(q.to_string());
+        }
+    }
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Verdict per target",
+        "Recoveries",
+        "Recovery refusals",
+        "Route latency",
+    ] {
+        assert!(titles.contains(&want), "{titles:?}");
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        for name in metric_names_in(e) {
+            assert!(
+                exposed.contains(&name),
+                "the dashboard uses {name}, which routewatch does not expose ({exposed:?})"
+            );
+            used.insert(name);
+        }
+    }
+    for want in [
+        "routewatch_target_healthy",
+        "routewatch_recoveries_total",
+        "routewatch_recovery_refusals_total",
+        "routewatch_route_duration_seconds",
+    ] {
+        assert!(used.contains(want), "{used:?}");
+    }
 }

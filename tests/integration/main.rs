@@ -16,6 +16,8 @@ mod ecosystem;
 mod fake_systemd;
 mod fleet;
 mod limits;
+mod man_pages;
+mod nagios;
 mod probe_outcomes;
 mod properties;
 mod security;
