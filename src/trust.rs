@@ -182,13 +182,25 @@ pub struct Opened {
     pub problem: Option<String>,
 }
 
+/// An open's error in plain words: "does not exist" rather than the OS's phrasing.
+pub fn open_error(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        "does not exist".into()
+    } else {
+        e.to_string()
+    }
+}
+
 /// Open `path` for reading, judging the path as written and then the opened file itself.
 /// The open never blocks (a FIFO in its place is an error, not a hang) and never follows a
 /// link at the last step: the walk already resolved every link.
 pub fn open(path: &Path) -> std::io::Result<Opened> {
     let w = walk(path)?;
     if !w.exists {
-        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "does not exist",
+        ));
     }
     let file = open_regular(&w.resolved)?;
     let meta = file.metadata()?;

@@ -215,8 +215,10 @@ fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Ended> {
     } else {
         routewatch::trust::open_regular(&path).map(|f| (f, None))
     };
-    let (file, problem) =
-        opened.map_err(|e| end(Exit::Usage, format!("{}: cannot read: {e}", path.display())))?;
+    let (file, problem) = opened.map_err(|e| {
+        let e = routewatch::trust::open_error(&e);
+        end(Exit::Usage, format!("{}: cannot read: {e}", path.display()))
+    })?;
     Ok((config::load_opened(&file, &path, &env), problem))
 }
 

@@ -101,7 +101,10 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
         Err(e) => {
             checks.push(Check::fail(
                 "probe file",
-                format!("{shown}: cannot read: {e}"),
+                format!(
+                    "{shown}: cannot read: {}",
+                    routewatch::trust::open_error(&e)
+                ),
                 "check the path and its permissions",
             ));
             return None;

@@ -662,3 +662,18 @@ fn doctor_lists_every_check_with_its_fix_and_fails_on_a_broken_one() {
     );
     assert!(o.stdout.trim_end().ends_with("skipped"), "{}", o.stdout);
 }
+
+#[test]
+fn a_missing_probe_file_does_not_exist_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("probes.yaml");
+    let o = run(rw().arg("check").arg("--config").arg(&missing));
+    assert_eq!(o.code, 2);
+    assert_eq!(
+        o.stderr.trim(),
+        format!(
+            "routewatch: {}: cannot read: does not exist",
+            missing.display()
+        )
+    );
+}
