@@ -282,11 +282,19 @@ pub struct Target {
 }
 
 impl Target {
-    /// Whether a probe of this target can need TLS: an `https` base URL, or an environment
-    /// proxy (which may be `https://`). Redirects are never followed, so nothing else can.
+    /// Whether a probe of this target needs TLS to reach the target: an `https` base URL, or
+    /// an environment proxy (which may be `https://`).
     pub fn speaks_tls(&self) -> bool {
         self.use_env_proxy
             || matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
+    }
+
+    /// Whether its HTTP client may need TLS at all: [`Target::speaks_tls`], or a route that
+    /// follows redirects (which may lead to `https://`).
+    pub fn may_use_tls(&self) -> bool {
+        self.speaks_tls()
+            || (matches!(self.endpoint, Endpoint::Http { .. })
+                && self.routes.iter().any(|r| r.timing.follow_redirects > 0))
     }
 
     /// An `https://` base URL (TLS with the target itself, whatever the proxy).
@@ -428,6 +436,9 @@ pub struct Timing {
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub max_body: usize,
+    /// Redirects (301, 302, 303, 307, 308) followed at most, each a hop of the same attempt;
+    /// 0 judges a 3xx as it is.
+    pub follow_redirects: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -610,6 +621,7 @@ impl Default for Timing {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
             max_body: 64 * 1024,
+            follow_redirects: 0,
         }
     }
 }

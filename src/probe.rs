@@ -35,6 +35,9 @@ pub struct RouteResult {
     /// The server certificate an `https://` route was answered over (the leaf).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<crate::certs::CertInfo>,
+    /// The redirects followed (`follow_redirects`), in order; the outcome is the last answer's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirects: Vec<crate::redirect::Hop>,
 }
 
 pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -106,7 +109,7 @@ impl ClientKey {
                 Endpoint::Unix { socket } => Some(socket.clone()),
                 _ => None,
             },
-            speaks_tls: t.speaks_tls(),
+            speaks_tls: t.may_use_tls(),
             ca_file: t.tls.ca_file.clone(),
             insecure: t.tls.insecure,
             client_cert: t
@@ -320,6 +323,15 @@ impl Prober {
                 error: a.error.map(|e| self.plan.redact(&e)),
                 cut_short: a.cut_short,
                 tls_cert: a.cert,
+                // A Location may echo a secret of the route's URL back.
+                redirects: a
+                    .redirects
+                    .into_iter()
+                    .map(|h| crate::redirect::Hop {
+                        location: self.plan.redact(&h.location),
+                        ..h
+                    })
+                    .collect(),
             }
         };
         loop {
@@ -543,8 +555,8 @@ fn build_client(
     if t.ip != IpFamily::Any {
         b = b.dns_resolver(Arc::new(FamilyResolver(t.ip)));
     }
-    if !t.speaks_tls() {
-        // Plain HTTP (or a Unix socket) and no proxy: TLS is never used, so do not load and
+    if !t.may_use_tls() {
+        // Plain HTTP (or a Unix socket), no proxy and no redirects: TLS is never used, so do not load and
         // parse the system's root store for it.
         b = b.tls_certs_only(Vec::new());
     }
@@ -718,6 +730,8 @@ struct Attempt {
     cut_short: bool,
     /// The server certificate, when the answer came over TLS.
     cert: Option<crate::certs::CertInfo>,
+    /// The redirects followed before the answer judged.
+    redirects: Vec<crate::redirect::Hop>,
 }
 
 impl Attempt {
@@ -730,6 +744,7 @@ impl Attempt {
             local_exhaustion: false,
             cut_short: false,
             cert: None,
+            redirects: Vec::new(),
         }
     }
 
@@ -742,6 +757,7 @@ impl Attempt {
             local_exhaustion: false,
             cut_short: false,
             cert: None,
+            redirects: Vec::new(),
         }
     }
 }
@@ -798,45 +814,97 @@ async fn attempt_http(
     secrets: &[String],
 ) -> Attempt {
     let started = Instant::now();
-    let build = |c: &reqwest::Client| {
-        let mut req = c.request(route.method.clone(), request_url(target, route));
-        for h in &route.headers {
-            req = req.header(h.name.clone(), h.value.clone());
-        }
-        if let Some(body) = &route.body {
-            req = req.body(body.clone());
-        }
-        req
-    };
+    let unix = matches!(target.endpoint, Endpoint::Unix { .. });
+    let first = reqwest::Url::parse(&request_url(target, route)).ok();
+    // Where the redirect chain stands, also read when the deadline ends a hop.
+    let chain = std::sync::Mutex::new(first.clone().map(|u| {
+        crate::redirect::Chain::new(u, route.method.clone(), route.timing.follow_redirects, unix)
+    }));
     let run = async {
-        let resp = match build(http).send().await {
-            // The request died on its connection before a byte of answer: never written
-            // (a connection closed right after accept), or written on a pooled keep-alive
-            // connection the server had just closed. Send it once more, at once, on a new
-            // connection, as curl and browsers do; a server that really drops connections
-            // fails the same way again. Only idempotent requests are re-sent once written.
-            Err(e)
-                if resend_on.is_some()
-                    && (is_unsent(&e) || route.method.is_idempotent())
-                    && matches!(
-                        classify_for(target, &e).0,
-                        Outcome::Reset | Outcome::EmptyReply
-                    ) =>
-            {
-                let fresh = resend_on.expect("checked")();
-                build(&fresh).send().await
-            }
-            other => other,
-        };
-        match resp {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let (outcome, error) = classify_for(target, &e);
-                let (outcome, error) = client_cert_required(target, outcome, error).await;
-                let error = in_words(target, route, outcome, error);
-                let mut a = Attempt::fail(outcome, error);
-                a.local_exhaustion = is_fd_exhaustion(&e);
-                Err((a, is_unsent(&e)))
+        let mut url = first.clone();
+        let mut method = route.method.clone();
+        let mut keep_body = true;
+        let mut at_home = true;
+        loop {
+            let build = |c: &reqwest::Client| {
+                let mut req = match &url {
+                    Some(u) => c.request(method.clone(), u.clone()),
+                    None => c.request(method.clone(), request_url(target, route)),
+                };
+                for h in &route.headers {
+                    let dropped_with_body = !keep_body && h.name == reqwest::header::CONTENT_TYPE;
+                    if crate::redirect::header_goes(h, at_home) && !dropped_with_body {
+                        req = req.header(h.name.clone(), h.value.clone());
+                    }
+                }
+                if keep_body && let Some(body) = &route.body {
+                    req = req.body(body.clone());
+                }
+                req
+            };
+            let resp = match build(http).send().await {
+                // The request died on its connection before a byte of answer: never written
+                // (a connection closed right after accept), or written on a pooled keep-alive
+                // connection the server had just closed. Send it once more, at once, on a new
+                // connection, as curl and browsers do; a server that really drops connections
+                // fails the same way again. Only idempotent requests are re-sent once written.
+                Err(e)
+                    if resend_on.is_some()
+                        && (is_unsent(&e) || method.is_idempotent())
+                        && matches!(
+                            classify_for(target, &e).0,
+                            Outcome::Reset | Outcome::EmptyReply
+                        ) =>
+                {
+                    let fresh = resend_on.expect("checked")();
+                    build(&fresh).send().await
+                }
+                other => other,
+            };
+            let r = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    let (outcome, error) = classify_for(target, &e);
+                    let (outcome, error) = client_cert_required(target, outcome, error).await;
+                    let error = in_words(target, route, outcome, error);
+                    let mut a = Attempt::fail(outcome, error);
+                    a.local_exhaustion = is_fd_exhaustion(&e);
+                    let guard = chain.lock().expect("not poisoned");
+                    if let Some(c) = guard.as_ref().filter(|c| !c.hops.is_empty()) {
+                        a = after_hops(a, c);
+                    }
+                    return Err((a, is_unsent(&e)));
+                }
+            };
+            let status = r.status().as_u16();
+            let step = {
+                let mut guard = chain.lock().expect("not poisoned");
+                match guard.as_mut() {
+                    Some(c) => c.step(
+                        status,
+                        r.headers()
+                            .get(reqwest::header::LOCATION)
+                            .map(|v| v.as_bytes()),
+                    ),
+                    None => crate::redirect::Step::Judge,
+                }
+            };
+            match step {
+                crate::redirect::Step::Judge => return Ok(r),
+                crate::redirect::Step::Refuse(why) => {
+                    let mut a = Attempt::fail(Outcome::HttpError, why);
+                    a.status = Some(status);
+                    return Err((a, false));
+                }
+                crate::redirect::Step::Follow(next) => {
+                    // The redirect's own body is not wanted; dropping it closes that
+                    // connection rather than reading an unbounded body.
+                    drop(r);
+                    url = Some(next.url);
+                    method = next.method;
+                    keep_body = keep_body && next.keep_body;
+                    at_home = next.same_origin;
+                }
             }
         }
     };
@@ -876,20 +944,38 @@ async fn attempt_http(
     } else {
         send.await
     };
-    let (a, unsent) = match head {
-        Ok(Ok(resp)) => (
-            judge_response(resp, route, started, deadline, budget, secrets).await,
-            false,
-        ),
+    // The failures of the last hop of a chain (the deadline during a hop, a body judged) name
+    // the chain; those inside the chain already do.
+    let hops = || {
+        chain
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .filter(|c| !c.hops.is_empty())
+    };
+    let (mut a, unsent) = match head {
+        Ok(Ok(resp)) => {
+            let a = judge_response(resp, route, started, deadline, budget, secrets).await;
+            match hops() {
+                Some(c) if !a.outcome.is_pass() => (after_hops(a, &c), false),
+                _ => (a, false),
+            }
+        }
         Ok(Err(failed)) => failed,
-        Err(_) => (
-            Attempt::fail(
+        Err(_) => {
+            let a = Attempt::fail(
                 Outcome::Timeout,
                 format!("no complete response within {}", fmt_duration(budget)),
-            ),
-            false,
-        ),
+            );
+            match hops() {
+                Some(c) => (after_hops(a, &c), false),
+                None => (a, false),
+            }
+        }
     };
+    if let Some(c) = hops() {
+        a.redirects = c.hops;
+    }
     if unsent && a.outcome == Outcome::EmptyReply && !target.speaks_tls() {
         // hyper drops a request, without saying why, when the connection dies before it is
         // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
@@ -918,6 +1004,40 @@ async fn attempt_http(
                 ),
             );
         }
+    }
+    a
+}
+
+/// An attempt that followed redirects and failed after them. On the route's own origin the
+/// failure is the target's, as without redirects (a hop that hangs is hung), and the error
+/// names the chain. On another origin the target itself answered (with the redirect): a
+/// failure there is never evidence that the target hangs, so a transport failure is
+/// `http_error`, keeping the status of the redirect that led there. Pure.
+fn after_hops(mut a: Attempt, chain: &crate::redirect::Chain) -> Attempt {
+    let detail = a.error.take().unwrap_or_else(|| a.outcome.to_string());
+    let led = chain.hops.last().map_or(0, |h| h.status);
+    let transport = matches!(
+        a.outcome,
+        Outcome::Timeout
+            | Outcome::ConnectTimeout
+            | Outcome::Refused
+            | Outcome::Dns
+            | Outcome::Reset
+            | Outcome::EmptyReply
+            | Outcome::ProtocolError
+            | Outcome::Tls
+    );
+    if !chain.at_home() && transport {
+        a.error = Some(format!(
+            "redirected to another origin, {}, which failed: {detail}; the target itself answered {led}, so this is not evidence of a hang (redirects: {})",
+            chain.current,
+            chain.text(None)
+        ));
+        a.outcome = Outcome::HttpError;
+        a.status = Some(led);
+        a.retry_after = None;
+    } else {
+        a.error = Some(format!("{detail} (after redirects: {})", chain.text(None)));
     }
     a
 }

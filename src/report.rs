@@ -121,6 +121,28 @@ pub fn text(report: &RunReport, colour: bool) -> String {
             out.push('\n');
         }
     }
+    // Redirects followed to an answer that passed (a failure's error already names them).
+    let followed: Vec<String> = report
+        .targets
+        .iter()
+        .flat_map(|t| t.routes.iter().map(move |r| (t, r)))
+        .filter(|(_, r)| !r.redirects.is_empty() && r.outcome.is_pass())
+        .map(|(t, r)| {
+            let hops: Vec<String> = r
+                .redirects
+                .iter()
+                .map(|h| format!("{} {}", h.status, h.location))
+                .collect();
+            format!("  {} {}: redirected {}", t.name, r.path, hops.join(" → "))
+        })
+        .collect();
+    if !followed.is_empty() {
+        out.push('\n');
+        for f in followed {
+            out.push_str(&f);
+            out.push('\n');
+        }
+    }
     out.push('\n');
     for t in &report.targets {
         let v = match t.verdict {

@@ -126,6 +126,7 @@ impl Ctx<'_> {
         backoff: &Option<Spanned<Dur>>,
         max_backoff: &Option<Spanned<Dur>>,
         max_body: &Option<Spanned<Size>>,
+        follow_redirects: &Option<Spanned<Count>>,
         base: &Timing,
     ) -> Result<Timing, ConfigError> {
         Ok(Timing {
@@ -140,12 +141,23 @@ impl Ctx<'_> {
             max_body: self
                 .size(scope, "max_body", max_body)?
                 .unwrap_or(base.max_body),
+            follow_redirects: self
+                .count(
+                    scope,
+                    "follow_redirects",
+                    follow_redirects,
+                    0..=MAX_REDIRECTS,
+                )?
+                .map_or(base.follow_redirects, clamp_u32),
         })
     }
 }
 
 /// Accepted `retries`: extra attempts after the first.
 pub(super) const MAX_RETRIES: u64 = 100;
+/// Accepted `follow_redirects`: hops of one attempt (curl's and browsers' limits are higher;
+/// a health route that needs more than a few is a mistake).
+pub(super) const MAX_REDIRECTS: u64 = 20;
 /// Accepted `concurrency`: requests in flight per target.
 pub(super) const MAX_CONCURRENCY: u64 = 4096;
 

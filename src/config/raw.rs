@@ -76,6 +76,10 @@ pub(super) struct RawDefaults {
     pub(super) concurrency: Option<Spanned<Count>>,
     #[schemars(with = "Option<Size>")]
     pub(super) max_body: Option<Spanned<Size>>,
+    /// Redirects (301, 302, 303, 307, 308) to follow, at most (default 0: a 3xx is judged as
+    /// it is). Secret headers go to the same origin only.
+    #[schemars(with = "Option<Count>")]
+    pub(super) follow_redirects: Option<Spanned<Count>>,
     /// Limit on the whole probing phase of a run.
     #[schemars(with = "Option<Dur>")]
     pub(super) run_timeout: Option<Spanned<Dur>>,
@@ -123,6 +127,10 @@ pub(super) struct RawTarget {
     pub(super) concurrency: Option<Spanned<Count>>,
     #[schemars(with = "Option<Size>")]
     pub(super) max_body: Option<Spanned<Size>>,
+    /// Redirects (301, 302, 303, 307, 308) to follow, at most (default 0: a 3xx is judged as
+    /// it is). Secret headers go to the same origin only.
+    #[schemars(with = "Option<Count>")]
+    pub(super) follow_redirects: Option<Spanned<Count>>,
     pub(super) proxy: Option<bool>,
     pub(super) tls: Option<Box<RawTls>>,
     pub(super) ip: Option<RawIp>,
@@ -184,6 +192,10 @@ pub(super) struct RawRoute {
     pub(super) max_backoff: Option<Spanned<Dur>>,
     #[schemars(with = "Option<Size>")]
     pub(super) max_body: Option<Spanned<Size>>,
+    /// Redirects (301, 302, 303, 307, 308) to follow, at most (default 0: a 3xx is judged as
+    /// it is). Secret headers go to the same origin only.
+    #[schemars(with = "Option<Count>")]
+    pub(super) follow_redirects: Option<Spanned<Count>>,
 }
 
 pub(super) fn default_class() -> Class {

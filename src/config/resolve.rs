@@ -44,6 +44,7 @@ pub(super) fn resolve(
         &d.backoff,
         &d.max_backoff,
         &d.max_body,
+        &d.follow_redirects,
         &Timing::default(),
     )?;
     let base_connect = cx
@@ -176,6 +177,7 @@ pub(super) fn resolve_target(
         &t.backoff,
         &t.max_backoff,
         &t.max_body,
+        &t.follow_redirects,
         base,
     )?;
     let concurrency = cx

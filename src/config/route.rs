@@ -126,6 +126,7 @@ pub(super) fn resolve_route(
         &r.backoff,
         &r.max_backoff,
         &r.max_body,
+        &r.follow_redirects,
         base,
     )?;
     let mut headers = target_headers.to_vec();
@@ -346,6 +347,27 @@ mod tests {
             &|_| None,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn follow_redirects_is_inherited_from_defaults_and_targets_and_bounded() {
+        let yaml = "defaults: { follow_redirects: 3 }\ntargets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    routes: [ { path: /d } ]\n  - name: b\n    base_url: http://127.0.0.1:1\n    follow_redirects: 1\n    routes: [ { path: /t }, { path: /r, follow_redirects: 0 } ]\n";
+        let plan = crate::config::parse(yaml, "p.yaml", &|_| None).unwrap();
+        let hops = |t: usize, r: usize| plan.targets[t].routes[r].timing.follow_redirects;
+        assert_eq!((hops(0, 0), hops(1, 0), hops(1, 1)), (3, 1, 0));
+        assert_eq!(
+            crate::config::parse(TARGET, "p.yaml", &|_| None)
+                .unwrap()
+                .targets[0]
+                .routes[0]
+                .timing
+                .follow_redirects,
+            0
+        );
+        assert_err(
+            &route("follow_redirects: 21"),
+            "p.yaml:6:27: target \"a\": route /ok: follow_redirects 21 is out of range; expected 0 to 20",
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod ecosystem;
 mod fleet;
 mod limits;
 mod properties;
+mod redirects;
 mod security;
 mod silences;
 mod tls_and_secrets;
