@@ -25,6 +25,9 @@ pub struct Plan {
     pub notify: Vec<crate::alerts::notify::Notifier>,
     /// Values taken from `${VAR}`: redacted from every report, log line and error.
     pub secrets: Vec<String>,
+    /// As root: why a drop-in file read for this plan (or its directory) cannot be trusted;
+    /// recovery is blocked then, as for an untrusted probe file.
+    pub untrusted: Vec<String>,
 }
 
 impl Plan {

@@ -186,7 +186,14 @@ fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Exit> {
     };
     let (file, problem) =
         opened.map_err(|e| fail(Exit::Usage, format!("{}: cannot read: {e}", path.display())))?;
-    Ok((config::load_opened(&file, &path, &env), problem))
+    let plan = config::load_opened(&file, &path, &env);
+    // Every file read counts: a drop-in others can write blocks recovery as the probe file would.
+    let mut problems: Vec<String> = problem.into_iter().collect();
+    if let Ok(p) = &plan {
+        problems.extend(p.untrusted.iter().cloned());
+    }
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    Ok((plan, problem))
 }
 
 /// Where the state goes (if anywhere), why recovery is off (if it is), and what to warn of.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use routewatch::config;
+use routewatch::{config, words};
 
 use super::{env, fail, find_config};
 use crate::Exit;
@@ -58,9 +58,10 @@ pub(crate) fn validate(config_path: Option<PathBuf>) -> Exit {
         }
     }
     println!(
-        "{}: ok ({} target(s), {routes} route(s){})",
+        "{}: ok ({}, {}{})",
         path.display(),
-        plan.targets.len(),
+        words::count(plan.targets.len() as u64, "target", "targets"),
+        words::count(routes as u64, "route", "routes"),
         if units.is_empty() {
             String::new()
         } else {

@@ -98,6 +98,7 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         ping: None,
         notify: Vec::new(),
         secrets,
+        untrusted: Vec::new(),
     })
 }
 

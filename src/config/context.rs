@@ -24,10 +24,14 @@ pub(super) struct Ctx<'a> {
     /// Where relative paths in the file are resolved (the probe file's directory).
     pub(super) base_dir: Option<&'a Path>,
     /// Every value taken from the environment, to be redacted from all output.
-    pub(super) secrets: std::cell::RefCell<Vec<String>>,
+    pub(super) secrets: &'a std::cell::RefCell<Vec<String>>,
     /// Every pattern compiled so far (shared by identical patterns), and their charged size.
-    pub(super) regexes: std::cell::RefCell<(std::collections::HashMap<String, Arc<Regex>>, usize)>,
+    pub(super) regexes: &'a Regexes,
 }
+
+/// The patterns compiled so far, shared by the probe file and its drop-ins.
+pub(super) type Regexes =
+    std::cell::RefCell<(std::collections::HashMap<String, Arc<Regex>>, usize)>;
 
 impl Ctx<'_> {
     pub(super) fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ConfigError {

@@ -34,6 +34,11 @@ pub(super) struct RawFile {
     /// Where to send notifications of state changes (README "Notifications").
     #[serde(default)]
     pub(super) notify: Vec<RawNotify>,
+    /// More files of `targets:` (paths, or globs in the file name such as `conf.d/*.yaml`),
+    /// relative to this file; read before the `<name>.d/*.yaml` drop-ins beside it.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(super) include: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -25,14 +25,17 @@ pub(super) fn resolve(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
+    dropins: super::dropins::Found,
 ) -> Result<Plan, ConfigError> {
+    let secrets = std::cell::RefCell::default();
+    let regexes = super::context::Regexes::default();
     let cx = Ctx {
         file,
         text,
         env,
         base_dir,
-        secrets: Default::default(),
-        regexes: Default::default(),
+        secrets: &secrets,
+        regexes: &regexes,
     };
     let d = raw.defaults.unwrap_or_default();
     // Every value of `defaults` is checked where it is written, even if each target overrides it.
@@ -72,9 +75,34 @@ pub(super) fn resolve(
     };
 
     let targets_at = Spanned::new((), raw.targets.referenced, raw.targets.defined);
-    let total_routes = raw.targets.value.slots;
-    let raw_targets = raw.targets.value.kept;
-    if raw_targets.is_empty() {
+    // The route slots are counted across the files as they were read: the last file's count
+    // is the total.
+    let total_routes = dropins
+        .files
+        .iter()
+        .filter_map(|d| d.targets.as_ref().map(|t| t.value.slots))
+        .fold(raw.targets.value.slots, usize::max);
+    // Each drop-in's text and place (its errors' own file) apart from its targets.
+    let mut places = Vec::with_capacity(dropins.files.len());
+    let mut dropin_targets = Vec::with_capacity(dropins.files.len());
+    for d in dropins.files {
+        places.push((d.file, d.text, d.dir));
+        dropin_targets.push(d.targets.map(|t| t.value.kept).unwrap_or_default());
+    }
+    let dropin_cxs: Vec<Ctx> = places
+        .iter()
+        .map(|(file, text, dir)| Ctx {
+            file,
+            text,
+            env,
+            base_dir: Some(dir),
+            secrets: &secrets,
+            regexes: &regexes,
+        })
+        .collect();
+    let mut sources: Vec<(&Ctx, Vec<Spanned<RawTarget>>)> = vec![(&cx, raw.targets.value.kept)];
+    sources.extend(dropin_cxs.iter().zip(dropin_targets));
+    if sources.iter().all(|(_, t)| t.is_empty()) {
         return Err(cx.err(
             &targets_at,
             "no targets; expected at least one entry under 'targets:', e.g. - { name: web, base_url: http://127.0.0.1:8000, routes: [{ path: /health }] }",
@@ -83,34 +111,42 @@ pub(super) fn resolve(
     if total_routes > MAX_ROUTES {
         return Err(cx.err(
             &targets_at,
-            format!("{total_routes} routes; at most {MAX_ROUTES} are allowed in one file"),
+            format!("{total_routes} routes; at most {MAX_ROUTES} are allowed in one file and its drop-ins"),
         ));
     }
 
-    let mut targets = Vec::with_capacity(raw_targets.len());
-    // Each name and the line it was first used on.
-    let mut names: Vec<(String, u64)> = Vec::with_capacity(raw_targets.len());
-    for t in raw_targets {
-        let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
-        let target = resolve_target(
-            &cx,
-            t,
-            &base_timing,
-            base_connect,
-            base_concurrency,
-            base_proxy,
-        )?;
-        if let Some((_, line)) = names.iter().find(|(n, _)| *n == target.name) {
-            return Err(cx.err(
-                &name_at,
-                format!(
-                    "duplicate target name {:?} (first used on line {line}); names must be unique",
-                    target.name
-                ),
-            ));
+    let mut targets = Vec::new();
+    // Each name and where it was first used.
+    let mut names: Vec<(String, String)> = Vec::new();
+    for (tcx, raw_targets) in sources {
+        for t in raw_targets {
+            let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
+            let target = resolve_target(
+                tcx,
+                t,
+                &base_timing,
+                base_connect,
+                base_concurrency,
+                base_proxy,
+            )?;
+            let here = tcx.err(&name_at, String::new());
+            let place = format!(
+                "{}:{}",
+                here.file,
+                here.at.map_or(String::new(), |(l, c)| format!("{l}:{c}"))
+            );
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == target.name) {
+                return Err(tcx.err(
+                    &name_at,
+                    format!(
+                        "duplicate target name {:?} (first used at {first}); names must be unique across the probe file and its drop-ins",
+                        target.name
+                    ),
+                ));
+            }
+            names.push((target.name.clone(), place));
+            targets.push(target);
         }
-        names.push((target.name.clone(), name_at.referenced.line()));
-        targets.push(target);
     }
     let run_timeout = cx
         .positive(scope, "run_timeout", &d.run_timeout)?
@@ -136,7 +172,8 @@ pub(super) fn resolve(
         targets,
         ping,
         notify,
-        secrets: cx.secrets.take(),
+        secrets: secrets.take(),
+        untrusted: dropins.untrusted,
     })
 }
 
@@ -561,7 +598,7 @@ mod tests {
             err(&format!(
                 "{TARGET}  - name: a\n    base_url: http://x\n    routes: [ {{ path: /ok }} ]\n"
             )),
-            "p.yaml:5:11: duplicate target name \"a\" (first used on line 2); names must be unique"
+            "p.yaml:5:11: duplicate target name \"a\" (first used at p.yaml:2:11); names must be unique across the probe file and its drop-ins"
         );
         assert_err(
             "user_agent: x\ntargets: []\n",

@@ -12,6 +12,7 @@ mod common;
 mod alerts;
 mod cli;
 mod config_errors;
+mod dropins;
 mod ecosystem;
 mod fleet;
 mod limits;
