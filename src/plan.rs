@@ -232,7 +232,8 @@ pub const WITHHELD: &str = "withheld: the route sends a secret header";
 #[derive(Debug, Clone, Copy)]
 pub struct Reveal<'a> {
     pub secrets: &'a [String],
-    /// The route sends a header whose value came from `${VAR}` or a URL password.
+    /// The route sends a header whose value came from `${VAR}` or a URL password, or a URL or
+    /// body with a `${VAR}`.
     pub sends_secret: bool,
 }
 
@@ -241,7 +242,7 @@ impl<'a> Reveal<'a> {
     pub fn for_route(route: &Route, secrets: &'a [String]) -> Reveal<'a> {
         Reveal {
             secrets,
-            sends_secret: route.headers.iter().any(|h| h.secret),
+            sends_secret: route.secret_request || route.headers.iter().any(|h| h.secret),
         }
     }
 
@@ -413,8 +414,15 @@ impl Class {
 pub struct Route {
     /// Request target as written (`/api/health`), or `host:port` for TCP.
     pub path: String,
-    /// What the report shows: the full URL (`unix:/run/x.sock:/health` for sockets).
+    /// What the report shows: the full URL (`unix:/run/x.sock:/health` for sockets), with
+    /// any `${VAR}` as written, never its value.
     pub url: String,
+    /// The URL the request goes to, variables expanded (`http://localhost/path` over a Unix
+    /// socket, whose path is the transport). Never printed.
+    pub request: String,
+    /// Its URL or body holds a value from the environment: server text that echoes it is
+    /// withheld, as for a secret header.
+    pub secret_request: bool,
     pub class: Class,
     pub method: reqwest::Method,
     pub body: Option<String>,

@@ -797,12 +797,8 @@ async fn attempt_tcp(target: &Target, route: &Route, budget: Duration) -> Attemp
     }
 }
 
-fn request_url(target: &Target, route: &Route) -> String {
-    match &target.endpoint {
-        // The socket path is the transport; the URL only carries the request target.
-        Endpoint::Unix { .. } => format!("http://localhost{}", route.path),
-        _ => route.url.clone(),
-    }
+fn request_url(route: &Route) -> String {
+    route.request.clone()
 }
 
 async fn attempt_http(
@@ -815,7 +811,7 @@ async fn attempt_http(
 ) -> Attempt {
     let started = Instant::now();
     let unix = matches!(target.endpoint, Endpoint::Unix { .. });
-    let first = reqwest::Url::parse(&request_url(target, route)).ok();
+    let first = reqwest::Url::parse(&request_url(route)).ok();
     // Where the redirect chain stands, also read when the deadline ends a hop.
     let chain = std::sync::Mutex::new(first.clone().map(|u| {
         crate::redirect::Chain::new(u, route.method.clone(), route.timing.follow_redirects, unix)
@@ -829,7 +825,7 @@ async fn attempt_http(
             let build = |c: &reqwest::Client| {
                 let mut req = match &url {
                     Some(u) => c.request(method.clone(), u.clone()),
-                    None => c.request(method.clone(), request_url(target, route)),
+                    None => c.request(method.clone(), request_url(route)),
                 };
                 for h in &route.headers {
                     let dropped_with_body = !keep_body && h.name == reqwest::header::CONTENT_TYPE;

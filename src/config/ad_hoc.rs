@@ -52,6 +52,8 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         let route = Route {
             path,
             url: url.to_string(),
+            request: url.to_string(),
+            secret_request: false,
             class,
             method: reqwest::Method::GET,
             body: None,

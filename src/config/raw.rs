@@ -97,7 +97,8 @@ pub(super) struct RawDefaults {
 pub(super) struct RawTarget {
     #[schemars(with = "String")]
     pub(super) name: Spanned<String>,
-    /// `http://host[:port]`, `https://…`, or `unix:/path/to.sock` (HTTP over a Unix socket).
+    /// `http://host[:port]`, `https://…`, or `unix:/path/to.sock` (HTTP over a Unix socket);
+    /// `${VAR}` is taken from the environment (reports show the name, never the value).
     #[schemars(with = "Option<String>")]
     pub(super) base_url: Option<Spanned<String>>,
     /// `host:port`: a plain TCP connect probe instead of HTTP.
@@ -171,7 +172,8 @@ pub(super) enum RawIp {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
-    /// Request target, e.g. `/api/health`.
+    /// Request target, e.g. `/api/health`; `${VAR}` is taken from the environment (reports
+    /// show the name, never the value).
     #[schemars(with = "String")]
     pub(super) path: Spanned<String>,
     /// `core` (liveness; default) or `auxiliary` (heavy, optional; never unhealthy).
@@ -180,8 +182,10 @@ pub(super) struct RawRoute {
     /// HTTP method (default GET).
     #[schemars(with = "Option<String>")]
     pub(super) method: Option<Spanned<String>>,
-    /// Request body, e.g. a JSON-RPC health call.
-    pub(super) body: Option<String>,
+    /// Request body, e.g. a JSON-RPC health call; `${VAR}` is taken from the environment and
+    /// never printed.
+    #[schemars(with = "Option<String>")]
+    pub(super) body: Option<Spanned<String>>,
     /// Extra request headers for this route.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]

@@ -11,7 +11,7 @@ use super::context::{Ctx, MAX_CONCURRENCY, clamp_u32};
 use super::raw::{RawFile, RawIp, RawRecovery, RawTarget};
 use super::route::{resolve_headers, resolve_route};
 use super::scalars::Count;
-use super::secrets::{take_userinfo, without_password};
+use super::secrets::{expand_env, take_userinfo, without_password};
 use super::{ConfigError, MAX_ROUTES};
 use crate::outcome::Outcome;
 use crate::plan::{
@@ -225,6 +225,8 @@ pub(super) fn resolve_target(
         .unwrap_or(base_connect);
 
     let mut auth = None;
+    // The base URL as reports show it when it holds a `${VAR}`: as written.
+    let mut display_base = None;
     let endpoint = match (&t.base_url, &t.tcp) {
         (Some(_), Some(tcp)) => {
             return Err(cx.err(
@@ -236,8 +238,9 @@ pub(super) fn resolve_target(
             return Err(cx.err(&at, format!("target {name:?}: missing base_url (http://…, https://…, unix:/path.sock) or tcp (host:port)")));
         }
         (Some(url), None) => {
-            let (endpoint, credentials) = parse_base_url(cx, url, &name)?;
+            let (endpoint, credentials, shown) = parse_base_url(cx, url, &name)?;
             auth = credentials;
+            display_base = shown;
             endpoint
         }
         (None, Some(tcp)) => {
@@ -345,6 +348,8 @@ pub(super) fn resolve_target(
         vec![Route {
             path: addr.clone(),
             url: format!("tcp://{addr}"),
+            request: format!("tcp://{addr}"),
+            secret_request: false,
             class: Class::Core,
             method: reqwest::Method::GET,
             body: None,
@@ -362,7 +367,17 @@ pub(super) fn resolve_target(
         t.routes
             .kept
             .into_iter()
-            .map(|r| resolve_route(cx, r, &endpoint, &timing, &target_headers, &name))
+            .map(|r| {
+                resolve_route(
+                    cx,
+                    r,
+                    &endpoint,
+                    display_base.as_deref(),
+                    &timing,
+                    &target_headers,
+                    &name,
+                )
+            })
             .collect::<Result<_, _>>()?
     };
 
@@ -380,26 +395,31 @@ pub(super) fn resolve_target(
     })
 }
 
+/// The endpoint of a `base_url` (`${VAR}` expanded), the credentials of its userinfo, and,
+/// when a `${VAR}` was expanded, the base as reports show it: as written, no value in it.
 pub(super) fn parse_base_url(
     cx: &Ctx,
     url: &Spanned<String>,
     name: &str,
-) -> Result<(Endpoint, Option<Header>), ConfigError> {
-    let v = url.value.trim();
+) -> Result<(Endpoint, Option<Header>, Option<String>), ConfigError> {
+    let (expanded, secret) = expand_env(cx, url)?;
+    let v = expanded.trim();
+    // Never echo a password from the userinfo, nor a value from the environment.
+    let shown = without_password(if secret { url.value.trim() } else { v });
+    let display = secret.then(|| shown.trim_end_matches('/').to_string());
     if let Some(path) = v.strip_prefix("unix:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if !path.starts_with('/') {
-            return Err(cx.err(url, format!("target {name:?}: invalid unix socket {v:?}; expected an absolute path, e.g. unix:/run/app/rpc.sock")));
+            return Err(cx.err(url, format!("target {name:?}: invalid unix socket {shown:?}; expected an absolute path, e.g. unix:/run/app/rpc.sock")));
         }
         return Ok((
             Endpoint::Unix {
                 socket: PathBuf::from(path),
             },
             None,
+            display,
         ));
     }
-    // Never echo a password from the userinfo.
-    let shown = without_password(v);
     let mut parsed = reqwest::Url::parse(v).map_err(|e| {
         cx.err(url, format!("target {name:?}: invalid base_url {shown:?} ({e}); expected http://host[:port], https://… or unix:/path.sock"))
     })?;
@@ -424,6 +444,7 @@ pub(super) fn parse_base_url(
             base: parsed.as_str().trim_end_matches('/').to_string(),
         },
         auth,
+        display,
     ))
 }
 

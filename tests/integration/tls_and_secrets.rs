@@ -797,6 +797,97 @@ fn secret_reflected_by_the_server_is_redacted_from_failure_text() {
     }
 }
 
+/// `${VAR}` in a base URL's path, a route's path (query) and a request body: the server gets
+/// the values; no output shows them, not even where the server echoes them back in a failure
+/// (the excerpt, a redirect's Location) — reports show the names as written.
+#[test]
+fn secrets_in_base_url_path_and_body_reach_the_server_and_no_output() {
+    let s = Srv::http(|r| {
+        let seen = format!("{} {}", r.path, String::from_utf8_lossy(&r.body));
+        if r.path.contains("/bounce") {
+            return resp(302, &[("Location", &format!("/landed?was={}", r.path))], "");
+        }
+        if r.path.starts_with("/landed") {
+            return resp(503, &[], format!("no: {seen}"));
+        }
+        match r.method.as_str() {
+            "POST" => resp(200, &[], format!("echo {seen}")),
+            _ => resp(500, &[], format!("failed for {seen}")),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}/t/${{{SECRET_VAR}}}\n    routes:\n      - {{ path: \"/q?key=${{{SECRET_VAR}}}\" }}\n      - {{ path: /rpc, method: POST, body: '{{\"token\":\"${{{SECRET_VAR}}}\"}}', expect: {{ body_contains: welcome }} }}\n      - {{ path: \"/bounce/${{{SECRET_VAR}}}\", follow_redirects: 1 }}\n",
+            s.port()
+        ),
+    );
+    every_output(
+        dir.path(),
+        &[(SECRET_VAR, SECRET)],
+        1,
+        "secrets in URLs and bodies",
+    );
+    let reqs = s.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.path == format!("/t/{SECRET}/q?key={SECRET}")),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.method == "POST"
+            && r.path == format!("/t/{SECRET}/rpc")
+            && r.body == format!("{{\"token\":\"{SECRET}\"}}").as_bytes()),
+        "{reqs:?}"
+    );
+    let o = check(dir.path(), &["--format", "json"], &[(SECRET_VAR, SECRET)]);
+    let doc = o.json();
+    let routes = doc["targets"][0]["routes"].as_array().unwrap();
+    // What the reports show: the names as written.
+    assert_eq!(
+        routes[0]["url"],
+        format!(
+            "http://127.0.0.1:{}/t/${{{SECRET_VAR}}}/q?key=${{{SECRET_VAR}}}",
+            s.port()
+        )
+    );
+    assert_eq!(routes[0]["outcome"], "http_error", "{doc:#}");
+    assert_eq!(routes[1]["outcome"], "body_mismatch", "{doc:#}");
+    assert_eq!(routes[2]["outcome"], "http_error", "{doc:#}");
+    assert_eq!(
+        routes[2]["redirects"].as_array().unwrap().len(),
+        1,
+        "{doc:#}"
+    );
+
+    // An unset variable in a path or a body is a config error at its position, naming it.
+    for (route, line_col) in [
+        ("      - { path: \"/x/${RW_TEST_UNSET_PATH}\" }\n", ":6:17:"),
+        (
+            "      - { path: /x, body: \"${RW_TEST_UNSET_PATH}\" }\n",
+            ":6:27:",
+        ),
+    ] {
+        probe_file(
+            dir.path(),
+            &format!(
+                "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}\n    routes:\n{route}",
+                s.port()
+            ),
+        );
+        let o = check(dir.path(), &["--format", "json"], &[(SECRET_VAR, SECRET)]);
+        assert_eq!(o.code, 2, "{}", o.all());
+        assert!(
+            o.stderr.contains(&format!(
+                "probes.yaml{line_col} environment variable RW_TEST_UNSET_PATH is not set"
+            )),
+            "{}",
+            o.all()
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. User-Agent
 
