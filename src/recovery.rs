@@ -102,8 +102,12 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
     match input.verdict {
         Verdict::Unknown if input.cut_short > 0 => {
             return Err(format!(
-                "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
-                input.cut_short
+                "{} ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+                crate::words::count(
+                    input.cut_short as u64,
+                    "failing core route",
+                    "failing core routes"
+                )
             ));
         }
         Verdict::Unknown => {
@@ -120,8 +124,12 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
     }
     if input.core_failures.is_empty() && input.cut_short > 0 {
         return Err(format!(
-            "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
-            input.cut_short
+            "{} ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+            crate::words::count(
+                input.cut_short as u64,
+                "failing core route",
+                "failing core routes"
+            )
         ));
     }
     if !input
@@ -140,8 +148,13 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), String> {
     }
     if input.state.consecutive_unhealthy < p.after_failed_runs {
         return Err(format!(
-            "unhealthy for {} consecutive run(s); acting after {} (after_failed_runs)",
-            input.state.consecutive_unhealthy, p.after_failed_runs
+            "unhealthy for {}; acting after {} (after_failed_runs)",
+            crate::words::count(
+                u64::from(input.state.consecutive_unhealthy),
+                "consecutive run",
+                "consecutive runs"
+            ),
+            p.after_failed_runs
         ));
     }
     if input.lock_held_elsewhere {
@@ -691,14 +704,18 @@ fn intent(
         .map(|&i| format!("{} {}", case.routes[i].path, case.routes[i].outcome))
         .collect();
     let mut why = format!(
-        "core {} {} ({} consecutive unhealthy run(s))",
+        "core {} {} ({})",
         if failing.len() == 1 {
             "route"
         } else {
             "routes"
         },
         routes.join(", "),
-        state.consecutive_unhealthy
+        crate::words::count(
+            u64::from(state.consecutive_unhealthy),
+            "consecutive unhealthy run",
+            "consecutive unhealthy runs"
+        )
     );
     if !said.is_empty() {
         why = format!("{why}; {said}");
@@ -983,7 +1000,7 @@ mod tests {
                     cut_short: 3,
                     ..input(&p, &s1, now)
                 },
-                "3 failing core route(s) ran out of the run's time",
+                "3 failing core routes ran out of the run's time",
             ),
             (
                 DecisionInput {

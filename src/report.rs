@@ -201,9 +201,9 @@ pub fn text(report: &RunReport, colour: bool) -> String {
     };
     let _ = writeln!(
         out,
-        "\n{status}: {} ({} routes in {})",
+        "\n{status}: {} ({} in {})",
         report.summary.line,
-        report.summary.counts.routes,
+        crate::words::count(report.summary.counts.routes as u64, "route", "routes"),
         fmt_duration(std::time::Duration::from_millis(report.elapsed_ms))
     );
     out
@@ -267,9 +267,9 @@ pub fn junit(report: &RunReport) -> String {
                 r.elapsed.as_secs_f64()
             );
             let detail = format!(
-                "{} after {} attempt(s){}{}",
+                "{} after {}{}{}",
                 r.outcome,
-                r.attempts,
+                crate::words::count(u64::from(r.attempts), "attempt", "attempts"),
                 r.status_code
                     .map_or(String::new(), |c| format!(", status {c}")),
                 r.error.as_ref().map_or(String::new(), |e| format!(": {e}"))

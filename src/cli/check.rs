@@ -257,8 +257,9 @@ fn interrupted(plan: &routewatch::plan::Plan, finished: &std::sync::Mutex<Vec<St
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "routewatch: interrupted after {} of {total} routes{}",
+        "routewatch: interrupted after {} of {}{}",
         done.len(),
+        routewatch::words::count(total as u64, "route", "routes"),
         if done.is_empty() { "" } else { ":" }
     );
     for line in &done {

@@ -109,6 +109,9 @@ fn a_dropins_errors_carry_its_own_position_and_settings_stay_in_the_probe_file()
     let dir = trusted_dir();
     let cfg = dir.path().join("probes.yaml");
     write(&cfg, "targets:\n  - { name: main, tcp: 127.0.0.1:9 }\n");
+    let (code, out, err) = run(&["validate"], &cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok (1 target, 1 route)"), "{out}");
     let d = dir.path().join("probes.d/10-x.yaml");
     for (text, want) in [
         (

@@ -62,6 +62,8 @@ async fn a_chain_within_the_limit_is_followed_and_each_hop_reported() {
         ])
     );
     let text = report::text(&report, false);
+    // One route is one route.
+    assert!(text.contains("(1 route in "), "{text}");
     assert!(
         text.contains(&format!(
             "app /a: redirected 302 {} → 301 {}",
