@@ -28,6 +28,8 @@ pub struct Plan {
     /// As root: why a drop-in file read for this plan (or its directory) cannot be trusted;
     /// recovery is blocked then, as for an untrusted probe file.
     pub untrusted: Vec<String>,
+    /// What the probe file allows but probably does not mean, each `file:line:col: …`.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {

@@ -101,6 +101,7 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         notify: Vec::new(),
         secrets,
         untrusted: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 

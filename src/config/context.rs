@@ -27,6 +27,10 @@ pub(super) struct Ctx<'a> {
     pub(super) secrets: &'a std::cell::RefCell<Vec<String>>,
     /// Every pattern compiled so far (shared by identical patterns), and their charged size.
     pub(super) regexes: &'a Regexes,
+    /// `validate`: an unset `${VAR}` is a warning (and expands to nothing), not an error.
+    pub(super) lenient: bool,
+    /// What is allowed but probably wrong, at its position (`validate` prints them).
+    pub(super) warnings: &'a std::cell::RefCell<Vec<ConfigError>>,
 }
 
 /// The patterns compiled so far, shared by the probe file and its drop-ins.
@@ -41,6 +45,12 @@ impl Ctx<'_> {
             at: (l.line() > 0).then(|| (l.line(), l.column())),
             message: clip_message(message.into()),
         }
+    }
+
+    /// A warning at `at`: allowed, but probably not what was meant.
+    pub(super) fn warn<T>(&self, at: &Spanned<T>, message: impl Into<String>) {
+        let w = self.err(at, message);
+        self.warnings.borrow_mut().push(w);
     }
 
     /// A scalar as written in the file (`99999999999`, `"0s"`), else `fallback`.

@@ -75,12 +75,29 @@ pub fn schema() -> serde_json::Value {
 
 /// Read and resolve a probe file. `env` looks up `${VAR}` references.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
+    load_as(path, env, false)
+}
+
+/// [`load`] for `validate`, which sends nothing and needs no secrets: an unset `${VAR}` is a
+/// warning in [`Plan::warnings`] (at its position), expanded to nothing.
+pub fn load_lenient(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    load_as(path, env, true)
+}
+
+fn load_as(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    lenient: bool,
+) -> Result<Plan, ConfigError> {
     let file = crate::trust::open_regular(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         at: None,
         message: format!("cannot read: {e}"),
     })?;
-    load_opened(&file, path, env)
+    read_opened(&file, path, env, lenient)
 }
 
 /// Read and resolve a probe file from a descriptor already opened (and, as root, judged:
@@ -89,6 +106,15 @@ pub fn load_opened(
     opened: &std::fs::File,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    read_opened(opened, path, env, false)
+}
+
+fn read_opened(
+    opened: &std::fs::File,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    lenient: bool,
 ) -> Result<Plan, ConfigError> {
     let file = path.display().to_string();
     let err = |message: String| ConfigError {
@@ -112,7 +138,7 @@ pub fn load_opened(
             message: "invalid UTF-8; a probe file must be UTF-8 text".into(),
         }
     })?;
-    parse_in(&text, &file, env, path.parent(), Some(path))
+    parse_in(&text, &file, env, path.parent(), Some(path), lenient)
 }
 
 /// The 1-based line and column of byte `offset` of `bytes`.
@@ -135,7 +161,7 @@ pub fn parse(
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Plan, ConfigError> {
-    parse_in(text, file, env, None, None)
+    parse_in(text, file, env, None, None, false)
 }
 
 fn parse_in(
@@ -144,6 +170,7 @@ fn parse_in(
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
     path: Option<&Path>,
+    lenient: bool,
 ) -> Result<Plan, ConfigError> {
     let blank = text
         .lines()
@@ -170,7 +197,7 @@ fn parse_in(
         MAX_TOTAL_BYTES.saturating_sub(text.len() as u64),
         rustix::process::geteuid().is_root(),
     )?;
-    resolve(raw, file, text, env, base_dir, found)
+    resolve(raw, file, text, env, base_dir, found, lenient)
 }
 
 #[cfg(test)]

@@ -26,9 +26,11 @@ pub(super) fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
     dropins: super::dropins::Found,
+    lenient: bool,
 ) -> Result<Plan, ConfigError> {
     let secrets = std::cell::RefCell::default();
     let regexes = super::context::Regexes::default();
+    let warnings = std::cell::RefCell::default();
     let cx = Ctx {
         file,
         text,
@@ -36,6 +38,8 @@ pub(super) fn resolve(
         base_dir,
         secrets: &secrets,
         regexes: &regexes,
+        lenient,
+        warnings: &warnings,
     };
     let d = raw.defaults.unwrap_or_default();
     // Every value of `defaults` is checked where it is written, even if each target overrides it.
@@ -98,6 +102,8 @@ pub(super) fn resolve(
             base_dir: Some(dir),
             secrets: &secrets,
             regexes: &regexes,
+            lenient,
+            warnings: &warnings,
         })
         .collect();
     let mut sources: Vec<(&Ctx, Vec<Spanned<RawTarget>>)> = vec![(&cx, raw.targets.value.kept)];
@@ -115,12 +121,29 @@ pub(super) fn resolve(
         ));
     }
 
+    let run_timeout = cx
+        .positive(scope, "run_timeout", &d.run_timeout)?
+        .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
     let mut targets = Vec::new();
     // Each name and where it was first used.
     let mut names: Vec<(String, String)> = Vec::new();
     for (tcx, raw_targets) in sources {
         for t in raw_targets {
             let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
+            let route_at: Vec<(Spanned<()>, Option<Spanned<()>>)> = t
+                .value
+                .routes
+                .kept
+                .iter()
+                .map(|r| {
+                    let own = r
+                        .value
+                        .timeout
+                        .as_ref()
+                        .map(|x| Spanned::new((), x.referenced, x.defined));
+                    (Spanned::new((), r.referenced, r.defined), own)
+                })
+                .collect();
             let target = resolve_target(
                 tcx,
                 t,
@@ -144,13 +167,11 @@ pub(super) fn resolve(
                     ),
                 ));
             }
+            lint(tcx, &target, &name_at, &route_at, run_timeout);
             names.push((target.name.clone(), place));
             targets.push(target);
         }
     }
-    let run_timeout = cx
-        .positive(scope, "run_timeout", &d.run_timeout)?
-        .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
     let ping = raw
         .ping
         .as_ref()
@@ -174,7 +195,43 @@ pub(super) fn resolve(
         notify,
         secrets: secrets.take(),
         untrusted: dropins.untrusted,
+        warnings: warnings.take().iter().map(ToString::to_string).collect(),
     })
+}
+
+/// What a target allows but probably does not mean, warned at its position: a route timeout
+/// longer than the run's (the run cuts it short), a unit without a core route (recovery can
+/// never trigger).
+fn lint(
+    cx: &Ctx,
+    t: &Target,
+    name_at: &Spanned<()>,
+    route_at: &[(Spanned<()>, Option<Spanned<()>>)],
+    run_timeout: Duration,
+) {
+    for (r, (at, own)) in t.routes.iter().zip(route_at) {
+        if r.timing.timeout > run_timeout {
+            cx.warn(
+                own.as_ref().unwrap_or(at),
+                format!(
+                    "target {:?}: route {}: timeout {} is longer than run_timeout {}: the run ends it first",
+                    t.name,
+                    r.path,
+                    humantime::format_duration(r.timing.timeout),
+                    humantime::format_duration(run_timeout)
+                ),
+            );
+        }
+    }
+    if t.unit.is_some() && !t.routes.iter().any(|r| r.class == Class::Core) {
+        cx.warn(
+            name_at,
+            format!(
+                "target {:?}: has a unit but no core route; recovery can never trigger",
+                t.name
+            ),
+        );
+    }
 }
 
 pub(super) fn resolve_target(
