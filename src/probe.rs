@@ -827,6 +827,15 @@ async fn attempt_http(
                     Some(u) => c.request(method.clone(), u.clone()),
                     None => c.request(method.clone(), request_url(route)),
                 };
+                // The body is judged as sent: ask for it unencoded (this client decodes
+                // nothing), unless the route asks for an encoding itself.
+                if !route
+                    .headers
+                    .iter()
+                    .any(|h| h.name == reqwest::header::ACCEPT_ENCODING)
+                {
+                    req = req.header(reqwest::header::ACCEPT_ENCODING, "identity");
+                }
                 for h in &route.headers {
                     let dropped_with_body = !keep_body && h.name == reqwest::header::CONTENT_TYPE;
                     if crate::redirect::header_goes(h, at_home) && !dropped_with_body {
@@ -1217,6 +1226,21 @@ async fn judge_response(
         };
     }
 
+    // A body sent encoded although identity was asked for: its checks would see compressed
+    // bytes (a substring never found, a forbidden one never seen), so they are not run on it,
+    // and the message names the encoding instead of quoting binary.
+    if expect.needs_body()
+        && let Some(encoding) = content_encoding(resp.headers())
+    {
+        return Attempt {
+            outcome: Outcome::BodyMismatch,
+            error: Some(format!(
+                "the body is {encoding}-encoded (Content-Encoding: {encoding}) although the request asked for identity; the body checks need the plain body: make the server honour Accept-Encoding: identity, or check a route that is not compressed"
+            )),
+            ..base
+        };
+    }
+
     // Read the body under the attempt's deadline (a trickling or stalled body times out, and
     // keeps its status), at most `max_body` bytes; beyond that we stop reading and close the
     // connection. Reading also stops as soon as the body checks pass on what has arrived: a
@@ -1351,6 +1375,31 @@ async fn judge_response(
         },
         (None, None) => base,
     }
+}
+
+/// The `Content-Encoding` of a response other than `identity` (`gzip`, `br`, `gzip, br`),
+/// printable and short, if any. Pure.
+pub fn content_encoding(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(reqwest::header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|v| !v.is_empty() && v != "identity")
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    let joined = values.join(", ");
+    let clean: String = joined
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(40)
+        .collect();
+    Some(clean)
 }
 
 /// Whether the body checks pass on a body cut at `max_body` whatever follows the cut: a

@@ -888,6 +888,77 @@ fn secrets_in_base_url_path_and_body_reach_the_server_and_no_output() {
     }
 }
 
+/// `{"status":"ok"}` gzip-compressed, as a server that ignores `Accept-Encoding` sends it.
+const GZIPPED_OK: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\x2a\x2e\x49\x2c\x29\x2d\x56\xb2\x52\xca\xcf\x56\xaa\x05\x00\xdd\xed\x13\x1d\x0f\x00\x00\x00";
+
+/// Every probe asks for `Accept-Encoding: identity`; a server that compresses anyway gets a
+/// `body_mismatch` that names the encoding, never binary in the message, and never a body
+/// check passed on compressed bytes (`body_not_contains` would find nothing in them). A route
+/// may ask for an encoding itself; without body checks an encoded body is fine.
+#[test]
+fn an_encoded_body_sent_regardless_is_named_not_printed() {
+    let s = Srv::http(|r| {
+        if r.path == "/plain" {
+            return resp(200, &[], "{\"status\":\"ok\"}");
+        }
+        resp(
+            200,
+            &[
+                ("Content-Encoding", "gzip"),
+                ("Content-Type", "application/json"),
+            ],
+            GZIPPED_OK,
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}\n    routes:\n      - {{ path: /json, expect: {{ json: {{ status: ok }} }} }}\n      - {{ path: /forbidden, expect: {{ body_not_contains: Traceback }} }}\n      - {{ path: /status-only }}\n      - {{ path: /plain, expect: {{ body_contains: ok }} }}\n      - {{ path: /asks, headers: {{ Accept-Encoding: gzip }} }}\n",
+            s.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let doc = o.json();
+    for p in ["/json", "/forbidden"] {
+        let r = route(&doc, "api", p);
+        assert_eq!(r["outcome"], "body_mismatch", "{doc:#}");
+        let e = error_of(r);
+        assert!(
+            e.starts_with("the body is gzip-encoded (Content-Encoding: gzip) although the request asked for identity"),
+            "{e}"
+        );
+        assert!(!e.contains('\u{fffd}') && !e.contains("\\u{1f}"), "{e}");
+    }
+    for p in ["/status-only", "/plain", "/asks"] {
+        assert_eq!(route(&doc, "api", p)["outcome"], "ok", "{doc:#}");
+    }
+    let o = check(dir.path(), &["--format", "text"], &[]);
+    assert!(!o.stdout.contains('\u{fffd}'), "{}", o.all());
+    for r in s.requests() {
+        let want = if r.path == "/asks" {
+            "gzip"
+        } else {
+            "identity"
+        };
+        assert_eq!(r.header("accept-encoding"), Some(want), "{r:?}");
+    }
+    // One Accept-Encoding header, the route's own, never both.
+    let asks = s
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/asks")
+        .unwrap();
+    assert_eq!(
+        asks.headers
+            .iter()
+            .filter(|(n, _)| n == "accept-encoding")
+            .count(),
+        1
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. User-Agent
 
