@@ -32,7 +32,8 @@ pub struct RouteResult {
     /// an attempt, or its last attempt had less time than `timeout`. Not evidence of a hang.
     #[serde(skip)]
     pub cut_short: bool,
-    /// The server certificate an `https://` route was answered over (the leaf).
+    /// The certificate that expires first among those the server of an `https://` route
+    /// presented (leaf and intermediates).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<crate::certs::CertInfo>,
     /// The redirects followed (`follow_redirects`), in order; the outcome is the last answer's.
@@ -732,6 +733,8 @@ struct Attempt {
     cert: Option<crate::certs::CertInfo>,
     /// The redirects followed before the answer judged.
     redirects: Vec<crate::redirect::Hop>,
+    /// The server's leaf certificate (DER), to find its chain after the attempt.
+    leaf: Option<Vec<u8>>,
 }
 
 impl Attempt {
@@ -745,6 +748,7 @@ impl Attempt {
             cut_short: false,
             cert: None,
             redirects: Vec::new(),
+            leaf: None,
         }
     }
 
@@ -758,6 +762,7 @@ impl Attempt {
             cut_short: false,
             cert: None,
             redirects: Vec::new(),
+            leaf: None,
         }
     }
 }
@@ -981,6 +986,14 @@ async fn attempt_http(
     if let Some(c) = hops() {
         a.redirects = c.hops;
     }
+    if let Some(der) = a.leaf.take() {
+        // Outside the attempt's deadline: the body has been judged; only the certificate's
+        // expiry is left to judge, on the whole chain.
+        if let Some(chain) = chain_cert(target, der).await {
+            a.cert = Some(chain);
+        }
+        a = cert_expiry(a, &route.expect);
+    }
     if unsent && a.outcome == Outcome::EmptyReply && !target.speaks_tls() {
         // hyper drops a request, without saying why, when the connection dies before it is
         // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
@@ -1155,14 +1168,17 @@ async fn judge_response(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-    let cert = resp
+    let leaf = resp
         .extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|info| info.peer_certificate())
-        .and_then(|der| crate::certs::read(der, SystemTime::now()));
+        .map(<[u8]>::to_vec);
     let base = Attempt {
         retry_after,
-        cert,
+        cert: leaf
+            .as_deref()
+            .and_then(|der| crate::certs::read(der, SystemTime::now())),
+        leaf,
         ..Attempt::ok(Some(status))
     };
 
@@ -1353,28 +1369,39 @@ async fn judge_response(
             fmt_duration(max)
         )
     });
-    // A certificate near its end is a warning for a person, never a failure: the service
-    // answers now. It outranks `slow` in the outcome, and the error says both.
-    let expiring = expect
-        .cert_min
-        .zip(base.cert.as_ref())
-        .and_then(|(min, cert)| crate::certs::expiring(cert, min, SystemTime::now()));
-    match (expiring, slow) {
-        (Some(why), slow) => Attempt {
-            outcome: Outcome::CertExpiring,
-            error: Some(match slow {
-                Some(slow) => format!("{why}; {slow}"),
-                None => why,
-            }),
-            ..base
-        },
-        (None, Some(slow)) => Attempt {
+    // The certificate's expiry is judged after the attempt (see `cert_expiry`), once the
+    // whole chain is known.
+    match slow {
+        Some(slow) => Attempt {
             outcome: Outcome::Slow,
             error: Some(slow),
             ..base
         },
-        (None, None) => base,
+        None => base,
     }
+}
+
+/// A certificate near its end is a warning for a person, never a failure: the service answers
+/// now. An `ok` or `slow` attempt whose certificate (the chain's earliest) expires within
+/// `expect.cert_min_days` is `cert_expiring`, which outranks `slow`; the error says both.
+/// Pure, apart from the clock.
+fn cert_expiry(mut a: Attempt, expect: &crate::plan::Expect) -> Attempt {
+    if !matches!(a.outcome, Outcome::Ok | Outcome::Slow) {
+        return a;
+    }
+    let Some(why) = expect
+        .cert_min
+        .zip(a.cert.as_ref())
+        .and_then(|(min, cert)| crate::certs::expiring(cert, min, SystemTime::now()))
+    else {
+        return a;
+    };
+    a.error = Some(match (a.outcome, a.error.take()) {
+        (Outcome::Slow, Some(slow)) => format!("{why}; {slow}"),
+        _ => why,
+    });
+    a.outcome = Outcome::CertExpiring;
+    a
 }
 
 /// The `Content-Encoding` of a response other than `identity` (`gzip`, `br`, `gzip, br`),
@@ -1400,6 +1427,54 @@ pub fn content_encoding(headers: &reqwest::header::HeaderMap) -> Option<String> 
         .take(40)
         .collect();
     Some(clean)
+}
+
+/// Chains already read this run: one diagnostic handshake per server and leaf, shared by the
+/// routes that were answered over it (they may ask at once).
+type ChainCache = std::sync::Mutex<
+    std::collections::HashMap<
+        (std::net::SocketAddr, Vec<u8>),
+        Arc<tokio::sync::OnceCell<Option<crate::certs::CertInfo>>>,
+    >,
+>;
+static CHAINS: std::sync::OnceLock<ChainCache> = std::sync::OnceLock::new();
+
+/// The certificate that expires first in the chain the server of `target` presents, given the
+/// leaf the response came over. The TLS layer hands the probe only the leaf, so the chain is
+/// read once per server and leaf by a handshake of its own (bounded by `connect_timeout` and
+/// 2 s, outside the attempt's time); when that fails, or through a proxy, the leaf alone.
+async fn chain_cert(target: &Target, leaf: Vec<u8>) -> Option<crate::certs::CertInfo> {
+    let now = SystemTime::now();
+    if !target.is_https() || target.use_env_proxy {
+        return None;
+    }
+    let (Some((host, _)), Some(addr)) = (target.http_host_port(), http_socket_addr(target).await)
+    else {
+        return None;
+    };
+    let cell = {
+        let cache = CHAINS.get_or_init(Default::default);
+        let mut cache = cache.lock().expect("not poisoned");
+        Arc::clone(cache.entry((addr, leaf.clone())).or_default())
+    };
+    let budget = target.connect_timeout.min(Duration::from_secs(2));
+    let earliest = cell
+        .get_or_init(|| async move {
+            let chain = tokio::task::spawn_blocking(move || {
+                crate::tls_check::presented_chain(addr, &host, budget)
+            })
+            .await
+            .ok()
+            .flatten()?;
+            // The handshake must have met the same server certificate the response came over.
+            if chain.first() != Some(&leaf) {
+                return None;
+            }
+            crate::certs::earliest(&chain, SystemTime::now())
+        })
+        .await
+        .clone();
+    earliest.map(|c| crate::certs::info(c.subject, c.not_after_unix, now))
 }
 
 /// Whether the body checks pass on a body cut at `max_body` whatever follows the cut: a

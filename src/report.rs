@@ -396,7 +396,7 @@ pub fn prometheus(report: &RunReport) -> String {
         family(
             "routewatch_tls_cert_expiry_seconds",
             "gauge",
-            "Unix time at which the server certificate of an https route expires (notAfter of the leaf certificate, the one the server presented; intermediates are not included).",
+            "Unix time at which the certificate chain an https route was answered over expires: the earliest notAfter among the certificates the server presented (leaf and intermediates).",
             certs,
         );
     }

@@ -276,6 +276,61 @@ fn pki(names: &[&str]) -> Pki {
     }
 }
 
+/// A root CA (the one to trust), an intermediate CA it signed that expires in
+/// `intermediate_days`, and a server certificate for `127.0.0.1` the intermediate signed that
+/// expires in `leaf_days`; the server presents the leaf and the intermediate.
+fn pki_chain(intermediate_days: u64, leaf_days: u64) -> Pki {
+    use std::time::SystemTime;
+    const DAY: u64 = 86_400;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca_params = |cn: &str, days: u64| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p.not_before = (SystemTime::now() - Duration::from_secs(DAY)).into();
+        p.not_after = (SystemTime::now() + Duration::from_secs(days * DAY)).into();
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params("routewatch test root", 3650);
+    let root_cert = root_params.self_signed(&root_key).unwrap();
+    let root = Issuer::new(root_params, root_key);
+
+    let mid_key = KeyPair::generate().unwrap();
+    let mut mid_params = ca_params("routewatch test intermediate", intermediate_days);
+    mid_params.use_authority_key_identifier_extension = true;
+    let mid_cert = mid_params.signed_by(&mid_key, &root).unwrap();
+    let mid = Issuer::new(mid_params, mid_key);
+
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = (SystemTime::now() - Duration::from_secs(DAY)).into();
+    leaf.not_after = (SystemTime::now() + Duration::from_secs(leaf_days * DAY)).into();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &mid).unwrap();
+
+    let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), mid_cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Pki {
+        ca_pem: root_cert.pem(),
+        server: Arc::new(server),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running the binary.
 
@@ -599,6 +654,53 @@ fn tls_ca_file_without_certificates_is_a_config_error() {
         o.all()
     );
     assert_eq!(s.connection_count(), 0, "nothing was probed");
+}
+
+/// The expiry reported (JSON `tls_cert`, the Prometheus gauge) and judged (`cert_min_days`) is
+/// the earliest `notAfter` of the chain the server presents: an intermediate that expires in
+/// 5 days under a leaf good for 60 is what breaks clients first.
+#[test]
+fn cert_expiry_is_the_earliest_in_the_presented_chain() {
+    let p = pki_chain(5, 60);
+    let s = tls_server(&p);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{}\n    tls: {{ ca_file: ca.pem }}\n    routes:\n      - {{ path: /warned, expect: {{ cert_min_days: 14 }} }}\n      - {{ path: /fine, expect: {{ cert_min_days: 3 }} }}\n",
+            s.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 0, "degraded, never unhealthy: {}", o.all());
+    let doc = o.json();
+    let warned = route(&doc, "api", "/warned");
+    assert_eq!(warned["outcome"], "cert_expiring", "{doc:#}");
+    let e = error_of(warned);
+    assert!(
+        e.starts_with("the server certificate CN=routewatch test intermediate expires in 5 days"),
+        "{e}"
+    );
+    for r in [warned, route(&doc, "api", "/fine")] {
+        let cert = &r["tls_cert"];
+        assert_eq!(
+            cert["subject"], "CN=routewatch test intermediate",
+            "{doc:#}"
+        );
+        let days = cert["days_left"].as_f64().unwrap();
+        assert!((4.8..=5.1).contains(&days), "{days}");
+    }
+    assert_eq!(route(&doc, "api", "/fine")["outcome"], "ok", "{doc:#}");
+    let not_after = warned["tls_cert"]["not_after_unix"].as_i64().unwrap();
+    let o = check(dir.path(), &["--format", "prometheus"], &[]);
+    assert!(
+        o.stdout.contains(&format!(
+            "routewatch_tls_cert_expiry_seconds{{target=\"api\",route=\"/warned\",class=\"core\"}} {not_after}"
+        )),
+        "{}",
+        o.all()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
