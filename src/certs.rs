@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-/// The server's certificate (the leaf: the TLS layer hands over no other), as reported.
+/// The server's certificate that expires first among those it presents (its leaf and the
+/// intermediates it sends; the root is the client's own), as reported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CertInfo {
-    /// The subject, e.g. `CN=api.example.org`.
+    /// The subject, e.g. `CN=api.example.org` (an intermediate's when it expires first).
     pub subject: String,
     /// `notAfter`, RFC 3339 (UTC).
     pub not_after: String,
@@ -26,6 +27,15 @@ pub fn read(der: &[u8], now: SystemTime) -> Option<CertInfo> {
     let not_after_unix = cert.validity().not_after.timestamp();
     let subject = cert.subject().to_string();
     Some(info(subject, not_after_unix, now))
+}
+
+/// The certificate of `chain` (DER, leaf first) that expires first, as a [`CertInfo`]; bytes
+/// that are not a certificate are skipped. Pure.
+pub fn earliest(chain: &[Vec<u8>], now: SystemTime) -> Option<CertInfo> {
+    chain
+        .iter()
+        .filter_map(|der| read(der, now))
+        .min_by_key(|c| c.not_after_unix)
 }
 
 /// A [`CertInfo`] from its parts. Pure.

@@ -366,10 +366,11 @@ pub fn target_unit(
             Check::warn(
                 name("start limit"),
                 format!(
-                    "{setting}: max_actions {} per {} and cooldown {} allow {most} action(s) in that time, {starts} starts with the unit's own; recovery refuses the one that would trip the limit",
+                    "{setting}: max_actions {} per {} and cooldown {} allow {} in that time, {starts} starts with the unit's own; recovery refuses the one that would trip the limit",
                     policy.max_actions,
                     humantime::format_duration(policy.window),
                     humantime::format_duration(policy.cooldown),
+                    crate::words::count(most, "action", "actions"),
                 ),
                 format!(
                     "StartLimitBurst={starts} in {unit}'s [Unit], or a lower max_actions / longer cooldown"

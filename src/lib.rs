@@ -25,6 +25,7 @@ pub mod plan;
 pub mod probe;
 pub mod push;
 pub mod recovery;
+pub mod redirect;
 pub mod report;
 pub mod retry;
 pub mod run;

@@ -25,6 +25,11 @@ pub struct Plan {
     pub notify: Vec<crate::alerts::notify::Notifier>,
     /// Values taken from `${VAR}`: redacted from every report, log line and error.
     pub secrets: Vec<String>,
+    /// As root: why a drop-in file read for this plan (or its directory) cannot be trusted;
+    /// recovery is blocked then, as for an untrusted probe file.
+    pub untrusted: Vec<String>,
+    /// What the probe file allows but probably does not mean, each `file:line:col: …`.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -229,7 +234,8 @@ pub const WITHHELD: &str = "withheld: the route sends a secret header";
 #[derive(Debug, Clone, Copy)]
 pub struct Reveal<'a> {
     pub secrets: &'a [String],
-    /// The route sends a header whose value came from `${VAR}` or a URL password.
+    /// The route sends a header whose value came from `${VAR}` or a URL password, or a URL or
+    /// body with a `${VAR}`.
     pub sends_secret: bool,
 }
 
@@ -238,7 +244,7 @@ impl<'a> Reveal<'a> {
     pub fn for_route(route: &Route, secrets: &'a [String]) -> Reveal<'a> {
         Reveal {
             secrets,
-            sends_secret: route.headers.iter().any(|h| h.secret),
+            sends_secret: route.secret_request || route.headers.iter().any(|h| h.secret),
         }
     }
 
@@ -282,11 +288,19 @@ pub struct Target {
 }
 
 impl Target {
-    /// Whether a probe of this target can need TLS: an `https` base URL, or an environment
-    /// proxy (which may be `https://`). Redirects are never followed, so nothing else can.
+    /// Whether a probe of this target needs TLS to reach the target: an `https` base URL, or
+    /// an environment proxy (which may be `https://`).
     pub fn speaks_tls(&self) -> bool {
         self.use_env_proxy
             || matches!(&self.endpoint, Endpoint::Http { base } if base.starts_with("https:"))
+    }
+
+    /// Whether its HTTP client may need TLS at all: [`Target::speaks_tls`], or a route that
+    /// follows redirects (which may lead to `https://`).
+    pub fn may_use_tls(&self) -> bool {
+        self.speaks_tls()
+            || (matches!(self.endpoint, Endpoint::Http { .. })
+                && self.routes.iter().any(|r| r.timing.follow_redirects > 0))
     }
 
     /// An `https://` base URL (TLS with the target itself, whatever the proxy).
@@ -402,8 +416,15 @@ impl Class {
 pub struct Route {
     /// Request target as written (`/api/health`), or `host:port` for TCP.
     pub path: String,
-    /// What the report shows: the full URL (`unix:/run/x.sock:/health` for sockets).
+    /// What the report shows: the full URL (`unix:/run/x.sock:/health` for sockets), with
+    /// any `${VAR}` as written, never its value.
     pub url: String,
+    /// The URL the request goes to, variables expanded (`http://localhost/path` over a Unix
+    /// socket, whose path is the transport). Never printed.
+    pub request: String,
+    /// Its URL or body holds a value from the environment: server text that echoes it is
+    /// withheld, as for a secret header.
+    pub secret_request: bool,
     pub class: Class,
     pub method: reqwest::Method,
     pub body: Option<String>,
@@ -428,6 +449,9 @@ pub struct Timing {
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub max_body: usize,
+    /// Redirects (301, 302, 303, 307, 308) followed at most, each a hop of the same attempt;
+    /// 0 judges a 3xx as it is.
+    pub follow_redirects: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -610,6 +634,7 @@ impl Default for Timing {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
             max_body: 64 * 1024,
+            follow_redirects: 0,
         }
     }
 }

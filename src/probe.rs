@@ -32,9 +32,13 @@ pub struct RouteResult {
     /// an attempt, or its last attempt had less time than `timeout`. Not evidence of a hang.
     #[serde(skip)]
     pub cut_short: bool,
-    /// The server certificate an `https://` route was answered over (the leaf).
+    /// The certificate that expires first among those the server of an `https://` route
+    /// presented (leaf and intermediates).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<crate::certs::CertInfo>,
+    /// The redirects followed (`follow_redirects`), in order; the outcome is the last answer's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirects: Vec<crate::redirect::Hop>,
 }
 
 pub(crate) fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -106,7 +110,7 @@ impl ClientKey {
                 Endpoint::Unix { socket } => Some(socket.clone()),
                 _ => None,
             },
-            speaks_tls: t.speaks_tls(),
+            speaks_tls: t.may_use_tls(),
             ca_file: t.tls.ca_file.clone(),
             insecure: t.tls.insecure,
             client_cert: t
@@ -320,6 +324,15 @@ impl Prober {
                 error: a.error.map(|e| self.plan.redact(&e)),
                 cut_short: a.cut_short,
                 tls_cert: a.cert,
+                // A Location may echo a secret of the route's URL back.
+                redirects: a
+                    .redirects
+                    .into_iter()
+                    .map(|h| crate::redirect::Hop {
+                        location: self.plan.redact(&h.location),
+                        ..h
+                    })
+                    .collect(),
             }
         };
         loop {
@@ -543,8 +556,8 @@ fn build_client(
     if t.ip != IpFamily::Any {
         b = b.dns_resolver(Arc::new(FamilyResolver(t.ip)));
     }
-    if !t.speaks_tls() {
-        // Plain HTTP (or a Unix socket) and no proxy: TLS is never used, so do not load and
+    if !t.may_use_tls() {
+        // Plain HTTP (or a Unix socket), no proxy and no redirects: TLS is never used, so do not load and
         // parse the system's root store for it.
         b = b.tls_certs_only(Vec::new());
     }
@@ -718,6 +731,10 @@ struct Attempt {
     cut_short: bool,
     /// The server certificate, when the answer came over TLS.
     cert: Option<crate::certs::CertInfo>,
+    /// The redirects followed before the answer judged.
+    redirects: Vec<crate::redirect::Hop>,
+    /// The server's leaf certificate (DER), to find its chain after the attempt.
+    leaf: Option<Vec<u8>>,
 }
 
 impl Attempt {
@@ -730,6 +747,8 @@ impl Attempt {
             local_exhaustion: false,
             cut_short: false,
             cert: None,
+            redirects: Vec::new(),
+            leaf: None,
         }
     }
 
@@ -742,6 +761,8 @@ impl Attempt {
             local_exhaustion: false,
             cut_short: false,
             cert: None,
+            redirects: Vec::new(),
+            leaf: None,
         }
     }
 }
@@ -781,12 +802,8 @@ async fn attempt_tcp(target: &Target, route: &Route, budget: Duration) -> Attemp
     }
 }
 
-fn request_url(target: &Target, route: &Route) -> String {
-    match &target.endpoint {
-        // The socket path is the transport; the URL only carries the request target.
-        Endpoint::Unix { .. } => format!("http://localhost{}", route.path),
-        _ => route.url.clone(),
-    }
+fn request_url(route: &Route) -> String {
+    route.request.clone()
 }
 
 async fn attempt_http(
@@ -798,45 +815,106 @@ async fn attempt_http(
     secrets: &[String],
 ) -> Attempt {
     let started = Instant::now();
-    let build = |c: &reqwest::Client| {
-        let mut req = c.request(route.method.clone(), request_url(target, route));
-        for h in &route.headers {
-            req = req.header(h.name.clone(), h.value.clone());
-        }
-        if let Some(body) = &route.body {
-            req = req.body(body.clone());
-        }
-        req
-    };
+    let unix = matches!(target.endpoint, Endpoint::Unix { .. });
+    let first = reqwest::Url::parse(&request_url(route)).ok();
+    // Where the redirect chain stands, also read when the deadline ends a hop.
+    let chain = std::sync::Mutex::new(first.clone().map(|u| {
+        crate::redirect::Chain::new(u, route.method.clone(), route.timing.follow_redirects, unix)
+    }));
     let run = async {
-        let resp = match build(http).send().await {
-            // The request died on its connection before a byte of answer: never written
-            // (a connection closed right after accept), or written on a pooled keep-alive
-            // connection the server had just closed. Send it once more, at once, on a new
-            // connection, as curl and browsers do; a server that really drops connections
-            // fails the same way again. Only idempotent requests are re-sent once written.
-            Err(e)
-                if resend_on.is_some()
-                    && (is_unsent(&e) || route.method.is_idempotent())
-                    && matches!(
-                        classify_for(target, &e).0,
-                        Outcome::Reset | Outcome::EmptyReply
-                    ) =>
-            {
-                let fresh = resend_on.expect("checked")();
-                build(&fresh).send().await
-            }
-            other => other,
-        };
-        match resp {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let (outcome, error) = classify_for(target, &e);
-                let (outcome, error) = client_cert_required(target, outcome, error).await;
-                let error = in_words(target, route, outcome, error);
-                let mut a = Attempt::fail(outcome, error);
-                a.local_exhaustion = is_fd_exhaustion(&e);
-                Err((a, is_unsent(&e)))
+        let mut url = first.clone();
+        let mut method = route.method.clone();
+        let mut keep_body = true;
+        let mut at_home = true;
+        loop {
+            let build = |c: &reqwest::Client| {
+                let mut req = match &url {
+                    Some(u) => c.request(method.clone(), u.clone()),
+                    None => c.request(method.clone(), request_url(route)),
+                };
+                // The body is judged as sent: ask for it unencoded (this client decodes
+                // nothing), unless the route asks for an encoding itself.
+                if !route
+                    .headers
+                    .iter()
+                    .any(|h| h.name == reqwest::header::ACCEPT_ENCODING)
+                {
+                    req = req.header(reqwest::header::ACCEPT_ENCODING, "identity");
+                }
+                for h in &route.headers {
+                    let dropped_with_body = !keep_body && h.name == reqwest::header::CONTENT_TYPE;
+                    if crate::redirect::header_goes(h, at_home) && !dropped_with_body {
+                        req = req.header(h.name.clone(), h.value.clone());
+                    }
+                }
+                if keep_body && let Some(body) = &route.body {
+                    req = req.body(body.clone());
+                }
+                req
+            };
+            let resp = match build(http).send().await {
+                // The request died on its connection before a byte of answer: never written
+                // (a connection closed right after accept), or written on a pooled keep-alive
+                // connection the server had just closed. Send it once more, at once, on a new
+                // connection, as curl and browsers do; a server that really drops connections
+                // fails the same way again. Only idempotent requests are re-sent once written.
+                Err(e)
+                    if resend_on.is_some()
+                        && (is_unsent(&e) || method.is_idempotent())
+                        && matches!(
+                            classify_for(target, &e).0,
+                            Outcome::Reset | Outcome::EmptyReply
+                        ) =>
+                {
+                    let fresh = resend_on.expect("checked")();
+                    build(&fresh).send().await
+                }
+                other => other,
+            };
+            let r = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    let (outcome, error) = classify_for(target, &e);
+                    let (outcome, error) = client_cert_required(target, outcome, error).await;
+                    let error = in_words(target, route, outcome, error);
+                    let mut a = Attempt::fail(outcome, error);
+                    a.local_exhaustion = is_fd_exhaustion(&e);
+                    let guard = chain.lock().expect("not poisoned");
+                    if let Some(c) = guard.as_ref().filter(|c| !c.hops.is_empty()) {
+                        a = after_hops(a, c);
+                    }
+                    return Err((a, is_unsent(&e)));
+                }
+            };
+            let status = r.status().as_u16();
+            let step = {
+                let mut guard = chain.lock().expect("not poisoned");
+                match guard.as_mut() {
+                    Some(c) => c.step(
+                        status,
+                        r.headers()
+                            .get(reqwest::header::LOCATION)
+                            .map(|v| v.as_bytes()),
+                    ),
+                    None => crate::redirect::Step::Judge,
+                }
+            };
+            match step {
+                crate::redirect::Step::Judge => return Ok(r),
+                crate::redirect::Step::Refuse(why) => {
+                    let mut a = Attempt::fail(Outcome::HttpError, why);
+                    a.status = Some(status);
+                    return Err((a, false));
+                }
+                crate::redirect::Step::Follow(next) => {
+                    // The redirect's own body is not wanted; dropping it closes that
+                    // connection rather than reading an unbounded body.
+                    drop(r);
+                    url = Some(next.url);
+                    method = next.method;
+                    keep_body = keep_body && next.keep_body;
+                    at_home = next.same_origin;
+                }
             }
         }
     };
@@ -876,20 +954,46 @@ async fn attempt_http(
     } else {
         send.await
     };
-    let (a, unsent) = match head {
-        Ok(Ok(resp)) => (
-            judge_response(resp, route, started, deadline, budget, secrets).await,
-            false,
-        ),
+    // The failures of the last hop of a chain (the deadline during a hop, a body judged) name
+    // the chain; those inside the chain already do.
+    let hops = || {
+        chain
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .filter(|c| !c.hops.is_empty())
+    };
+    let (mut a, unsent) = match head {
+        Ok(Ok(resp)) => {
+            let a = judge_response(resp, route, started, deadline, budget, secrets).await;
+            match hops() {
+                Some(c) if !a.outcome.is_pass() => (after_hops(a, &c), false),
+                _ => (a, false),
+            }
+        }
         Ok(Err(failed)) => failed,
-        Err(_) => (
-            Attempt::fail(
+        Err(_) => {
+            let a = Attempt::fail(
                 Outcome::Timeout,
                 format!("no complete response within {}", fmt_duration(budget)),
-            ),
-            false,
-        ),
+            );
+            match hops() {
+                Some(c) => (after_hops(a, &c), false),
+                None => (a, false),
+            }
+        }
     };
+    if let Some(c) = hops() {
+        a.redirects = c.hops;
+    }
+    if let Some(der) = a.leaf.take() {
+        // Outside the attempt's deadline: the body has been judged; only the certificate's
+        // expiry is left to judge, on the whole chain.
+        if let Some(chain) = chain_cert(target, der).await {
+            a.cert = Some(chain);
+        }
+        a = cert_expiry(a, &route.expect);
+    }
     if unsent && a.outcome == Outcome::EmptyReply && !target.speaks_tls() {
         // hyper drops a request, without saying why, when the connection dies before it is
         // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
@@ -918,6 +1022,40 @@ async fn attempt_http(
                 ),
             );
         }
+    }
+    a
+}
+
+/// An attempt that followed redirects and failed after them. On the route's own origin the
+/// failure is the target's, as without redirects (a hop that hangs is hung), and the error
+/// names the chain. On another origin the target itself answered (with the redirect): a
+/// failure there is never evidence that the target hangs, so a transport failure is
+/// `http_error`, keeping the status of the redirect that led there. Pure.
+fn after_hops(mut a: Attempt, chain: &crate::redirect::Chain) -> Attempt {
+    let detail = a.error.take().unwrap_or_else(|| a.outcome.to_string());
+    let led = chain.hops.last().map_or(0, |h| h.status);
+    let transport = matches!(
+        a.outcome,
+        Outcome::Timeout
+            | Outcome::ConnectTimeout
+            | Outcome::Refused
+            | Outcome::Dns
+            | Outcome::Reset
+            | Outcome::EmptyReply
+            | Outcome::ProtocolError
+            | Outcome::Tls
+    );
+    if !chain.at_home() && transport {
+        a.error = Some(format!(
+            "redirected to another origin, {}, which failed: {detail}; the target itself answered {led}, so this is not evidence of a hang (redirects: {})",
+            chain.current,
+            chain.text(None)
+        ));
+        a.outcome = Outcome::HttpError;
+        a.status = Some(led);
+        a.retry_after = None;
+    } else {
+        a.error = Some(format!("{detail} (after redirects: {})", chain.text(None)));
     }
     a
 }
@@ -1030,14 +1168,17 @@ async fn judge_response(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-    let cert = resp
+    let leaf = resp
         .extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|info| info.peer_certificate())
-        .and_then(|der| crate::certs::read(der, SystemTime::now()));
+        .map(<[u8]>::to_vec);
     let base = Attempt {
         retry_after,
-        cert,
+        cert: leaf
+            .as_deref()
+            .and_then(|der| crate::certs::read(der, SystemTime::now())),
+        leaf,
         ..Attempt::ok(Some(status))
     };
 
@@ -1097,6 +1238,21 @@ async fn judge_response(
         return Attempt {
             outcome: Outcome::BodyMismatch,
             error: Some(reason),
+            ..base
+        };
+    }
+
+    // A body sent encoded although identity was asked for: its checks would see compressed
+    // bytes (a substring never found, a forbidden one never seen), so they are not run on it,
+    // and the message names the encoding instead of quoting binary.
+    if expect.needs_body()
+        && let Some(encoding) = content_encoding(resp.headers())
+    {
+        return Attempt {
+            outcome: Outcome::BodyMismatch,
+            error: Some(format!(
+                "the body is {encoding}-encoded (Content-Encoding: {encoding}) although the request asked for identity; the body checks need the plain body: make the server honour Accept-Encoding: identity, or check a route that is not compressed"
+            )),
             ..base
         };
     }
@@ -1213,28 +1369,112 @@ async fn judge_response(
             fmt_duration(max)
         )
     });
-    // A certificate near its end is a warning for a person, never a failure: the service
-    // answers now. It outranks `slow` in the outcome, and the error says both.
-    let expiring = expect
-        .cert_min
-        .zip(base.cert.as_ref())
-        .and_then(|(min, cert)| crate::certs::expiring(cert, min, SystemTime::now()));
-    match (expiring, slow) {
-        (Some(why), slow) => Attempt {
-            outcome: Outcome::CertExpiring,
-            error: Some(match slow {
-                Some(slow) => format!("{why}; {slow}"),
-                None => why,
-            }),
-            ..base
-        },
-        (None, Some(slow)) => Attempt {
+    // The certificate's expiry is judged after the attempt (see `cert_expiry`), once the
+    // whole chain is known.
+    match slow {
+        Some(slow) => Attempt {
             outcome: Outcome::Slow,
             error: Some(slow),
             ..base
         },
-        (None, None) => base,
+        None => base,
     }
+}
+
+/// A certificate near its end is a warning for a person, never a failure: the service answers
+/// now. An `ok` or `slow` attempt whose certificate (the chain's earliest) expires within
+/// `expect.cert_min_days` is `cert_expiring`, which outranks `slow`; the error says both.
+/// Pure, apart from the clock.
+fn cert_expiry(mut a: Attempt, expect: &crate::plan::Expect) -> Attempt {
+    if !matches!(a.outcome, Outcome::Ok | Outcome::Slow) {
+        return a;
+    }
+    let Some(why) = expect
+        .cert_min
+        .zip(a.cert.as_ref())
+        .and_then(|(min, cert)| crate::certs::expiring(cert, min, SystemTime::now()))
+    else {
+        return a;
+    };
+    a.error = Some(match (a.outcome, a.error.take()) {
+        (Outcome::Slow, Some(slow)) => format!("{why}; {slow}"),
+        _ => why,
+    });
+    a.outcome = Outcome::CertExpiring;
+    a
+}
+
+/// The `Content-Encoding` of a response other than `identity` (`gzip`, `br`, `gzip, br`),
+/// printable and short, if any. Pure.
+pub fn content_encoding(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(reqwest::header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|v| !v.is_empty() && v != "identity")
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    let joined = values.join(", ");
+    let clean: String = joined
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(40)
+        .collect();
+    Some(clean)
+}
+
+/// Chains already read this run: one diagnostic handshake per server and leaf, shared by the
+/// routes that were answered over it (they may ask at once).
+type ChainCache = std::sync::Mutex<
+    std::collections::HashMap<
+        (std::net::SocketAddr, Vec<u8>),
+        Arc<tokio::sync::OnceCell<Option<crate::certs::CertInfo>>>,
+    >,
+>;
+static CHAINS: std::sync::OnceLock<ChainCache> = std::sync::OnceLock::new();
+
+/// The certificate that expires first in the chain the server of `target` presents, given the
+/// leaf the response came over. The TLS layer hands the probe only the leaf, so the chain is
+/// read once per server and leaf by a handshake of its own (bounded by `connect_timeout` and
+/// 2 s, outside the attempt's time); when that fails, or through a proxy, the leaf alone.
+async fn chain_cert(target: &Target, leaf: Vec<u8>) -> Option<crate::certs::CertInfo> {
+    let now = SystemTime::now();
+    if !target.is_https() || target.use_env_proxy {
+        return None;
+    }
+    let (Some((host, _)), Some(addr)) = (target.http_host_port(), http_socket_addr(target).await)
+    else {
+        return None;
+    };
+    let cell = {
+        let cache = CHAINS.get_or_init(Default::default);
+        let mut cache = cache.lock().expect("not poisoned");
+        Arc::clone(cache.entry((addr, leaf.clone())).or_default())
+    };
+    let budget = target.connect_timeout.min(Duration::from_secs(2));
+    let earliest = cell
+        .get_or_init(|| async move {
+            let chain = tokio::task::spawn_blocking(move || {
+                crate::tls_check::presented_chain(addr, &host, budget)
+            })
+            .await
+            .ok()
+            .flatten()?;
+            // The handshake must have met the same server certificate the response came over.
+            if chain.first() != Some(&leaf) {
+                return None;
+            }
+            crate::certs::earliest(&chain, SystemTime::now())
+        })
+        .await
+        .clone();
+    earliest.map(|c| crate::certs::info(c.subject, c.not_after_unix, now))
 }
 
 /// Whether the body checks pass on a body cut at `max_body` whatever follows the cut: a

@@ -233,8 +233,12 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), Refused> {
             return Err(refused(
                 Refusal::CutShort,
                 format!(
-                    "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
-                    input.cut_short
+                    "{} ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+                    crate::words::count(
+                        input.cut_short as u64,
+                        "failing core route",
+                        "failing core routes"
+                    )
                 ),
             ));
         }
@@ -256,8 +260,12 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), Refused> {
         return Err(refused(
             Refusal::CutShort,
             format!(
-                "{} failing core route(s) ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
-                input.cut_short
+                "{} ran out of the run's time (run_timeout) before a full attempt: not evidence of a hang",
+                crate::words::count(
+                    input.cut_short as u64,
+                    "failing core route",
+                    "failing core routes"
+                )
             ),
         ));
     }
@@ -282,8 +290,13 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), Refused> {
         return Err(refused(
             Refusal::AfterFailedRuns,
             format!(
-                "unhealthy for {} consecutive run(s); acting after {} (after_failed_runs)",
-                input.state.consecutive_unhealthy, p.after_failed_runs
+                "unhealthy for {}; acting after {} (after_failed_runs)",
+                crate::words::count(
+                    u64::from(input.state.consecutive_unhealthy),
+                    "consecutive run",
+                    "consecutive runs"
+                ),
+                p.after_failed_runs
             ),
         ));
     }
@@ -317,7 +330,8 @@ pub fn decide_before_systemd(input: &DecisionInput) -> Result<(), Refused> {
         return Err(refused(
             Refusal::MaxActions,
             format!(
-                "max_actions: {in_window} action(s) within the last {}, the limit is {}; a human should look",
+                "max_actions: {} within the last {}, the limit is {}; a human should look",
+                crate::words::count(in_window as u64, "action", "actions"),
                 humantime::format_duration(p.window),
                 p.max_actions
             ),
@@ -469,11 +483,12 @@ pub fn decide_on_start_limit(
         return Err(refused(
             Refusal::StartLimit,
             format!(
-                "start limit: a {} now would be start {next} of {} within StartLimitIntervalSec={} (StartLimitBurst={}, {known} start(s) known in that time): systemd would leave it failed (start-limit-hit), worse than hung; raise StartLimitBurst= or lower max_actions (the oldest known start leaves the interval in {})",
+                "start limit: a {} now would be start {next} of {} within StartLimitIntervalSec={} (StartLimitBurst={}, {} known in that time): systemd would leave it failed (start-limit-hit), worse than hung; raise StartLimitBurst= or lower max_actions (the oldest known start leaves the interval in {})",
                 policy.action.as_str(),
                 facts.unit,
                 humantime::format_duration(limit.interval),
                 limit.burst,
+                crate::words::count(known as u64, "start", "starts"),
                 humantime::format_duration(wait),
             ),
         ));
@@ -934,14 +949,18 @@ fn intent(
         .map(|&i| format!("{} {}", case.routes[i].path, case.routes[i].outcome))
         .collect();
     let mut why = format!(
-        "core {} {} ({} consecutive unhealthy run(s))",
+        "core {} {} ({})",
         if failing.len() == 1 {
             "route"
         } else {
             "routes"
         },
         routes.join(", "),
-        state.consecutive_unhealthy
+        crate::words::count(
+            u64::from(state.consecutive_unhealthy),
+            "consecutive unhealthy run",
+            "consecutive unhealthy runs"
+        )
     );
     if !said.is_empty() {
         why = format!("{why}; {said}");
@@ -1230,7 +1249,7 @@ mod tests {
                     cut_short: 3,
                     ..input(&p, &s1, now)
                 },
-                "3 failing core route(s) ran out of the run's time",
+                "3 failing core routes ran out of the run's time",
             ),
             (
                 DecisionInput {
@@ -1421,7 +1440,7 @@ mod tests {
                 limited(300),
                 vec![rec(3000, Recovered), rec(2000, Recovered)],
                 Some(
-                    "start 4 of api.service within StartLimitIntervalSec=1h (StartLimitBurst=3, 3 start(s) known",
+                    "start 4 of api.service within StartLimitIntervalSec=1h (StartLimitBurst=3, 3 starts known",
                 ),
             ),
             // Three kills within the hour (an interrupted one counts: it may have fired).

@@ -127,6 +127,28 @@ pub fn text(report: &RunReport, colour: bool) -> String {
             out.push('\n');
         }
     }
+    // Redirects followed to an answer that passed (a failure's error already names them).
+    let followed: Vec<String> = report
+        .targets
+        .iter()
+        .flat_map(|t| t.routes.iter().map(move |r| (t, r)))
+        .filter(|(_, r)| !r.redirects.is_empty() && r.outcome.is_pass())
+        .map(|(t, r)| {
+            let hops: Vec<String> = r
+                .redirects
+                .iter()
+                .map(|h| format!("{} {}", h.status, h.location))
+                .collect();
+            format!("  {} {}: redirected {}", t.name, r.path, hops.join(" → "))
+        })
+        .collect();
+    if !followed.is_empty() {
+        out.push('\n');
+        for f in followed {
+            out.push_str(&f);
+            out.push('\n');
+        }
+    }
     out.push('\n');
     for t in &report.targets {
         let v = match t.verdict {
@@ -185,9 +207,9 @@ pub fn text(report: &RunReport, colour: bool) -> String {
     };
     let _ = writeln!(
         out,
-        "\n{status}: {} ({} routes in {})",
+        "\n{status}: {} ({} in {})",
         report.summary.line,
-        report.summary.counts.routes,
+        crate::words::count(report.summary.counts.routes as u64, "route", "routes"),
         fmt_duration(std::time::Duration::from_millis(report.elapsed_ms))
     );
     out
@@ -251,9 +273,9 @@ pub fn junit(report: &RunReport) -> String {
                 r.elapsed.as_secs_f64()
             );
             let detail = format!(
-                "{} after {} attempt(s){}{}",
+                "{} after {}{}{}",
                 r.outcome,
-                r.attempts,
+                crate::words::count(u64::from(r.attempts), "attempt", "attempts"),
                 r.status_code
                     .map_or(String::new(), |c| format!(", status {c}")),
                 r.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
@@ -380,7 +402,7 @@ pub fn prometheus(report: &RunReport) -> String {
         family(
             "routewatch_tls_cert_expiry_seconds",
             "gauge",
-            "Unix time at which the server certificate of an https route expires (notAfter of the leaf certificate, the one the server presented; intermediates are not included).",
+            "Unix time at which the certificate chain an https route was answered over expires: the earliest notAfter among the certificates the server presented (leaf and intermediates).",
             certs,
         );
     }

@@ -524,6 +524,7 @@ mod tests {
             error: None,
             cut_short: false,
             tls_cert: None,
+            redirects: Vec::new(),
         }
     }
 

@@ -1,4 +1,6 @@
-//! A diagnostic TLS handshake: does the server ask for a client certificate?
+//! Diagnostic TLS handshakes: does the server ask for a client certificate, and which
+//! certificates does it present (its leaf and intermediates, whose earliest `notAfter` is the
+//! expiry that matters)?
 //!
 //! With TLS 1.3 a server that requires a client certificate finishes its side of the
 //! handshake, reads the client's (empty) certificate, and then ends the connection. Python's
@@ -107,6 +109,92 @@ pub fn asks_for_client_cert(addr: SocketAddr, name: &str, budget: Duration) -> O
     // (TLS 1.2): once asked, the answer stands whatever happened after.
     let asked = recorder.0.load(Ordering::SeqCst);
     (asked || !conn.is_handshaking()).then_some(asked)
+}
+
+/// Records the certificates the server presents; accepts them (the probe's own request has
+/// verified them; this handshake only reads their dates).
+#[derive(Debug)]
+struct ChainRecorder {
+    any: AnyServer,
+    chain: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl ServerCertVerifier for ChainRecorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut chain) = self.chain.lock() {
+            *chain = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| c.as_ref().to_vec())
+                .collect();
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.any.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.any.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.any.supported_verify_schemes()
+    }
+}
+
+/// The certificates (DER) the server at `addr` (SNI `name`) presents, leaf first, as far as
+/// its handshake gets within `budget`; `None` when it never showed them. No client
+/// certificate is offered and nothing is sent beyond the handshake.
+pub fn presented_chain(addr: SocketAddr, name: &str, budget: Duration) -> Option<Vec<Vec<u8>>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let recorder = Arc::new(ChainRecorder {
+        any: AnyServer(provider.clone()),
+        chain: std::sync::Mutex::new(Vec::new()),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(recorder.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name = ServerName::try_from(name.to_string()).ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
+    let deadline = Instant::now() + budget;
+    let mut sock = TcpStream::connect_timeout(&addr, budget).ok()?;
+    while conn.is_handshaking() && recorder.chain.lock().ok()?.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = sock.set_read_timeout(Some(left));
+        let _ = sock.set_write_timeout(Some(left));
+        if conn.complete_io(&mut sock).is_err() {
+            break;
+        }
+    }
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut sock);
+    let chain = std::mem::take(&mut *recorder.chain.lock().ok()?);
+    (!chain.is_empty()).then_some(chain)
 }
 
 #[cfg(test)]

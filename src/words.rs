@@ -1,7 +1,13 @@
-//! Transport errors in plain words: what failed, where, and what to check, ahead of the
-//! library's own chain (kept in parentheses for whoever needs the detail). Pure.
+//! Words for people: counts with the right noun (`1 route`, `2 routes`), and transport
+//! errors in plain words (what failed, where, and what to check) ahead of the library's own
+//! chain (kept in parentheses for whoever needs the detail). Pure.
 
 use crate::outcome::Outcome;
+
+/// `n` and the noun in the number it takes: `1 route`, `0 routes`, `2 routes`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
 
 /// Where a request went, as a message names it: `127.0.0.1:8000`, `Unix socket /run/x.sock`.
 pub fn place(url: &str, socket: Option<&std::path::Path>) -> String {
@@ -67,6 +73,13 @@ pub fn explain(outcome: Outcome, detail: &str, place: &str, unix: bool) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_take_the_noun_in_their_number() {
+        assert_eq!(count(1, "route", "routes"), "1 route");
+        assert_eq!(count(0, "route", "routes"), "0 routes");
+        assert_eq!(count(2, "target", "targets"), "2 targets");
+    }
 
     #[test]
     fn each_transport_failure_reads_in_plain_words() {

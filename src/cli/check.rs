@@ -219,7 +219,14 @@ fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Ended> {
         let e = routewatch::trust::open_error(&e);
         end(Exit::Usage, format!("{}: cannot read: {e}", path.display()))
     })?;
-    Ok((config::load_opened(&file, &path, &env), problem))
+    let plan = config::load_opened(&file, &path, &env);
+    // Every file read counts: a drop-in others can write blocks recovery as the probe file would.
+    let mut problems: Vec<String> = problem.into_iter().collect();
+    if let Ok(p) = &plan {
+        problems.extend(p.untrusted.iter().cloned());
+    }
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    Ok((plan, problem))
 }
 
 /// Where the state goes (if anywhere), why recovery is off (if it is), and what to warn of.
@@ -283,8 +290,9 @@ fn interrupted(plan: &routewatch::plan::Plan, finished: &std::sync::Mutex<Vec<St
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "routewatch: interrupted after {} of {total} routes{}",
+        "routewatch: interrupted after {} of {}{}",
         done.len(),
+        routewatch::words::count(total as u64, "route", "routes"),
         if done.is_empty() { "" } else { ":" }
     );
     for line in &done {

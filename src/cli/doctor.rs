@@ -133,8 +133,8 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
         "probe file",
         format!(
             "{shown}: {}, {}",
-            count(plan.targets.len(), "target"),
-            count(routes, "route")
+            routewatch::words::count(plan.targets.len() as u64, "target", "targets"),
+            routewatch::words::count(routes as u64, "route", "routes")
         ),
     ));
     for var in missing.into_inner() {
@@ -160,10 +160,6 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
         ),
     });
     Some(plan)
-}
-
-fn count(n: usize, one: &str) -> String {
-    format!("{n} {one}{}", if n == 1 { "" } else { "s" })
 }
 
 /// The state directory: trusted (as root) and writable, or creatable.

@@ -125,10 +125,14 @@ pub(crate) fn status(state_dir: Option<PathBuf>, as_json: bool) -> Exit {
     println!("{}", path.display());
     for (name, t) in &st.targets {
         println!(
-            "{name}: last verdict {} ({} ago), {} consecutive unhealthy run(s)",
+            "{name}: last verdict {} ({} ago), {}",
             t.last_verdict.map_or("-", |v| v.as_str()),
             t.last_run.map_or("never".into(), ago),
-            t.consecutive_unhealthy
+            routewatch::words::count(
+                u64::from(t.consecutive_unhealthy),
+                "consecutive unhealthy run",
+                "consecutive unhealthy runs"
+            )
         );
         if let Some(s) = t.silenced(now_at) {
             println!("  {}", s.describe());

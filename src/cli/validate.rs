@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use routewatch::config;
+use routewatch::{config, words};
 
 use super::{env, fail, find_config};
 use crate::Exit;
@@ -12,23 +12,14 @@ pub(crate) fn validate(config_path: Option<PathBuf>) -> Exit {
         Ok(p) => p,
         Err(e) => return fail(Exit::Usage, e),
     };
-    // validate sends no traffic and needs no secrets: an unset ${VAR} is a warning here
-    // (check refuses it).
-    let missing = std::cell::RefCell::new(Vec::new());
-    let lenient = |var: &str| {
-        env(var).or_else(|| {
-            missing.borrow_mut().push(var.to_string());
-            Some(String::new())
-        })
-    };
-    let plan = match config::load(&path, &lenient) {
+    // validate sends no traffic and needs no secrets: an unset ${VAR} is a warning here, at its
+    // position (check refuses it), as is anything else allowed but probably not meant.
+    let plan = match config::load_lenient(&path, &env) {
         Ok(p) => p,
         Err(e) => return fail(Exit::Usage, e),
     };
-    for var in missing.borrow().iter() {
-        eprintln!(
-            "routewatch: warning: environment variable {var} is not set; `check` will refuse this file until it is"
-        );
+    for w in &plan.warnings {
+        eprintln!("routewatch: warning: {w}");
     }
     let routes: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
     let units: Vec<&str> = plan
@@ -36,31 +27,11 @@ pub(crate) fn validate(config_path: Option<PathBuf>) -> Exit {
         .iter()
         .filter_map(|t| t.unit.as_deref())
         .collect();
-    for t in &plan.targets {
-        for r in &t.routes {
-            if r.timing.timeout > plan.run_timeout {
-                eprintln!(
-                    "routewatch: warning: {} {}: timeout {:?} is longer than run_timeout {:?}",
-                    t.name, r.path, r.timing.timeout, plan.run_timeout
-                );
-            }
-        }
-        if t.unit.is_some()
-            && !t
-                .routes
-                .iter()
-                .any(|r| r.class == routewatch::plan::Class::Core)
-        {
-            eprintln!(
-                "routewatch: warning: {}: has a unit but no core route; recovery can never trigger",
-                t.name
-            );
-        }
-    }
     println!(
-        "{}: ok ({} target(s), {routes} route(s){})",
+        "{}: ok ({}, {}{})",
         path.display(),
-        plan.targets.len(),
+        words::count(plan.targets.len() as u64, "target", "targets"),
+        words::count(routes as u64, "route", "routes"),
         if units.is_empty() {
             String::new()
         } else {

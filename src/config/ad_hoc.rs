@@ -52,6 +52,8 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         let route = Route {
             path,
             url: url.to_string(),
+            request: url.to_string(),
+            secret_request: false,
             class,
             method: reqwest::Method::GET,
             body: None,
@@ -98,6 +100,8 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
         ping: None,
         notify: Vec::new(),
         secrets,
+        untrusted: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 

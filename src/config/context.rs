@@ -24,10 +24,18 @@ pub(super) struct Ctx<'a> {
     /// Where relative paths in the file are resolved (the probe file's directory).
     pub(super) base_dir: Option<&'a Path>,
     /// Every value taken from the environment, to be redacted from all output.
-    pub(super) secrets: std::cell::RefCell<Vec<String>>,
+    pub(super) secrets: &'a std::cell::RefCell<Vec<String>>,
     /// Every pattern compiled so far (shared by identical patterns), and their charged size.
-    pub(super) regexes: std::cell::RefCell<(std::collections::HashMap<String, Arc<Regex>>, usize)>,
+    pub(super) regexes: &'a Regexes,
+    /// `validate`: an unset `${VAR}` is a warning (and expands to nothing), not an error.
+    pub(super) lenient: bool,
+    /// What is allowed but probably wrong, at its position (`validate` prints them).
+    pub(super) warnings: &'a std::cell::RefCell<Vec<ConfigError>>,
 }
+
+/// The patterns compiled so far, shared by the probe file and its drop-ins.
+pub(super) type Regexes =
+    std::cell::RefCell<(std::collections::HashMap<String, Arc<Regex>>, usize)>;
 
 impl Ctx<'_> {
     pub(super) fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ConfigError {
@@ -37,6 +45,12 @@ impl Ctx<'_> {
             at: (l.line() > 0).then(|| (l.line(), l.column())),
             message: clip_message(message.into()),
         }
+    }
+
+    /// A warning at `at`: allowed, but probably not what was meant.
+    pub(super) fn warn<T>(&self, at: &Spanned<T>, message: impl Into<String>) {
+        let w = self.err(at, message);
+        self.warnings.borrow_mut().push(w);
     }
 
     /// A scalar as written in the file (`99999999999`, `"0s"`), else `fallback`.
@@ -126,6 +140,7 @@ impl Ctx<'_> {
         backoff: &Option<Spanned<Dur>>,
         max_backoff: &Option<Spanned<Dur>>,
         max_body: &Option<Spanned<Size>>,
+        follow_redirects: &Option<Spanned<Count>>,
         base: &Timing,
     ) -> Result<Timing, ConfigError> {
         Ok(Timing {
@@ -140,12 +155,23 @@ impl Ctx<'_> {
             max_body: self
                 .size(scope, "max_body", max_body)?
                 .unwrap_or(base.max_body),
+            follow_redirects: self
+                .count(
+                    scope,
+                    "follow_redirects",
+                    follow_redirects,
+                    0..=MAX_REDIRECTS,
+                )?
+                .map_or(base.follow_redirects, clamp_u32),
         })
     }
 }
 
 /// Accepted `retries`: extra attempts after the first.
 pub(super) const MAX_RETRIES: u64 = 100;
+/// Accepted `follow_redirects`: hops of one attempt (curl's and browsers' limits are higher;
+/// a health route that needs more than a few is a mistake).
+pub(super) const MAX_REDIRECTS: u64 = 20;
 /// Accepted `concurrency`: requests in flight per target.
 pub(super) const MAX_CONCURRENCY: u64 = 4096;
 

@@ -20,6 +20,7 @@ mod alerts;
 mod client_cert;
 mod context;
 mod diagnostics;
+mod dropins;
 mod patterns;
 mod raw;
 mod resolve;
@@ -35,6 +36,7 @@ use resolve::resolve;
 use route_count::ROUTE_SLOTS;
 
 pub use ad_hoc::ad_hoc;
+pub use dropins::{MAX_DROPINS, MAX_TOTAL_BYTES, dropin_dir};
 pub use patterns::{
     MAX_PATTERN_BYTES, MAX_REGEX_BYTES, MAX_REGEX_CACHE_BYTES, MAX_REGEX_TOTAL_BYTES,
 };
@@ -73,12 +75,29 @@ pub fn schema() -> serde_json::Value {
 
 /// Read and resolve a probe file. `env` looks up `${VAR}` references.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
+    load_as(path, env, false)
+}
+
+/// [`load`] for `validate`, which sends nothing and needs no secrets: an unset `${VAR}` is a
+/// warning in [`Plan::warnings`] (at its position), expanded to nothing.
+pub fn load_lenient(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    load_as(path, env, true)
+}
+
+fn load_as(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    lenient: bool,
+) -> Result<Plan, ConfigError> {
     let file = crate::trust::open_regular(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         at: None,
         message: format!("cannot read: {e}"),
     })?;
-    load_opened(&file, path, env)
+    read_opened(&file, path, env, lenient)
 }
 
 /// Read and resolve a probe file from a descriptor already opened (and, as root, judged:
@@ -87,6 +106,15 @@ pub fn load_opened(
     opened: &std::fs::File,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan, ConfigError> {
+    read_opened(opened, path, env, false)
+}
+
+fn read_opened(
+    opened: &std::fs::File,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    lenient: bool,
 ) -> Result<Plan, ConfigError> {
     let file = path.display().to_string();
     let err = |message: String| ConfigError {
@@ -103,22 +131,27 @@ pub fn load_opened(
         )));
     }
     let text = String::from_utf8(bytes).map_err(|e| {
-        let offset = e.utf8_error().valid_up_to();
-        let before = &e.as_bytes()[..offset];
-        let line = before.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        let col = (offset
-            - before
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |p| p + 1)) as u64
-            + 1;
+        let (line, col) = utf8_position(e.as_bytes(), e.utf8_error().valid_up_to());
         ConfigError {
             file: file.clone(),
             at: Some((line, col)),
             message: "invalid UTF-8; a probe file must be UTF-8 text".into(),
         }
     })?;
-    parse_in(&text, &file, env, path.parent())
+    parse_in(&text, &file, env, path.parent(), Some(path), lenient)
+}
+
+/// The 1-based line and column of byte `offset` of `bytes`.
+fn utf8_position(bytes: &[u8], offset: usize) -> (u64, u64) {
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let col = (offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)) as u64
+        + 1;
+    (line, col)
 }
 
 /// Parse and resolve probe-file text; `file` names it in errors, relative paths are relative
@@ -128,7 +161,7 @@ pub fn parse(
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Plan, ConfigError> {
-    parse_in(text, file, env, None)
+    parse_in(text, file, env, None, None, false)
 }
 
 fn parse_in(
@@ -136,6 +169,8 @@ fn parse_in(
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
+    path: Option<&Path>,
+    lenient: bool,
 ) -> Result<Plan, ConfigError> {
     let blank = text
         .lines()
@@ -150,7 +185,19 @@ fn parse_in(
     ROUTE_SLOTS.with(|c| c.set(0));
     let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| yaml_error(file, text, &e))?;
-    resolve(raw, file, text, env, base_dir)
+    // Drop-ins: the `include:` list and, for a probe file read from disk, `<name>.d/*.yaml`.
+    let here = base_dir
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let found = dropins::gather(
+        file,
+        &raw.include,
+        here,
+        path.and_then(dropin_dir).as_deref(),
+        MAX_TOTAL_BYTES.saturating_sub(text.len() as u64),
+        rustix::process::geteuid().is_root(),
+    )?;
+    resolve(raw, file, text, env, base_dir, found, lenient)
 }
 
 #[cfg(test)]

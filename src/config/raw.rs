@@ -34,6 +34,11 @@ pub(super) struct RawFile {
     /// Where to send notifications of state changes (README "Notifications").
     #[serde(default)]
     pub(super) notify: Vec<RawNotify>,
+    /// More files of `targets:` (paths, or globs in the file name such as `conf.d/*.yaml`),
+    /// relative to this file; read before the `<name>.d/*.yaml` drop-ins beside it.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(super) include: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -76,6 +81,10 @@ pub(super) struct RawDefaults {
     pub(super) concurrency: Option<Spanned<Count>>,
     #[schemars(with = "Option<Size>")]
     pub(super) max_body: Option<Spanned<Size>>,
+    /// Redirects (301, 302, 303, 307, 308) to follow, at most (default 0: a 3xx is judged as
+    /// it is). Secret headers go to the same origin only.
+    #[schemars(with = "Option<Count>")]
+    pub(super) follow_redirects: Option<Spanned<Count>>,
     /// Limit on the whole probing phase of a run.
     #[schemars(with = "Option<Dur>")]
     pub(super) run_timeout: Option<Spanned<Dur>>,
@@ -88,7 +97,8 @@ pub(super) struct RawDefaults {
 pub(super) struct RawTarget {
     #[schemars(with = "String")]
     pub(super) name: Spanned<String>,
-    /// `http://host[:port]`, `https://…`, or `unix:/path/to.sock` (HTTP over a Unix socket).
+    /// `http://host[:port]`, `https://…`, or `unix:/path/to.sock` (HTTP over a Unix socket);
+    /// `${VAR}` is taken from the environment (reports show the name, never the value).
     #[schemars(with = "Option<String>")]
     pub(super) base_url: Option<Spanned<String>>,
     /// `host:port`: a plain TCP connect probe instead of HTTP.
@@ -123,6 +133,10 @@ pub(super) struct RawTarget {
     pub(super) concurrency: Option<Spanned<Count>>,
     #[schemars(with = "Option<Size>")]
     pub(super) max_body: Option<Spanned<Size>>,
+    /// Redirects (301, 302, 303, 307, 308) to follow, at most (default 0: a 3xx is judged as
+    /// it is). Secret headers go to the same origin only.
+    #[schemars(with = "Option<Count>")]
+    pub(super) follow_redirects: Option<Spanned<Count>>,
     pub(super) proxy: Option<bool>,
     pub(super) tls: Option<Box<RawTls>>,
     pub(super) ip: Option<RawIp>,
@@ -158,7 +172,8 @@ pub(super) enum RawIp {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
-    /// Request target, e.g. `/api/health`.
+    /// Request target, e.g. `/api/health`; `${VAR}` is taken from the environment (reports
+    /// show the name, never the value).
     #[schemars(with = "String")]
     pub(super) path: Spanned<String>,
     /// `core` (liveness; default) or `auxiliary` (heavy, optional; never unhealthy).
@@ -167,8 +182,10 @@ pub(super) struct RawRoute {
     /// HTTP method (default GET).
     #[schemars(with = "Option<String>")]
     pub(super) method: Option<Spanned<String>>,
-    /// Request body, e.g. a JSON-RPC health call.
-    pub(super) body: Option<String>,
+    /// Request body, e.g. a JSON-RPC health call; `${VAR}` is taken from the environment and
+    /// never printed.
+    #[schemars(with = "Option<String>")]
+    pub(super) body: Option<Spanned<String>>,
     /// Extra request headers for this route.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
@@ -184,6 +201,10 @@ pub(super) struct RawRoute {
     pub(super) max_backoff: Option<Spanned<Dur>>,
     #[schemars(with = "Option<Size>")]
     pub(super) max_body: Option<Spanned<Size>>,
+    /// Redirects (301, 302, 303, 307, 308) to follow, at most (default 0: a 3xx is judged as
+    /// it is). Secret headers go to the same origin only.
+    #[schemars(with = "Option<Count>")]
+    pub(super) follow_redirects: Option<Spanned<Count>>,
 }
 
 pub(super) fn default_class() -> Class {

@@ -11,7 +11,7 @@ use super::context::{Ctx, MAX_CONCURRENCY, clamp_u32};
 use super::raw::{RawFile, RawIp, RawRecovery, RawTarget};
 use super::route::{resolve_headers, resolve_route};
 use super::scalars::Count;
-use super::secrets::{take_userinfo, without_password};
+use super::secrets::{expand_env, take_userinfo, without_password};
 use super::{ConfigError, MAX_ROUTES};
 use crate::outcome::Outcome;
 use crate::plan::{
@@ -25,14 +25,21 @@ pub(super) fn resolve(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
+    dropins: super::dropins::Found,
+    lenient: bool,
 ) -> Result<Plan, ConfigError> {
+    let secrets = std::cell::RefCell::default();
+    let regexes = super::context::Regexes::default();
+    let warnings = std::cell::RefCell::default();
     let cx = Ctx {
         file,
         text,
         env,
         base_dir,
-        secrets: Default::default(),
-        regexes: Default::default(),
+        secrets: &secrets,
+        regexes: &regexes,
+        lenient,
+        warnings: &warnings,
     };
     let d = raw.defaults.unwrap_or_default();
     // Every value of `defaults` is checked where it is written, even if each target overrides it.
@@ -44,6 +51,7 @@ pub(super) fn resolve(
         &d.backoff,
         &d.max_backoff,
         &d.max_body,
+        &d.follow_redirects,
         &Timing::default(),
     )?;
     let base_connect = cx
@@ -71,9 +79,36 @@ pub(super) fn resolve(
     };
 
     let targets_at = Spanned::new((), raw.targets.referenced, raw.targets.defined);
-    let total_routes = raw.targets.value.slots;
-    let raw_targets = raw.targets.value.kept;
-    if raw_targets.is_empty() {
+    // The route slots are counted across the files as they were read: the last file's count
+    // is the total.
+    let total_routes = dropins
+        .files
+        .iter()
+        .filter_map(|d| d.targets.as_ref().map(|t| t.value.slots))
+        .fold(raw.targets.value.slots, usize::max);
+    // Each drop-in's text and place (its errors' own file) apart from its targets.
+    let mut places = Vec::with_capacity(dropins.files.len());
+    let mut dropin_targets = Vec::with_capacity(dropins.files.len());
+    for d in dropins.files {
+        places.push((d.file, d.text, d.dir));
+        dropin_targets.push(d.targets.map(|t| t.value.kept).unwrap_or_default());
+    }
+    let dropin_cxs: Vec<Ctx> = places
+        .iter()
+        .map(|(file, text, dir)| Ctx {
+            file,
+            text,
+            env,
+            base_dir: Some(dir),
+            secrets: &secrets,
+            regexes: &regexes,
+            lenient,
+            warnings: &warnings,
+        })
+        .collect();
+    let mut sources: Vec<(&Ctx, Vec<Spanned<RawTarget>>)> = vec![(&cx, raw.targets.value.kept)];
+    sources.extend(dropin_cxs.iter().zip(dropin_targets));
+    if sources.iter().all(|(_, t)| t.is_empty()) {
         return Err(cx.err(
             &targets_at,
             "no targets; expected at least one entry under 'targets:', e.g. - { name: web, base_url: http://127.0.0.1:8000, routes: [{ path: /health }] }",
@@ -82,38 +117,61 @@ pub(super) fn resolve(
     if total_routes > MAX_ROUTES {
         return Err(cx.err(
             &targets_at,
-            format!("{total_routes} routes; at most {MAX_ROUTES} are allowed in one file"),
+            format!("{total_routes} routes; at most {MAX_ROUTES} are allowed in one file and its drop-ins"),
         ));
     }
 
-    let mut targets = Vec::with_capacity(raw_targets.len());
-    // Each name and the line it was first used on.
-    let mut names: Vec<(String, u64)> = Vec::with_capacity(raw_targets.len());
-    for t in raw_targets {
-        let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
-        let target = resolve_target(
-            &cx,
-            t,
-            &base_timing,
-            base_connect,
-            base_concurrency,
-            base_proxy,
-        )?;
-        if let Some((_, line)) = names.iter().find(|(n, _)| *n == target.name) {
-            return Err(cx.err(
-                &name_at,
-                format!(
-                    "duplicate target name {:?} (first used on line {line}); names must be unique",
-                    target.name
-                ),
-            ));
-        }
-        names.push((target.name.clone(), name_at.referenced.line()));
-        targets.push(target);
-    }
     let run_timeout = cx
         .positive(scope, "run_timeout", &d.run_timeout)?
         .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
+    let mut targets = Vec::new();
+    // Each name and where it was first used.
+    let mut names: Vec<(String, String)> = Vec::new();
+    for (tcx, raw_targets) in sources {
+        for t in raw_targets {
+            let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
+            let route_at: Vec<(Spanned<()>, Option<Spanned<()>>)> = t
+                .value
+                .routes
+                .kept
+                .iter()
+                .map(|r| {
+                    let own = r
+                        .value
+                        .timeout
+                        .as_ref()
+                        .map(|x| Spanned::new((), x.referenced, x.defined));
+                    (Spanned::new((), r.referenced, r.defined), own)
+                })
+                .collect();
+            let target = resolve_target(
+                tcx,
+                t,
+                &base_timing,
+                base_connect,
+                base_concurrency,
+                base_proxy,
+            )?;
+            let here = tcx.err(&name_at, String::new());
+            let place = format!(
+                "{}:{}",
+                here.file,
+                here.at.map_or(String::new(), |(l, c)| format!("{l}:{c}"))
+            );
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == target.name) {
+                return Err(tcx.err(
+                    &name_at,
+                    format!(
+                        "duplicate target name {:?} (first used at {first}); names must be unique across the probe file and its drop-ins",
+                        target.name
+                    ),
+                ));
+            }
+            lint(tcx, &target, &name_at, &route_at, run_timeout);
+            names.push((target.name.clone(), place));
+            targets.push(target);
+        }
+    }
     let ping = raw
         .ping
         .as_ref()
@@ -135,8 +193,45 @@ pub(super) fn resolve(
         targets,
         ping,
         notify,
-        secrets: cx.secrets.take(),
+        secrets: secrets.take(),
+        untrusted: dropins.untrusted,
+        warnings: warnings.take().iter().map(ToString::to_string).collect(),
     })
+}
+
+/// What a target allows but probably does not mean, warned at its position: a route timeout
+/// longer than the run's (the run cuts it short), a unit without a core route (recovery can
+/// never trigger).
+fn lint(
+    cx: &Ctx,
+    t: &Target,
+    name_at: &Spanned<()>,
+    route_at: &[(Spanned<()>, Option<Spanned<()>>)],
+    run_timeout: Duration,
+) {
+    for (r, (at, own)) in t.routes.iter().zip(route_at) {
+        if r.timing.timeout > run_timeout {
+            cx.warn(
+                own.as_ref().unwrap_or(at),
+                format!(
+                    "target {:?}: route {}: timeout {} is longer than run_timeout {}: the run ends it first",
+                    t.name,
+                    r.path,
+                    humantime::format_duration(r.timing.timeout),
+                    humantime::format_duration(run_timeout)
+                ),
+            );
+        }
+    }
+    if t.unit.is_some() && !t.routes.iter().any(|r| r.class == Class::Core) {
+        cx.warn(
+            name_at,
+            format!(
+                "target {:?}: has a unit but no core route; recovery can never trigger",
+                t.name
+            ),
+        );
+    }
 }
 
 pub(super) fn resolve_target(
@@ -176,6 +271,7 @@ pub(super) fn resolve_target(
         &t.backoff,
         &t.max_backoff,
         &t.max_body,
+        &t.follow_redirects,
         base,
     )?;
     let concurrency = cx
@@ -186,6 +282,8 @@ pub(super) fn resolve_target(
         .unwrap_or(base_connect);
 
     let mut auth = None;
+    // The base URL as reports show it when it holds a `${VAR}`: as written.
+    let mut display_base = None;
     let endpoint = match (&t.base_url, &t.tcp) {
         (Some(_), Some(tcp)) => {
             return Err(cx.err(
@@ -197,8 +295,9 @@ pub(super) fn resolve_target(
             return Err(cx.err(&at, format!("target {name:?}: missing base_url (http://…, https://…, unix:/path.sock) or tcp (host:port)")));
         }
         (Some(url), None) => {
-            let (endpoint, credentials) = parse_base_url(cx, url, &name)?;
+            let (endpoint, credentials, shown) = parse_base_url(cx, url, &name)?;
             auth = credentials;
+            display_base = shown;
             endpoint
         }
         (None, Some(tcp)) => {
@@ -306,6 +405,8 @@ pub(super) fn resolve_target(
         vec![Route {
             path: addr.clone(),
             url: format!("tcp://{addr}"),
+            request: format!("tcp://{addr}"),
+            secret_request: false,
             class: Class::Core,
             method: reqwest::Method::GET,
             body: None,
@@ -323,7 +424,17 @@ pub(super) fn resolve_target(
         t.routes
             .kept
             .into_iter()
-            .map(|r| resolve_route(cx, r, &endpoint, &timing, &target_headers, &name))
+            .map(|r| {
+                resolve_route(
+                    cx,
+                    r,
+                    &endpoint,
+                    display_base.as_deref(),
+                    &timing,
+                    &target_headers,
+                    &name,
+                )
+            })
             .collect::<Result<_, _>>()?
     };
 
@@ -341,26 +452,31 @@ pub(super) fn resolve_target(
     })
 }
 
+/// The endpoint of a `base_url` (`${VAR}` expanded), the credentials of its userinfo, and,
+/// when a `${VAR}` was expanded, the base as reports show it: as written, no value in it.
 pub(super) fn parse_base_url(
     cx: &Ctx,
     url: &Spanned<String>,
     name: &str,
-) -> Result<(Endpoint, Option<Header>), ConfigError> {
-    let v = url.value.trim();
+) -> Result<(Endpoint, Option<Header>, Option<String>), ConfigError> {
+    let (expanded, secret) = expand_env(cx, url)?;
+    let v = expanded.trim();
+    // Never echo a password from the userinfo, nor a value from the environment.
+    let shown = without_password(if secret { url.value.trim() } else { v });
+    let display = secret.then(|| shown.trim_end_matches('/').to_string());
     if let Some(path) = v.strip_prefix("unix:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if !path.starts_with('/') {
-            return Err(cx.err(url, format!("target {name:?}: invalid unix socket {v:?}; expected an absolute path, e.g. unix:/run/app/rpc.sock")));
+            return Err(cx.err(url, format!("target {name:?}: invalid unix socket {shown:?}; expected an absolute path, e.g. unix:/run/app/rpc.sock")));
         }
         return Ok((
             Endpoint::Unix {
                 socket: PathBuf::from(path),
             },
             None,
+            display,
         ));
     }
-    // Never echo a password from the userinfo.
-    let shown = without_password(v);
     let mut parsed = reqwest::Url::parse(v).map_err(|e| {
         cx.err(url, format!("target {name:?}: invalid base_url {shown:?} ({e}); expected http://host[:port], https://… or unix:/path.sock"))
     })?;
@@ -385,6 +501,7 @@ pub(super) fn parse_base_url(
             base: parsed.as_str().trim_end_matches('/').to_string(),
         },
         auth,
+        display,
     ))
 }
 
@@ -559,7 +676,7 @@ mod tests {
             err(&format!(
                 "{TARGET}  - name: a\n    base_url: http://x\n    routes: [ {{ path: /ok }} ]\n"
             )),
-            "p.yaml:5:11: duplicate target name \"a\" (first used on line 2); names must be unique"
+            "p.yaml:5:11: duplicate target name \"a\" (first used at p.yaml:2:11); names must be unique across the probe file and its drop-ins"
         );
         assert_err(
             "user_agent: x\ntargets: []\n",

@@ -77,32 +77,56 @@ pub(super) fn resolve_route(
     cx: &Ctx,
     r: Spanned<RawRoute>,
     endpoint: &Endpoint,
+    display_base: Option<&str>,
     base: &Timing,
     target_headers: &[Header],
     target: &str,
 ) -> Result<Route, ConfigError> {
     let at = Spanned::new((), r.referenced, r.defined);
     let r = r.value;
+    // As written: what reports show (a `${VAR}` stays a name).
     let path = r.path.value.trim().to_string();
-    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let bad_path =
+        |p: &str| !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control());
+    if bad_path(&path) {
         return Err(cx.err(&r.path, format!("target {target:?}: invalid route path {path:?}; expected an absolute path such as /api/health")));
     }
-    let url = match endpoint {
+    let (sent_path, path_secret) = expand_env(cx, &r.path)?;
+    let sent_path = sent_path.trim().to_string();
+    if path_secret && bad_path(&sent_path) {
+        return Err(cx.err(&r.path, format!("target {target:?}: route path {path:?} is not an absolute path without spaces once its variables are expanded (their values are not shown)")));
+    }
+    let (url, request) = match endpoint {
         Endpoint::Http { base } => {
-            let url = format!("{base}{path}");
-            reqwest::Url::parse(&url).map_err(|e| {
+            let request = format!("{base}{sent_path}");
+            let shown = format!("{}{path}", display_base.unwrap_or(base));
+            reqwest::Url::parse(&request).map_err(|e| {
                 cx.err(
                     &r.path,
                     format!(
                         "target {target:?}: route {path:?} makes an invalid URL {:?} ({e})",
-                        without_password(&url)
+                        without_password(&shown)
                     ),
                 )
             })?;
-            url
+            (shown, request)
         }
-        Endpoint::Unix { socket } => format!("unix:{}:{path}", socket.display()),
+        Endpoint::Unix { socket } => {
+            let shown = match display_base {
+                Some(b) => format!("{b}:{path}"),
+                None => format!("unix:{}:{path}", socket.display()),
+            };
+            // The socket is the transport; the URL only carries the request target.
+            (shown, format!("http://localhost{sent_path}"))
+        }
         Endpoint::Tcp { .. } => unreachable!("tcp targets have no routes"),
+    };
+    let (body, body_secret) = match &r.body {
+        Some(b) => {
+            let (v, secret) = expand_env(cx, b)?;
+            (Some(v), secret)
+        }
+        None => (None, false),
     };
     let method = match &r.method {
         None => reqwest::Method::GET,
@@ -126,6 +150,7 @@ pub(super) fn resolve_route(
         &r.backoff,
         &r.max_backoff,
         &r.max_body,
+        &r.follow_redirects,
         base,
     )?;
     let mut headers = target_headers.to_vec();
@@ -146,9 +171,11 @@ pub(super) fn resolve_route(
     Ok(Route {
         path,
         url,
+        request,
+        secret_request: display_base.is_some() || path_secret || body_secret,
         class: r.class,
         method,
-        body: r.body,
+        body,
         headers,
         expect,
         timing,
@@ -346,6 +373,27 @@ mod tests {
             &|_| None,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn follow_redirects_is_inherited_from_defaults_and_targets_and_bounded() {
+        let yaml = "defaults: { follow_redirects: 3 }\ntargets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    routes: [ { path: /d } ]\n  - name: b\n    base_url: http://127.0.0.1:1\n    follow_redirects: 1\n    routes: [ { path: /t }, { path: /r, follow_redirects: 0 } ]\n";
+        let plan = crate::config::parse(yaml, "p.yaml", &|_| None).unwrap();
+        let hops = |t: usize, r: usize| plan.targets[t].routes[r].timing.follow_redirects;
+        assert_eq!((hops(0, 0), hops(1, 0), hops(1, 1)), (3, 1, 0));
+        assert_eq!(
+            crate::config::parse(TARGET, "p.yaml", &|_| None)
+                .unwrap()
+                .targets[0]
+                .routes[0]
+                .timing
+                .follow_redirects,
+            0
+        );
+        assert_err(
+            &route("follow_redirects: 21"),
+            "p.yaml:6:27: target \"a\": route /ok: follow_redirects 21 is out of range; expected 0 to 20",
+        );
     }
 
     #[test]

@@ -122,12 +122,22 @@ pub(super) fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool)
                 format!("invalid variable name {var:?} in ${{…}}; expected letters, digits and _"),
             ));
         }
-        let value = (cx.env)(var).ok_or_else(|| {
-            cx.err(
-                v,
-                format!("environment variable {var} is not set (referenced as ${{{var}}})"),
-            )
-        })?;
+        let value = match (cx.env)(var) {
+            Some(value) => value,
+            None if cx.lenient => {
+                cx.warn(
+                    v,
+                    format!("environment variable {var} is not set (referenced as ${{{var}}}); `check` will refuse this file until it is"),
+                );
+                String::new()
+            }
+            None => {
+                return Err(cx.err(
+                    v,
+                    format!("environment variable {var} is not set (referenced as ${{{var}}})"),
+                ));
+            }
+        };
         if !value.is_empty() {
             cx.secrets.borrow_mut().push(value.clone());
         }

@@ -34,6 +34,8 @@ pub struct Request {
     pub path: String,
     /// Header names lower-cased, in the order received.
     pub headers: Vec<(String, String)>,
+    /// The `Content-Length` body.
+    pub body: Vec<u8>,
     pub at: Instant,
 }
 
@@ -547,7 +549,7 @@ async fn drain_until_closed<C: Conn>(c: &mut C) {
     }
 }
 
-/// Read one request head (and its `Content-Length` body, discarded). `None` at EOF.
+/// Read one request head and its `Content-Length` body. `None` at EOF.
 async fn read_request<C: Conn>(c: &mut C, buf: &mut Vec<u8>) -> Option<Request> {
     let end = loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
@@ -585,13 +587,14 @@ async fn read_request<C: Conn>(c: &mut C, buf: &mut Vec<u8>) -> Option<Request> 
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    buf.drain(..body_len);
+    let body = buf.drain(..body_len).collect();
     Some(Request {
         index: 0,
         conn: 0,
         method,
         path,
         headers,
+        body,
         at,
     })
 }

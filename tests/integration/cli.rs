@@ -327,7 +327,7 @@ fn the_repository_probe_file_validates() {
         .arg(repo.join("probes.yaml"))
         .env("API_TOKEN", "t"));
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stdout.contains("ok (3 target(s)"), "{}", o.stdout);
+    assert!(o.stdout.contains("ok (3 targets"), "{}", o.stdout);
 }
 
 #[test]

@@ -199,3 +199,39 @@ fn a_password_in_an_ad_hoc_url_reaches_no_output() {
     );
     assert_eq!(s.requests.lock().unwrap().len(), 1);
 }
+
+/// `validate`'s warnings (allowed, probably not meant) name `file:line:col` like its errors:
+/// an unset `${VAR}` where it is written, a route timeout longer than `run_timeout` at that
+/// timeout, a unit without a core route at the target's name. Exit 0: they are warnings.
+#[test]
+fn validate_warnings_carry_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        "defaults: { run_timeout: 15s }\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:9\n    headers: { X-Token: \"${ROUTEWATCH_TEST_UNSET_VAR}\" }\n    routes:\n      - { path: /slow, timeout: 1m }\n  - name: worker\n    base_url: http://127.0.0.1:9\n    unit: worker.service\n    routes: [ { path: /page, class: auxiliary } ]\n",
+    )
+    .unwrap();
+    let o = rw()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .env_remove("ROUTEWATCH_TEST_UNSET_VAR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let f = cfg.display();
+    for want in [
+        format!(
+            "routewatch: warning: {f}:5:25: environment variable ROUTEWATCH_TEST_UNSET_VAR is not set (referenced as ${{ROUTEWATCH_TEST_UNSET_VAR}}); `check` will refuse this file until it is"
+        ),
+        format!(
+            "routewatch: warning: {f}:7:33: target \"api\": route /slow: timeout 1m is longer than run_timeout 15s: the run ends it first"
+        ),
+        format!(
+            "routewatch: warning: {f}:8:11: target \"worker\": has a unit but no core route; recovery can never trigger"
+        ),
+    ] {
+        assert!(stderr.contains(&want), "want {want:?} in\n{stderr}");
+    }
+}

@@ -276,6 +276,61 @@ fn pki(names: &[&str]) -> Pki {
     }
 }
 
+/// A root CA (the one to trust), an intermediate CA it signed that expires in
+/// `intermediate_days`, and a server certificate for `127.0.0.1` the intermediate signed that
+/// expires in `leaf_days`; the server presents the leaf and the intermediate.
+fn pki_chain(intermediate_days: u64, leaf_days: u64) -> Pki {
+    use std::time::SystemTime;
+    const DAY: u64 = 86_400;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca_params = |cn: &str, days: u64| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        p.not_before = (SystemTime::now() - Duration::from_secs(DAY)).into();
+        p.not_after = (SystemTime::now() + Duration::from_secs(days * DAY)).into();
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params("routewatch test root", 3650);
+    let root_cert = root_params.self_signed(&root_key).unwrap();
+    let root = Issuer::new(root_params, root_key);
+
+    let mid_key = KeyPair::generate().unwrap();
+    let mut mid_params = ca_params("routewatch test intermediate", intermediate_days);
+    mid_params.use_authority_key_identifier_extension = true;
+    let mid_cert = mid_params.signed_by(&mid_key, &root).unwrap();
+    let mid = Issuer::new(mid_params, mid_key);
+
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = (SystemTime::now() - Duration::from_secs(DAY)).into();
+    leaf.not_after = (SystemTime::now() + Duration::from_secs(leaf_days * DAY)).into();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &mid).unwrap();
+
+    let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), mid_cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Pki {
+        ca_pem: root_cert.pem(),
+        server: Arc::new(server),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running the binary.
 
@@ -601,6 +656,53 @@ fn tls_ca_file_without_certificates_is_a_config_error() {
     assert_eq!(s.connection_count(), 0, "nothing was probed");
 }
 
+/// The expiry reported (JSON `tls_cert`, the Prometheus gauge) and judged (`cert_min_days`) is
+/// the earliest `notAfter` of the chain the server presents: an intermediate that expires in
+/// 5 days under a leaf good for 60 is what breaks clients first.
+#[test]
+fn cert_expiry_is_the_earliest_in_the_presented_chain() {
+    let p = pki_chain(5, 60);
+    let s = tls_server(&p);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{}\n    tls: {{ ca_file: ca.pem }}\n    routes:\n      - {{ path: /warned, expect: {{ cert_min_days: 14 }} }}\n      - {{ path: /fine, expect: {{ cert_min_days: 3 }} }}\n",
+            s.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 0, "degraded, never unhealthy: {}", o.all());
+    let doc = o.json();
+    let warned = route(&doc, "api", "/warned");
+    assert_eq!(warned["outcome"], "cert_expiring", "{doc:#}");
+    let e = error_of(warned);
+    assert!(
+        e.starts_with("the server certificate CN=routewatch test intermediate expires in 5 days"),
+        "{e}"
+    );
+    for r in [warned, route(&doc, "api", "/fine")] {
+        let cert = &r["tls_cert"];
+        assert_eq!(
+            cert["subject"], "CN=routewatch test intermediate",
+            "{doc:#}"
+        );
+        let days = cert["days_left"].as_f64().unwrap();
+        assert!((4.8..=5.1).contains(&days), "{days}");
+    }
+    assert_eq!(route(&doc, "api", "/fine")["outcome"], "ok", "{doc:#}");
+    let not_after = warned["tls_cert"]["not_after_unix"].as_i64().unwrap();
+    let o = check(dir.path(), &["--format", "prometheus"], &[]);
+    assert!(
+        o.stdout.contains(&format!(
+            "routewatch_tls_cert_expiry_seconds{{target=\"api\",route=\"/warned\",class=\"core\"}} {not_after}"
+        )),
+        "{}",
+        o.all()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Secrets
 
@@ -795,6 +897,168 @@ fn secret_reflected_by_the_server_is_redacted_from_failure_text() {
     for p in ["/echo", "/regex", "/whoami", "/hdr"] {
         assert_eq!(route(&doc, "api", p)["outcome"], "body_mismatch", "{doc:#}");
     }
+}
+
+/// `${VAR}` in a base URL's path, a route's path (query) and a request body: the server gets
+/// the values; no output shows them, not even where the server echoes them back in a failure
+/// (the excerpt, a redirect's Location) — reports show the names as written.
+#[test]
+fn secrets_in_base_url_path_and_body_reach_the_server_and_no_output() {
+    let s = Srv::http(|r| {
+        let seen = format!("{} {}", r.path, String::from_utf8_lossy(&r.body));
+        if r.path.contains("/bounce") {
+            return resp(302, &[("Location", &format!("/landed?was={}", r.path))], "");
+        }
+        if r.path.starts_with("/landed") {
+            return resp(503, &[], format!("no: {seen}"));
+        }
+        match r.method.as_str() {
+            "POST" => resp(200, &[], format!("echo {seen}")),
+            _ => resp(500, &[], format!("failed for {seen}")),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}/t/${{{SECRET_VAR}}}\n    routes:\n      - {{ path: \"/q?key=${{{SECRET_VAR}}}\" }}\n      - {{ path: /rpc, method: POST, body: '{{\"token\":\"${{{SECRET_VAR}}}\"}}', expect: {{ body_contains: welcome }} }}\n      - {{ path: \"/bounce/${{{SECRET_VAR}}}\", follow_redirects: 1 }}\n",
+            s.port()
+        ),
+    );
+    every_output(
+        dir.path(),
+        &[(SECRET_VAR, SECRET)],
+        1,
+        "secrets in URLs and bodies",
+    );
+    let reqs = s.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.path == format!("/t/{SECRET}/q?key={SECRET}")),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.method == "POST"
+            && r.path == format!("/t/{SECRET}/rpc")
+            && r.body == format!("{{\"token\":\"{SECRET}\"}}").as_bytes()),
+        "{reqs:?}"
+    );
+    let o = check(dir.path(), &["--format", "json"], &[(SECRET_VAR, SECRET)]);
+    let doc = o.json();
+    let routes = doc["targets"][0]["routes"].as_array().unwrap();
+    // What the reports show: the names as written.
+    assert_eq!(
+        routes[0]["url"],
+        format!(
+            "http://127.0.0.1:{}/t/${{{SECRET_VAR}}}/q?key=${{{SECRET_VAR}}}",
+            s.port()
+        )
+    );
+    assert_eq!(routes[0]["outcome"], "http_error", "{doc:#}");
+    assert_eq!(routes[1]["outcome"], "body_mismatch", "{doc:#}");
+    assert_eq!(routes[2]["outcome"], "http_error", "{doc:#}");
+    assert_eq!(
+        routes[2]["redirects"].as_array().unwrap().len(),
+        1,
+        "{doc:#}"
+    );
+
+    // An unset variable in a path or a body is a config error at its position, naming it.
+    for (route, line_col) in [
+        ("      - { path: \"/x/${RW_TEST_UNSET_PATH}\" }\n", ":6:17:"),
+        (
+            "      - { path: /x, body: \"${RW_TEST_UNSET_PATH}\" }\n",
+            ":6:27:",
+        ),
+    ] {
+        probe_file(
+            dir.path(),
+            &format!(
+                "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}\n    routes:\n{route}",
+                s.port()
+            ),
+        );
+        let o = check(dir.path(), &["--format", "json"], &[(SECRET_VAR, SECRET)]);
+        assert_eq!(o.code, 2, "{}", o.all());
+        assert!(
+            o.stderr.contains(&format!(
+                "probes.yaml{line_col} environment variable RW_TEST_UNSET_PATH is not set"
+            )),
+            "{}",
+            o.all()
+        );
+    }
+}
+
+/// `{"status":"ok"}` gzip-compressed, as a server that ignores `Accept-Encoding` sends it.
+const GZIPPED_OK: &[u8] = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xab\x56\x2a\x2e\x49\x2c\x29\x2d\x56\xb2\x52\xca\xcf\x56\xaa\x05\x00\xdd\xed\x13\x1d\x0f\x00\x00\x00";
+
+/// Every probe asks for `Accept-Encoding: identity`; a server that compresses anyway gets a
+/// `body_mismatch` that names the encoding, never binary in the message, and never a body
+/// check passed on compressed bytes (`body_not_contains` would find nothing in them). A route
+/// may ask for an encoding itself; without body checks an encoded body is fine.
+#[test]
+fn an_encoded_body_sent_regardless_is_named_not_printed() {
+    let s = Srv::http(|r| {
+        if r.path == "/plain" {
+            return resp(200, &[], "{\"status\":\"ok\"}");
+        }
+        resp(
+            200,
+            &[
+                ("Content-Encoding", "gzip"),
+                ("Content-Type", "application/json"),
+            ],
+            GZIPPED_OK,
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}\n    routes:\n      - {{ path: /json, expect: {{ json: {{ status: ok }} }} }}\n      - {{ path: /forbidden, expect: {{ body_not_contains: Traceback }} }}\n      - {{ path: /status-only }}\n      - {{ path: /plain, expect: {{ body_contains: ok }} }}\n      - {{ path: /asks, headers: {{ Accept-Encoding: gzip }} }}\n",
+            s.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let doc = o.json();
+    for p in ["/json", "/forbidden"] {
+        let r = route(&doc, "api", p);
+        assert_eq!(r["outcome"], "body_mismatch", "{doc:#}");
+        let e = error_of(r);
+        assert!(
+            e.starts_with("the body is gzip-encoded (Content-Encoding: gzip) although the request asked for identity"),
+            "{e}"
+        );
+        assert!(!e.contains('\u{fffd}') && !e.contains("\\u{1f}"), "{e}");
+    }
+    for p in ["/status-only", "/plain", "/asks"] {
+        assert_eq!(route(&doc, "api", p)["outcome"], "ok", "{doc:#}");
+    }
+    let o = check(dir.path(), &["--format", "text"], &[]);
+    assert!(!o.stdout.contains('\u{fffd}'), "{}", o.all());
+    for r in s.requests() {
+        let want = if r.path == "/asks" {
+            "gzip"
+        } else {
+            "identity"
+        };
+        assert_eq!(r.header("accept-encoding"), Some(want), "{r:?}");
+    }
+    // One Accept-Encoding header, the route's own, never both.
+    let asks = s
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/asks")
+        .unwrap();
+    assert_eq!(
+        asks.headers
+            .iter()
+            .filter(|(n, _)| n == "accept-encoding")
+            .count(),
+        1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,6 +35,14 @@ def schema(schema_path, probes_path):
     with open(probes_path) as f:
         doc = yaml.load(f, Loader=yaml12_loader())
     jsonschema.validate(doc, s)
+    # As a YAML 1.1 tool reads it (PyYAML's safe_load: a bare `on:` is the boolean true): the
+    # shipped example quotes "on" so that every tool sees the same file.
+    with open(probes_path) as f:
+        doc11 = yaml.safe_load(f)
+    try:
+        jsonschema.validate(doc11, s)
+    except jsonschema.ValidationError as e:
+        sys.exit(f"{probes_path} fails its schema as YAML 1.1 tools read it (quote \"on\":): {e.message}")
     # The schema must reject what the loader rejects.
     bad = dict(doc)
     bad["defaults"] = dict(doc.get("defaults", {}), timout="3s")
