@@ -144,6 +144,12 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
             "set it in /etc/routewatch/environment (the shipped unit's EnvironmentFile=)",
         ));
     }
+    // Every file read counts: a drop-in others can write blocks recovery as the probe file
+    // would.
+    let problem = std::iter::once(problem)
+        .flatten()
+        .chain(plan.untrusted.iter().cloned())
+        .reduce(|a, b| format!("{a}; {b}"));
     checks.push(match (root, problem) {
         (false, _) => Check::skipped(
             "probe file trusted",
