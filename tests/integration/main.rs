@@ -15,6 +15,7 @@ mod config_errors;
 mod ecosystem;
 mod fake_systemd;
 mod fleet;
+mod journal;
 mod limits;
 mod man_pages;
 mod nagios;
