@@ -65,11 +65,9 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
 }
 
 /// Set once by the binary: the most verbose level printed, and whether stderr is the journal
-/// (then entries go to the journal's native socket, if it can be reached).
-pub fn init(max: Level, journald: bool) {
-    let journal = journald
-        .then(|| Journal::connect(Path::new(JOURNAL_SOCKET)).ok())
-        .flatten();
+/// (then entries go to the journal's native socket `socket`, if it can be reached).
+pub fn init(max: Level, journald: bool, socket: &Path) {
+    let journal = journald.then(|| Journal::connect(socket).ok()).flatten();
     let _ = SETTINGS.set(Settings {
         max,
         journald,
@@ -86,7 +84,7 @@ fn settings() -> &'static Settings {
     SETTINGS.get().unwrap_or(&DEFAULT)
 }
 
-/// Where systemd-journald receives native entries.
+/// Where systemd-journald receives native entries (`$ROUTEWATCH_JOURNAL_SOCKET` overrides it).
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 /// A value longer than this is cut (at a character boundary) in a journal entry: with at most

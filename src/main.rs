@@ -268,7 +268,9 @@ fn main() -> ExitCode {
     } else {
         [Level::Warn, Level::Info, Level::Debug][usize::from(verbose.min(2))]
     };
-    log::init(level, journald);
+    let socket = std::env::var_os("ROUTEWATCH_JOURNAL_SOCKET")
+        .map_or_else(|| PathBuf::from(log::JOURNAL_SOCKET), PathBuf::from);
+    log::init(level, journald, &socket);
     match cli.command {
         Command::Check(args) => return cli::check::check(args),
         Command::Validate { config } => cli::validate::validate(config),

@@ -41,6 +41,10 @@ const JOURNAL_ENV: (&str, &str) = (
     "JOURNAL_STREAM",
     "Set by systemd; when it names stderr, log entries go to the journal with their fields (ROUTEWATCH_TARGET, MESSAGE_ID, ...).",
 );
+const JOURNAL_SOCKET_ENV: (&str, &str) = (
+    "ROUTEWATCH_JOURNAL_SOCKET",
+    "Where native journal entries are sent, instead of /run/systemd/journal/socket.",
+);
 const DBUS_ENV: (&str, &str) = (
     "DBUS_SYSTEM_BUS_ADDRESS",
     "The system bus recovery asks systemd on.",
@@ -80,8 +84,36 @@ const STATE_EXIT: &[(&str, &str)] = &[
     ("4", "The state directory could not be read or written."),
 ];
 
-fn extra(page: &str) -> Extra {
-    match page {
+/// A page's extras: `None` for the top-level page, else the subcommand's name. `None` back
+/// for a subcommand this table does not know yet (a test asks for every one).
+fn extra(page: Option<&str>) -> Option<Extra> {
+    let Some(page) = page else {
+        return Some(Extra {
+            exit: CHECK_EXIT,
+            files: &[PROBE_FILE, STATE_FILE, UNITS],
+            env: &[
+                CONFIG_ENV,
+                STATE_ENV,
+                NO_COLOR_ENV,
+                JOURNAL_ENV,
+                JOURNAL_SOCKET_ENV,
+                DBUS_ENV,
+                CI_ENV,
+            ],
+            examples: &[
+                ("Check the routes of the probe file:", "routewatch check"),
+                (
+                    "Lint the probe file, no traffic:",
+                    "routewatch validate --config /etc/routewatch/probes.yaml",
+                ),
+                (
+                    "Run the timer now, as systemd would:",
+                    "systemctl start routewatch.service",
+                ),
+            ],
+        });
+    };
+    Some(match page {
         "check" => Extra {
             exit: CHECK_EXIT,
             files: &[PROBE_FILE, STATE_FILE],
@@ -90,6 +122,7 @@ fn extra(page: &str) -> Extra {
                 STATE_ENV,
                 NO_COLOR_ENV,
                 JOURNAL_ENV,
+                JOURNAL_SOCKET_ENV,
                 DBUS_ENV,
                 CI_ENV,
             ],
@@ -174,6 +207,19 @@ fn extra(page: &str) -> Extra {
                 "routewatch completions bash > /usr/share/bash-completion/completions/routewatch",
             )],
         },
+        "man" => Extra {
+            exit: &[
+                ("0", "Success."),
+                USAGE_EXIT,
+                ("4", "A page could not be written."),
+            ],
+            files: &[],
+            env: &[],
+            examples: &[(
+                "Write every page into a directory:",
+                "routewatch man --dir /usr/local/share/man/man1",
+            )],
+        },
         "doctor" => Extra {
             exit: &[
                 ("0", "Every check passed (warn lines are worth a look)."),
@@ -193,44 +239,17 @@ fn extra(page: &str) -> Extra {
                 ),
             ],
         },
-        "man" => Extra {
-            exit: &[
-                ("0", "Success."),
-                USAGE_EXIT,
-                ("4", "A page could not be written."),
-            ],
-            files: &[],
-            env: &[],
-            examples: &[(
-                "Write every page into a directory:",
-                "routewatch man --dir /usr/local/share/man/man1",
-            )],
-        },
-        _ => Extra {
-            exit: CHECK_EXIT,
-            files: &[PROBE_FILE, STATE_FILE, UNITS],
-            env: &[
-                CONFIG_ENV,
-                STATE_ENV,
-                NO_COLOR_ENV,
-                JOURNAL_ENV,
-                DBUS_ENV,
-                CI_ENV,
-            ],
-            examples: &[
-                ("Check the routes of the probe file:", "routewatch check"),
-                (
-                    "Lint the probe file, no traffic:",
-                    "routewatch validate --config /etc/routewatch/probes.yaml",
-                ),
-                (
-                    "Run the timer now, as systemd would:",
-                    "systemctl start routewatch.service",
-                ),
-            ],
-        },
-    }
+        _ => return None,
+    })
 }
+
+/// For a subcommand the table above does not know: its options and the usual codes.
+const GENERIC: Extra = Extra {
+    exit: OK_OR_USAGE,
+    files: &[],
+    env: &[],
+    examples: &[],
+};
 
 fn rows(roff: &mut Roff, heading: &str, rows: &[(&str, &str)]) {
     if rows.is_empty() {
@@ -246,7 +265,7 @@ fn rows(roff: &mut Roff, heading: &str, rows: &[(&str, &str)]) {
 
 /// The page of `cmd` (the top-level command, or one of its subcommands named `sub`).
 fn page(cmd: &clap::Command, sub: Option<&str>, subs: &[String]) -> std::io::Result<Vec<u8>> {
-    let man = Man::new(cmd.clone());
+    let man = Man::new(cmd.clone()).source(format!("routewatch {}", env!("CARGO_PKG_VERSION")));
     let mut out = Vec::new();
     man.render_title(&mut out)?;
     // Every render call starts with the same preamble; once is enough.
@@ -266,7 +285,7 @@ fn page(cmd: &clap::Command, sub: Option<&str>, subs: &[String]) -> std::io::Res
     if cmd.has_subcommands() {
         section(&|w| man.render_subcommands_section(w))?;
     }
-    let extra = extra(sub.unwrap_or(""));
+    let extra = extra(sub).unwrap_or(GENERIC);
     let mut roff = Roff::new();
     rows(&mut roff, "EXIT STATUS", extra.exit);
     rows(&mut roff, "FILES", extra.files);
@@ -339,4 +358,23 @@ pub(crate) fn write_all(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_has_its_own_page_sections() {
+        let cmd = <crate::Cli as clap::CommandFactory>::command();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let e = extra(Some(sub.get_name()))
+                .unwrap_or_else(|| panic!("man.rs has no EXIT STATUS etc. for {}", sub.get_name()));
+            assert!(
+                !e.exit.is_empty() && !e.examples.is_empty(),
+                "{}",
+                sub.get_name()
+            );
+        }
+    }
 }

@@ -10,10 +10,14 @@ use crate::recovery::{self, RecoveryOutcome};
 use crate::run::{RunReport, TargetReport};
 use crate::verdict::Verdict;
 
-/// At most this many routes get a perfdata item and a long-output line each: Nagios keeps
-/// 8 KiB of a plugin's output by default, and a fleet has thousands of routes. The counts in
-/// the status line and the aggregate perfdata always cover every route.
-pub const MAX_ROUTE_LINES: usize = 100;
+/// The whole output stays within this many bytes: Nagios keeps 8 KiB of a plugin's output by
+/// default, and a fleet has thousands of routes. The counts in the status line and the
+/// aggregate perfdata always cover every route; what does not fit is counted in a last line.
+pub const MAX_OUTPUT: usize = 8000;
+/// Per-route perfdata items stop when the status line reaches this many bytes.
+const MAX_STATUS_LINE: usize = 3000;
+/// A long-output line (a route's error can be long) is cut to this many bytes.
+const MAX_LINE: usize = 400;
 
 /// A plugin's state, its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,20 +70,53 @@ pub fn state(report: &RunReport) -> State {
         .unwrap_or(State::Ok)
 }
 
-/// The plugin output of a finished run.
+/// The plugin output of a finished run, at most [`MAX_OUTPUT`] bytes.
 pub fn render(report: &RunReport) -> String {
-    let state = state(report);
     let mut out = format!(
-        "ROUTEWATCH {} - {} | {}\n",
-        state.as_str(),
-        summary(report),
-        perfdata(report)
+        "ROUTEWATCH {} - {}",
+        state(report).as_str(),
+        cut(&summary(report), MAX_STATUS_LINE / 2)
     );
-    for line in long_output(report) {
+    let mut perf = aggregate_perfdata(report);
+    for item in route_perfdata(report) {
+        if out.len() + perf.len() + item.len() + 4 > MAX_STATUS_LINE {
+            break;
+        }
+        perf.push(' ');
+        perf.push_str(&item);
+    }
+    out.push_str(" | ");
+    out.push_str(&perf);
+    out.push('\n');
+    let lines = long_output(report);
+    let total = lines.len();
+    // Room for the line that says what was left out.
+    let budget = MAX_OUTPUT - 80;
+    for (i, line) in lines.into_iter().enumerate() {
+        let line = cut(&line, MAX_LINE);
+        if out.len() + line.len() + 1 > budget {
+            out.push_str(&format!(
+                "… and {} more line(s) (see --format json)\n",
+                total - i
+            ));
+            break;
+        }
         out.push_str(&line);
         out.push('\n');
     }
     out
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// The status line of a check that could not run (or was misused): UNKNOWN, with why.
@@ -124,28 +161,32 @@ fn summary(report: &RunReport) -> String {
     text(&parts.join("; "))
 }
 
-/// `routes`, `ok`, `core_failed`, `rate_limited`, `time`, then each route's time (the first
-/// [`MAX_ROUTE_LINES`]). Thresholds are left empty: routewatch judges, the graph shows.
-fn perfdata(report: &RunReport) -> String {
+/// `routes`, `ok`, `core_failed`, `rate_limited`, `time`. Thresholds are left empty:
+/// routewatch judges, the graph shows.
+fn aggregate_perfdata(report: &RunReport) -> String {
     let counts = &report.summary.counts;
     let core_failed = routes(report)
         .filter(|(_, r, _)| r.class == Class::Core && !r.outcome.is_pass())
         .count();
-    let mut items = vec![
+    [
         format!("routes={};;;0", counts.routes),
         format!("ok={};;;0", counts.ok),
         format!("core_failed={core_failed};;;0"),
         format!("rate_limited={};;;0", counts.rate_limited),
         format!("time={:.3}s;;;0", report.elapsed_ms as f64 / 1000.0),
-    ];
-    for (t, r, name) in routes(report).take(MAX_ROUTE_LINES) {
-        items.push(format!(
+    ]
+    .join(" ")
+}
+
+/// Each route's time, `'TARGET ROUTE'=0.001621s;;;0`, in report order.
+fn route_perfdata(report: &RunReport) -> impl Iterator<Item = String> + '_ {
+    routes(report).map(|(t, r, name)| {
+        format!(
             "{}={:.6}s;;;0",
             perf_label(&format!("{} {name}", t.name)),
             r.elapsed.as_secs_f64()
-        ));
-    }
-    items.join(" ")
+        )
+    })
 }
 
 /// Every route with its target and its unique name, in report order.
@@ -160,13 +201,22 @@ fn routes(
     })
 }
 
-/// One line per route that is not `ok`, per recovery story, and per warning.
+/// One line per recovery story, per route that is not `ok`, and per warning, in that order
+/// (what matters most first, if the output has to be cut).
 fn long_output(report: &RunReport) -> Vec<String> {
     let mut lines = Vec::new();
-    let failing: Vec<_> = routes(report)
-        .filter(|(_, r, _)| r.outcome != Outcome::Ok)
-        .collect();
-    for (t, r, name) in failing.iter().take(MAX_ROUTE_LINES) {
+    for t in &report.targets {
+        if let Some(r) = &t.recovery {
+            lines.push(text(&format!(
+                "{} recovery ({} {}): {}",
+                t.name,
+                r.action.as_str(),
+                r.unit,
+                recovery::story(r)
+            )));
+        }
+    }
+    for (t, r, name) in routes(report).filter(|(_, r, _)| r.outcome != Outcome::Ok) {
         let mut line = format!(
             "{} {name} ({}): {} after {} attempt(s)",
             t.name,
@@ -181,23 +231,6 @@ fn long_output(report: &RunReport) -> Vec<String> {
             let _ = write!(line, ": {e}");
         }
         lines.push(text(&line));
-    }
-    if failing.len() > MAX_ROUTE_LINES {
-        lines.push(format!(
-            "… and {} more route(s) not ok (see --format json)",
-            failing.len() - MAX_ROUTE_LINES
-        ));
-    }
-    for t in &report.targets {
-        if let Some(r) = &t.recovery {
-            lines.push(text(&format!(
-                "{} recovery ({} {}): {}",
-                t.name,
-                r.action.as_str(),
-                r.unit,
-                recovery::story(r)
-            )));
-        }
     }
     for w in &report.warnings {
         lines.push(text(&format!("warning: {w}")));
@@ -288,6 +321,49 @@ mod tests {
                 "{verdict:?} {outcome:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_fleet_is_cut_to_what_nagios_keeps() {
+        let route = |i: usize| crate::probe::RouteResult {
+            path: format!("/route/{i}"),
+            url: format!("http://127.0.0.1:1/route/{i}"),
+            class: Class::Core,
+            outcome: Outcome::Timeout,
+            status_code: None,
+            attempts: 3,
+            elapsed: std::time::Duration::from_millis(2000),
+            error: Some("no complete response within 2.0s ".repeat(40)),
+            cut_short: false,
+            tls_cert: None,
+        };
+        let mut t = target(Verdict::Unhealthy, None);
+        t.routes = (0..5000).map(route).collect();
+        let report = RunReport {
+            version: 1,
+            status: crate::verdict::RunStatus::Unhealthy,
+            exit_code: 1,
+            started_at: 0,
+            elapsed_ms: 2000,
+            summary: crate::run::SummaryDoc {
+                counts: crate::outcome::Summary::from_outcomes(t.routes.iter().map(|r| r.outcome)),
+                line: "0 ok, 5000 timeout/unreachable".into(),
+            },
+            targets: vec![t],
+            warnings: Vec::new(),
+            notifications: Vec::new(),
+        };
+        let out = render(&report);
+        assert!(out.len() <= MAX_OUTPUT, "{}", out.len());
+        let first = out.lines().next().unwrap();
+        assert!(first.len() <= MAX_STATUS_LINE, "{}", first.len());
+        assert!(first.contains("routes=5000;;;0") && first.contains("core_failed=5000;;;0"));
+        let last = out.lines().last().unwrap();
+        assert!(
+            last.starts_with("… and ") && last.ends_with(" more line(s) (see --format json)"),
+            "{last}"
+        );
+        assert!(out.lines().skip(1).all(|l| l.len() <= MAX_LINE), "{out}");
     }
 
     #[test]

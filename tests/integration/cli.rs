@@ -529,6 +529,8 @@ fn journald_stream_gets_syslog_priorities_only_when_stderr_is_that_stream() {
             .args(["check", "--url"])
             .arg(format!("http://127.0.0.1:{}/nope", s.port))
             .env("JOURNAL_STREAM", value)
+            // No journal socket: the lines go to stderr (the host's journal may exist).
+            .env("ROUTEWATCH_JOURNAL_SOCKET", dir.path().join("no-journal"))
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(file)

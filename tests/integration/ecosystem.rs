@@ -755,3 +755,23 @@ fn the_grafana_dashboard_uses_only_metrics_routewatch_exposes() {
         assert!(used.contains(want), "{used:?}");
     }
 }
+
+#[test]
+fn readme_lists_every_refusal_reason() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("| reason | refused because |")
+        .expect("the refusal table");
+    let rows: Vec<&str> = readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    let words: Vec<&str> = routewatch::recovery::Refusal::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(rows, words, "README's refusal reasons, in the enum's order");
+}

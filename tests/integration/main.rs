@@ -16,6 +16,7 @@ mod dropins;
 mod ecosystem;
 mod fake_systemd;
 mod fleet;
+mod journal;
 mod limits;
 mod man_pages;
 mod nagios;
