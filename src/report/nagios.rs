@@ -336,6 +336,7 @@ mod tests {
             error: Some("no complete response within 2.0s ".repeat(40)),
             cut_short: false,
             tls_cert: None,
+            redirects: Vec::new(),
         };
         let mut t = target(Verdict::Unhealthy, None);
         t.routes = (0..5000).map(route).collect();
