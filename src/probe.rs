@@ -907,6 +907,24 @@ async fn attempt_http(
                     return Err((a, false));
                 }
                 crate::redirect::Step::Follow(next) => {
+                    // A body that holds a `${VAR}` value never leaves the route's origin
+                    // either: a 307/308 elsewhere would carry it, so the chain stops there.
+                    if !next.same_origin
+                        && keep_body
+                        && next.keep_body
+                        && route.body.is_some()
+                        && route.secret_request
+                    {
+                        let mut a = Attempt::fail(
+                            Outcome::HttpError,
+                            format!(
+                                "redirect {status} to another origin, {}, not followed: it would carry the request body, which holds a ${{VAR}} value",
+                                next.url.origin().ascii_serialization()
+                            ),
+                        );
+                        a.status = Some(status);
+                        return Err((a, false));
+                    }
                     // The redirect's own body is not wanted; dropping it closes that
                     // connection rather than reading an unbounded body.
                     drop(r);

@@ -297,3 +297,45 @@ async fn a_chain_never_outlives_its_attempts_timeout() {
     let n = s.stats.request_count();
     assert!((1..=4).contains(&n), "{n} requests");
 }
+
+#[tokio::test]
+async fn a_body_with_a_secret_never_follows_a_307_to_another_origin() {
+    const TOKEN: &str = "body-tok-77c0e1";
+    let elsewhere = Server::start(Script::always(ok("elsewhere"))).await;
+    let other = format!("http://localhost:{}/collect", elsewhere.addr.port());
+    let to = other.clone();
+    let home = Server::start(Script::each(move |r| match r.path.as_str() {
+        "/away" => redirect(307, &to),
+        "/stay" => redirect(307, "/home"),
+        _ => ok("home"),
+    }))
+    .await;
+    let yaml = format!(
+        "targets:\n  - name: app\n    base_url: {}\n    retries: 0\n    follow_redirects: 2\n    routes:\n      - {{ path: /away, method: POST, body: '{{\"token\":\"${{RW_BODY_TOKEN}}\"}}' }}\n      - {{ path: /stay, method: POST, body: '{{\"token\":\"${{RW_BODY_TOKEN}}\"}}' }}\n",
+        home.base_url()
+    );
+    let plan = routewatch::config::parse(&yaml, "test.yaml", &|k| {
+        (k == "RW_BODY_TOKEN").then(|| TOKEN.to_string())
+    })
+    .unwrap();
+    let report = routewatch::run::check(Arc::new(plan), routewatch::run::Options::default())
+        .await
+        .unwrap();
+    let away = &report.targets[0].routes[0];
+    assert_eq!(away.outcome, Outcome::HttpError, "{away:#?}");
+    let why = away.error.clone().unwrap_or_default();
+    assert!(
+        why.contains("another origin") && why.contains("${VAR}") && !why.contains(TOKEN),
+        "{why}"
+    );
+    assert!(
+        elsewhere.stats.requests().is_empty(),
+        "the other origin got nothing"
+    );
+    // On the route's own origin the body goes along, as a 307 asks.
+    let stay = &report.targets[0].routes[1];
+    assert_eq!(stay.outcome, Outcome::Ok, "{stay:#?}");
+    let home_reqs = home.stats.requests();
+    let landed = home_reqs.iter().find(|q| q.path == "/home").unwrap();
+    assert_eq!(landed.body, format!("{{\"token\":\"{TOKEN}\"}}").as_bytes());
+}
