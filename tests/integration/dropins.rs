@@ -325,4 +325,24 @@ fn as_root_a_dropin_others_can_write_blocks_recovery_like_the_probe_file() {
         reason.contains("recovery disabled") && reason.contains("is a symlink owned by uid 65534"),
         "{reason}"
     );
+    std::fs::remove_file(&dropin).unwrap();
+    std::fs::rename(&real, &dropin).unwrap();
+
+    // A symlinked drop-in directory: root's link to a root-owned directory is fine; the same
+    // link to a directory others can write is not.
+    let elsewhere = dir.path().join("elsewhere.d");
+    std::fs::rename(&d, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &d).unwrap();
+    let reason = recovery_reason(&cfg, &state);
+    assert!(
+        !reason.contains("recovery disabled"),
+        "root's own link: {reason}"
+    );
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let reason = recovery_reason(&cfg, &state);
+    assert!(
+        reason.contains("recovery disabled")
+            && reason.contains("elsewhere.d is writable by group or others (mode 0777)"),
+        "{reason}"
+    );
 }
