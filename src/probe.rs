@@ -876,7 +876,15 @@ async fn attempt_http(
                 Err(e) => {
                     let (outcome, error) = classify_for(target, &e);
                     let (outcome, error) = client_cert_required(target, outcome, error).await;
-                    let error = in_words(target, route, outcome, error);
+                    // Where it failed: the route, or the hop of a redirect chain it had reached
+                    // (shown as the report shows URLs: no value from the environment).
+                    let at = match &url {
+                        Some(u) if Some(u) != first.as_ref() => {
+                            crate::plan::redact(u.as_str(), secrets)
+                        }
+                        _ => route.url.clone(),
+                    };
+                    let error = in_words(target, &at, outcome, error);
                     let mut a = Attempt::fail(outcome, error);
                     a.local_exhaustion = is_fd_exhaustion(&e);
                     let guard = chain.lock().expect("not poisoned");
@@ -1079,12 +1087,12 @@ fn after_hops(mut a: Attempt, chain: &crate::redirect::Chain) -> Attempt {
 }
 
 /// A failure before any response, in plain words ahead of the library's chain. Pure.
-fn in_words(target: &Target, route: &Route, outcome: Outcome, detail: String) -> String {
+fn in_words(target: &Target, url: &str, outcome: Outcome, detail: String) -> String {
     let socket = match &target.endpoint {
         Endpoint::Unix { socket } => Some(socket.as_path()),
         _ => None,
     };
-    let place = crate::words::place(&route.url, socket);
+    let place = crate::words::place(url, socket);
     match crate::words::explain(outcome, &detail, &place, socket.is_some()) {
         Some(words) => format!("{words} ({detail})"),
         None => detail,

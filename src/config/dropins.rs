@@ -121,6 +121,7 @@ pub(super) fn gather(
     main_file: &str,
     includes: &[Spanned<String>],
     base_dir: &Path,
+    main_path: Option<&Path>,
     dropin_dir: Option<&Path>,
     mut budget: u64,
     root: bool,
@@ -219,8 +220,12 @@ pub(super) fn gather(
             message: too_many(),
         });
     }
-    // A file named twice (by include and by the directory) is read once.
-    let mut seen: Vec<PathBuf> = Vec::new();
+    // A file named twice (by include and by the directory) is read once; the probe file
+    // itself (a glob that matches it) is not a drop-in of itself.
+    let mut seen: Vec<PathBuf> = main_path
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .into_iter()
+        .collect();
     for path in paths {
         let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if seen.contains(&key) {

@@ -193,6 +193,7 @@ fn parse_in(
         file,
         &raw.include,
         here,
+        path,
         path.and_then(dropin_dir).as_deref(),
         MAX_TOTAL_BYTES.saturating_sub(text.len() as u64),
         rustix::process::geteuid().is_root(),

@@ -49,7 +49,7 @@ fn dropins_and_includes_are_merged_in_order_by_validate_and_check() {
     write(
         &cfg,
         &format!(
-            "include: [ extra/*.yaml, one.yaml ]\ntargets:\n{}",
+            "include: [ extra/*.yaml, one.yaml, \"*.yaml\" ]\ntargets:\n{}",
             tcp_target("main", port)
         ),
     );
@@ -73,7 +73,8 @@ fn dropins_and_includes_are_merged_in_order_by_validate_and_check() {
         &dir.path().join("probes.d/10-early.yaml"),
         &format!("# a comment\ntargets:\n{}", tcp_target("early", port)),
     );
-    // Not drop-ins: another extension, a hidden file, an empty placeholder (adds nothing).
+    // `*.yaml` beside the probe file matches it (never its own drop-in) and one.yaml (read
+    // once). Not drop-ins: another extension, a hidden file, an empty placeholder (adds nothing).
     write(&dir.path().join("probes.d/notes.txt"), "targets: oops");
     write(
         &dir.path().join("probes.d/.10-early.yaml.swp"),

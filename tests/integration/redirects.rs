@@ -270,6 +270,28 @@ async fn a_hop_that_hangs_is_hung_at_home_and_not_evidence_elsewhere() {
         )) && e.contains("not evidence of a hang"),
         "{e}"
     );
+    // Another origin that refuses: named as the place that failed, not the target.
+    let closed = common::dead_port().await;
+    let to = format!("http://127.0.0.1:{closed}/x");
+    let away2 = Server::start(Script::each(move |_| redirect(307, &to))).await;
+    let yaml = common::file(
+        &away2.base_url(),
+        "retries: 0",
+        "- { path: /go, follow_redirects: 1 }",
+    );
+    let r2 = common::one_route(&yaml).await;
+    assert_eq!(
+        (r2.outcome, r2.status_code),
+        (Outcome::HttpError, Some(307)),
+        "{r2:#?}"
+    );
+    let e = r2.error.unwrap();
+    assert!(
+        e.contains(&format!(
+            "which failed: connection refused by 127.0.0.1:{closed}"
+        )),
+        "{e}"
+    );
     // The whole chain had the one deadline: the hop got what was left of 400ms, no more.
     assert!(
         r.elapsed < std::time::Duration::from_secs(5),
