@@ -285,6 +285,8 @@ pub struct Target {
     pub tls: Tls,
     pub ip: IpFamily,
     pub routes: Vec<Route>,
+    /// The drop-in file it is written in (`None`: the probe file itself).
+    pub file: Option<String>,
 }
 
 impl Target {
@@ -662,6 +664,7 @@ mod tests {
             tls: Tls::default(),
             ip: IpFamily::Any,
             routes: Vec::new(),
+            file: None,
         }
     }
 

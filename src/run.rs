@@ -36,6 +36,9 @@ pub struct TargetReport {
     pub name: String,
     pub verdict: Verdict,
     pub unit: Option<String>,
+    /// The drop-in file the target is written in; absent for the probe file itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     pub routes: Vec<RouteResult>,
     pub recovery: Option<RecoveryReport>,
     /// Finished recovery actions on this target across runs, by outcome (from the state
@@ -249,6 +252,7 @@ fn judge(plan: &Plan, results: Vec<Vec<RouteResult>>) -> Vec<TargetReport> {
                 routes.iter().map(|r| (r.class, r.outcome, r.cut_short)),
             ),
             unit: t.unit.clone(),
+            file: t.file.clone(),
             routes,
             recovery: None,
             recoveries_total: Default::default(),
@@ -533,6 +537,7 @@ mod tests {
             name: "web".into(),
             verdict,
             unit: None,
+            file: None,
             routes,
             recovery: None,
             recoveries_total: Default::default(),

@@ -82,6 +82,7 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
                 tls: Tls::default(),
                 ip: IpFamily::Any,
                 routes: vec![route],
+                file: None,
             }),
         }
     }

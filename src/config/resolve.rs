@@ -144,7 +144,7 @@ pub(super) fn resolve(
                     (Spanned::new((), r.referenced, r.defined), own)
                 })
                 .collect();
-            let target = resolve_target(
+            let mut target = resolve_target(
                 tcx,
                 t,
                 &base_timing,
@@ -168,6 +168,9 @@ pub(super) fn resolve(
                 ));
             }
             lint(tcx, &target, &name_at, &route_at, run_timeout);
+            if !std::ptr::eq(tcx, &cx) {
+                target.file = Some(tcx.file.to_string());
+            }
             names.push((target.name.clone(), place));
             targets.push(target);
         }
@@ -449,6 +452,7 @@ pub(super) fn resolve_target(
         tls,
         ip,
         routes,
+        file: None,
     })
 }
 

@@ -296,6 +296,7 @@ mod tests {
             name: "api".into(),
             verdict,
             unit: Some("api.service".into()),
+            file: None,
             routes: Vec::new(),
             recovery,
             recoveries_total: Default::default(),

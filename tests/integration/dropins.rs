@@ -102,6 +102,25 @@ fn dropins_and_includes_are_merged_in_order_by_validate_and_check() {
         names,
         ["main", "extra-a", "extra-b", "one", "early", "late"]
     );
+    // Which file each target is written in (none for the probe file's own).
+    let files: Vec<Option<String>> = doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.get("file").map(|f| f.as_str().unwrap().to_string()))
+        .collect();
+    let at = |p: &str| Some(dir.path().join(p).display().to_string());
+    assert_eq!(
+        files,
+        [
+            None,
+            at("extra/a.yaml"),
+            at("extra/b.yaml"),
+            at("one.yaml"),
+            at("probes.d/10-early.yaml"),
+            at("probes.d/20-late.yaml"),
+        ]
+    );
     drop(l);
 }
 
