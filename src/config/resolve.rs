@@ -463,11 +463,26 @@ pub(super) fn parse_base_url(
     url: &Spanned<String>,
     name: &str,
 ) -> Result<(Endpoint, Option<Header>, Option<String>), ConfigError> {
+    let warned = cx.warnings.borrow().len();
     let (expanded, secret) = expand_env(cx, url)?;
     let v = expanded.trim();
     // Never echo a password from the userinfo, nor a value from the environment.
     let shown = without_password(if secret { url.value.trim() } else { v });
     let display = secret.then(|| shown.trim_end_matches('/').to_string());
+    if cx.warnings.borrow().len() > warned {
+        // `validate` with a variable unset (warned where it is written): the URL cannot be
+        // checked, and is not refused for it; `check` refuses the file.
+        let endpoint = if url.value.trim().starts_with("unix:") {
+            Endpoint::Unix {
+                socket: PathBuf::from("/nonexistent/unset-variable.sock"),
+            }
+        } else {
+            Endpoint::Http {
+                base: "http://unset-variable.invalid".into(),
+            }
+        };
+        return Ok((endpoint, None, display));
+    }
     if let Some(path) = v.strip_prefix("unix:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if !path.starts_with('/') {

@@ -209,13 +209,14 @@ fn validate_warnings_carry_file_line_and_column() {
     let cfg = dir.path().join("probes.yaml");
     std::fs::write(
         &cfg,
-        "defaults: { run_timeout: 15s }\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:9\n    headers: { X-Token: \"${ROUTEWATCH_TEST_UNSET_VAR}\" }\n    routes:\n      - { path: /slow, timeout: 1m }\n  - name: worker\n    base_url: http://127.0.0.1:9\n    unit: worker.service\n    routes: [ { path: /page, class: auxiliary } ]\n",
+        "defaults: { run_timeout: 15s }\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:9\n    headers: { X-Token: \"${ROUTEWATCH_TEST_UNSET_VAR}\" }\n    routes:\n      - { path: /slow, timeout: 1m }\n  - name: worker\n    base_url: http://127.0.0.1:9\n    unit: worker.service\n    routes: [ { path: /page, class: auxiliary } ]\n  - name: far\n    base_url: \"http://${ROUTEWATCH_TEST_UNSET_HOST}:8000\"\n    routes: [ { path: /h } ]\n",
     )
     .unwrap();
     let o = rw()
         .args(["validate", "--config"])
         .arg(&cfg)
         .env_remove("ROUTEWATCH_TEST_UNSET_VAR")
+        .env_remove("ROUTEWATCH_TEST_UNSET_HOST")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -230,6 +231,10 @@ fn validate_warnings_carry_file_line_and_column() {
         ),
         format!(
             "routewatch: warning: {f}:8:11: target \"worker\": has a unit but no core route; recovery can never trigger"
+        ),
+        // A base URL that cannot be checked without its variable is not refused for it.
+        format!(
+            "routewatch: warning: {f}:13:15: environment variable ROUTEWATCH_TEST_UNSET_HOST is not set"
         ),
     ] {
         assert!(stderr.contains(&want), "want {want:?} in\n{stderr}");
