@@ -921,7 +921,8 @@ fn secrets_in_base_url_path_and_body_reach_the_server_and_no_output() {
     probe_file(
         dir.path(),
         &format!(
-            "{FAST}\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}/t/${{{SECRET_VAR}}}\n    routes:\n      - {{ path: \"/q?key=${{{SECRET_VAR}}}\" }}\n      - {{ path: /rpc, method: POST, body: '{{\"token\":\"${{{SECRET_VAR}}}\"}}', expect: {{ body_contains: welcome }} }}\n      - {{ path: \"/bounce/${{{SECRET_VAR}}}\", follow_redirects: 1 }}\n",
+            "{FAST}\nnotify: [ {{ url: \"http://127.0.0.1:{}/hook\" }} ]\ntargets:\n  - name: api\n    base_url: http://127.0.0.1:{}/t/${{{SECRET_VAR}}}\n    routes:\n      - {{ path: \"/q?key=${{{SECRET_VAR}}}\" }}\n      - {{ path: /rpc, method: POST, body: '{{\"token\":\"${{{SECRET_VAR}}}\"}}', expect: {{ body_contains: welcome }} }}\n      - {{ path: \"/bounce/${{{SECRET_VAR}}}\", follow_redirects: 1 }}\n",
+            s.port(),
             s.port()
         ),
     );
@@ -931,6 +932,16 @@ fn secrets_in_base_url_path_and_body_reach_the_server_and_no_output() {
         1,
         "secrets in URLs and bodies",
     );
+    // The notification of the unhealthy target went out, without the value.
+    let hooks: Vec<Req> = s
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/hook")
+        .collect();
+    assert!(!hooks.is_empty(), "no notification sent");
+    for h in &hooks {
+        assert!(!String::from_utf8_lossy(&h.body).contains(SECRET), "{h:?}");
+    }
     let reqs = s.requests();
     assert!(
         reqs.iter()
