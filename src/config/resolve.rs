@@ -88,7 +88,8 @@ pub(super) fn resolve(
 
     let mut targets = Vec::with_capacity(raw_targets.len());
     // Each name and the line it was first used on.
-    let mut names: Vec<(String, u64)> = Vec::with_capacity(raw_targets.len());
+    let mut names: std::collections::HashMap<String, u64> =
+        std::collections::HashMap::with_capacity(raw_targets.len());
     for t in raw_targets {
         let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
         let target = resolve_target(
@@ -99,7 +100,7 @@ pub(super) fn resolve(
             base_concurrency,
             base_proxy,
         )?;
-        if let Some((_, line)) = names.iter().find(|(n, _)| *n == target.name) {
+        if let Some(line) = names.get(&target.name) {
             return Err(cx.err(
                 &name_at,
                 format!(
@@ -108,7 +109,7 @@ pub(super) fn resolve(
                 ),
             ));
         }
-        names.push((target.name.clone(), name_at.referenced.line()));
+        names.insert(target.name.clone(), name_at.referenced.line());
         targets.push(target);
     }
     let run_timeout = cx

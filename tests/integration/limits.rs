@@ -441,3 +441,60 @@ async fn a_run_whose_shutdown_already_resolved_sends_nothing() {
     assert!(stopped.finished.is_empty(), "{stopped:?}");
     assert_eq!(server.stats.connection_count(), 0, "no traffic");
 }
+
+/// The file `bench/compare.sh` validates: `targets` targets of `routes` routes each.
+fn fleet_file(dir: &Path, targets: usize, routes: usize) -> PathBuf {
+    let p = dir.join(format!("fleet-{targets}x{routes}.yaml"));
+    let mut text = String::from(
+        "defaults: { timeout: 10s, connect_timeout: 3s, retries: 2, backoff: 500ms, max_backoff: 10s, concurrency: 256, max_body: 64KiB }\ntargets:\n",
+    );
+    for t in 1..=targets {
+        text.push_str(&format!(
+            "  - name: bench{t}\n    base_url: http://127.0.0.1:9\n    routes:\n"
+        ));
+        for i in 1..=routes {
+            text.push_str(&format!(
+                "      - {{ path: /fast/t{t}-{i}, class: core }}\n"
+            ));
+        }
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// CPU time of `routewatch validate` on a file (it must pass).
+fn validate_cpu(file: &Path) -> Duration {
+    let child = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reaped = common::wait_with_rusage(child);
+    assert!(reaped.status.success(), "validate {}", file.display());
+    reaped.cpu
+}
+
+/// `validate` does work in proportion to the file: four times the routes (in one target, or
+/// spread over four times the targets) costs about four times the CPU, never the sixteen a
+/// quadratic step (a duplicate check, a position lookup from the start of the text) would
+/// take. CPU time, not wall time: a busy machine does not add to it. The smallest of three
+/// runs of each size keeps a stray page fault or cache miss from deciding.
+#[test]
+fn validate_costs_cpu_in_proportion_to_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (small, large) in [((1, 2_500), (1, 10_000)), ((500, 5), (2_000, 5))] {
+        let best = |(t, r): (usize, usize)| {
+            let f = fleet_file(dir.path(), t, r);
+            (0..3).map(|_| validate_cpu(&f)).min().unwrap()
+        };
+        let (a, b) = (best(small), best(large));
+        // Linear is 4x (less, with the fixed start-up cost); 6x leaves room for noise and
+        // allocator growth, and a quadratic step shows as 10x or more.
+        assert!(
+            b < a * 6,
+            "{small:?} took {a:?} of CPU, {large:?} took {b:?}: more than 6x for 4x the routes"
+        );
+    }
+}
