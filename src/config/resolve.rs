@@ -321,10 +321,24 @@ pub(super) fn resolve_target(
                 format!("target {name:?}: no routes; expected at least one entry under 'routes:'"),
             ));
         }
+        let parsed_base = match &endpoint {
+            Endpoint::Http { base } => reqwest::Url::parse(base).ok(),
+            _ => None,
+        };
         t.routes
             .kept
             .into_iter()
-            .map(|r| resolve_route(cx, r, &endpoint, &timing, &target_headers, &name))
+            .map(|r| {
+                resolve_route(
+                    cx,
+                    r,
+                    &endpoint,
+                    parsed_base.as_ref(),
+                    &timing,
+                    &target_headers,
+                    &name,
+                )
+            })
             .collect::<Result<_, _>>()?
     };
 
