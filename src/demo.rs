@@ -98,7 +98,7 @@ pub async fn run(observer: Option<crate::probe::Observer>) -> Result<RunReport, 
         observer,
         ..run::Options::default()
     };
-    run::check(Arc::new(plan), opts)
+    run::check(Arc::new(plan), opts, std::future::pending::<&str>())
         .await
         .map_err(|e| e.to_string())
 }

@@ -2,15 +2,15 @@
 //! report data; printing is the caller's business.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::log::Level;
 use crate::log_event;
-use crate::outcome::Summary;
-use crate::plan::Plan;
+use crate::outcome::{Outcome, Summary};
+use crate::plan::{Class, Plan};
 use crate::probe::{Observer, Prober, RouteResult};
 use crate::recovery::{Case, Entry, Recoverer, RecoveryOutcome, RecoveryReport};
 use crate::state::{Loaded, State, StateError, Store};
@@ -81,6 +81,55 @@ pub enum RunError {
     State(#[from] StateError),
     #[error(transparent)]
     Setup(#[from] crate::probe::SetupError),
+    /// The shutdown future resolved first: the run was dropped where it stood, its state not
+    /// written and nothing signalled.
+    #[error("{0}")]
+    Interrupted(Interrupted),
+}
+
+/// A run stopped by its shutdown future: what stopped it and the routes that had finished.
+#[derive(Debug, Clone)]
+pub struct Interrupted {
+    /// What the shutdown future resolved to (the signal's name for the CLI: `SIGTERM`).
+    pub signal: String,
+    /// The routes that finished before the stop, in the order they finished.
+    pub finished: Vec<FinishedRoute>,
+    /// Every route of the plan.
+    pub total: usize,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted by {} after {} of {} routes",
+            self.signal,
+            self.finished.len(),
+            self.total
+        )
+    }
+}
+
+/// One route that finished before a stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRoute {
+    pub target: String,
+    pub path: String,
+    pub class: Class,
+    pub outcome: Outcome,
+}
+
+impl std::fmt::Display for FinishedRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.target,
+            self.path,
+            self.class.as_str(),
+            self.outcome
+        )
+    }
 }
 
 /// What a run remembers: the state file (when there is one), whether another run holds its
@@ -98,7 +147,49 @@ impl Memory {
     }
 }
 
-pub async fn check(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError> {
+/// One run, until it ends or `shutdown` resolves, whichever comes first (a shutdown that has
+/// already resolved wins before any traffic). A stopped run ends as
+/// [`RunError::Interrupted`] with the routes that had finished: the run is dropped where it
+/// stands, its state is not written and nothing is signalled. `std::future::pending()` runs
+/// to the end.
+pub async fn check<S: std::fmt::Display>(
+    plan: Arc<Plan>,
+    mut opts: Options,
+    shutdown: impl Future<Output = S>,
+) -> Result<RunReport, RunError> {
+    let total = plan.targets.iter().map(|t| t.routes.len()).sum();
+    let finished: Arc<Mutex<Vec<FinishedRoute>>> = Arc::default();
+    opts.observer = Some(recording(opts.observer.take(), Arc::clone(&finished)));
+    tokio::select! {
+        biased;
+        signal = shutdown => Err(RunError::Interrupted(Interrupted {
+            signal: signal.to_string(),
+            finished: std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner())),
+            total,
+        })),
+        r = run_to_the_end(plan, opts) => r,
+    }
+}
+
+/// The caller's observer, and each finished route kept for a report of a stopped run.
+fn recording(inner: Option<Observer>, finished: Arc<Mutex<Vec<FinishedRoute>>>) -> Observer {
+    Arc::new(move |target, r| {
+        if let Some(inner) = &inner {
+            inner(target, r);
+        }
+        finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FinishedRoute {
+                target: target.name.clone(),
+                path: r.path.clone(),
+                class: r.class,
+                outcome: r.outcome,
+            });
+    })
+}
+
+async fn run_to_the_end(plan: Arc<Plan>, opts: Options) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let mut warnings = opts.warnings.clone();

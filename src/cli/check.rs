@@ -114,49 +114,53 @@ fn check_steps(args: CheckArgs) -> Result<Done, Ended> {
         drop_privileges();
     }
     let progress = progress_bar(&plan, args.quiet);
-    // What finished so far, to report if a stop signal cuts the run short.
-    let finished: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let opts = run::Options {
         dry_run: args.dry_run,
         no_recover: args.no_recover,
         recovery_blocked,
         state_dir,
         lock_wait: Duration::from_secs(2),
-        observer: Some(observer(progress.clone(), Arc::clone(&finished))),
+        observer: Some(make_observer(progress.clone())),
         warnings,
     };
     let result = rt.block_on(async {
         // A stop that came while the file loaded wins before any traffic.
         tokio::task::yield_now().await;
-        tokio::select! {
-            biased;
-            sig = stop.wait() => {
-                log::emit(Level::Error, "interrupted", &[("signal", &sig)]);
-                None
-            }
-            r = async {
-                if let Some(p) = &ping
-                    && let Err(e) = alerts::ping::send_start(p, &plan.user_agent).await
-                {
-                    log::emit(Level::Warn, "ping_failed", &[("error", &format!("start: {e}"))]);
+        if let Some(p) = &ping {
+            tokio::select! {
+                biased;
+                sig = stop.wait() => {
+                    return Err(run::RunError::Interrupted(run::Interrupted {
+                        signal: sig.to_string(),
+                        finished: Vec::new(),
+                        total: plan.targets.iter().map(|t| t.routes.len()).sum(),
+                    }));
                 }
-                run::check(Arc::clone(&plan), opts).await
-            } => Some(r),
+                sent = alerts::ping::send_start(p, &plan.user_agent) => {
+                    if let Err(e) = sent {
+                        log::emit(Level::Warn, "ping_failed", &[("error", &format!("start: {e}"))]);
+                    }
+                }
+            }
         }
+        run::check(Arc::clone(&plan), opts, stop.wait()).await
     });
+    if let Err(run::RunError::Interrupted(stopped)) = &result {
+        log::emit(Level::Error, "interrupted", &[("signal", &stopped.signal)]);
+    }
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
     let report = match result {
-        Some(Ok(r)) => r,
-        other => {
+        Ok(r) => r,
+        Err(e) => {
             // Abandon whatever is still in flight (a hung socket); nothing is signalled after
             // a stop.
             rt.shutdown_timeout(Duration::from_millis(100));
-            if let Some(Err(e)) = other {
-                return Err(end(Exit::CouldNotRun, e));
-            }
-            return Err(interrupted(&plan, &finished));
+            return Err(match e {
+                run::RunError::Interrupted(stopped) => interrupted(&stopped),
+                e => end(Exit::CouldNotRun, e),
+            });
         }
     };
     let emitted = emit_report(&args, &report);
@@ -263,40 +267,18 @@ fn judge_files(
     Ok((state_dir, trust.blocked, warnings))
 }
 
-/// Per finished route: the bar and the log lines, and a line kept for an interrupted run.
-fn observer(
-    progress: Option<indicatif::ProgressBar>,
-    finished: Arc<std::sync::Mutex<Vec<String>>>,
-) -> routewatch::probe::Observer {
-    let log_and_bar = make_observer(progress);
-    Arc::new(move |target, r| {
-        log_and_bar(target, r);
-        if let Ok(mut f) = finished.lock() {
-            f.push(format!(
-                "{} {} {} {}",
-                target.name,
-                r.path,
-                r.class.as_str(),
-                r.outcome
-            ));
-        }
-    })
-}
-
 /// A stop cut the run short: what finished, then exit 4.
-fn interrupted(plan: &routewatch::plan::Plan, finished: &std::sync::Mutex<Vec<String>>) -> Ended {
-    let done = finished.lock().map(|f| f.clone()).unwrap_or_default();
-    let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
+fn interrupted(stopped: &run::Interrupted) -> Ended {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
         "routewatch: interrupted after {} of {}{}",
-        done.len(),
-        routewatch::words::count(total as u64, "route", "routes"),
-        if done.is_empty() { "" } else { ":" }
+        stopped.finished.len(),
+        routewatch::words::count(stopped.total as u64, "route", "routes"),
+        if stopped.finished.is_empty() { "" } else { ":" }
     );
-    for line in &done {
-        let _ = writeln!(err, "  {line}");
+    for route in &stopped.finished {
+        let _ = writeln!(err, "  {route}");
     }
     end(
         Exit::CouldNotRun,

@@ -125,8 +125,8 @@ pub(super) fn resolve(
         .positive(scope, "run_timeout", &d.run_timeout)?
         .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
     let mut targets = Vec::new();
-    // Each name and where it was first used.
-    let mut names: Vec<(String, String)> = Vec::new();
+    // Each name and where it was first used (a map: a fleet file has thousands).
+    let mut names: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for (tcx, raw_targets) in sources {
         for t in raw_targets {
             let name_at = Spanned::new((), t.value.name.referenced, t.value.name.defined);
@@ -158,7 +158,7 @@ pub(super) fn resolve(
                 here.file,
                 here.at.map_or(String::new(), |(l, c)| format!("{l}:{c}"))
             );
-            if let Some((_, first)) = names.iter().find(|(n, _)| *n == target.name) {
+            if let Some(first) = names.get(&target.name) {
                 return Err(tcx.err(
                     &name_at,
                     format!(
@@ -171,7 +171,7 @@ pub(super) fn resolve(
             if !std::ptr::eq(tcx, &cx) {
                 target.file = Some(tcx.file.to_string());
             }
-            names.push((target.name.clone(), place));
+            names.insert(target.name.clone(), place);
             targets.push(target);
         }
     }
@@ -424,6 +424,10 @@ pub(super) fn resolve_target(
                 format!("target {name:?}: no routes; expected at least one entry under 'routes:'"),
             ));
         }
+        let parsed_base = match &endpoint {
+            Endpoint::Http { base } => reqwest::Url::parse(base).ok(),
+            _ => None,
+        };
         t.routes
             .kept
             .into_iter()
@@ -433,6 +437,7 @@ pub(super) fn resolve_target(
                     r,
                     &endpoint,
                     display_base.as_deref(),
+                    parsed_base.as_ref(),
                     &timing,
                     &target_headers,
                     &name,

@@ -73,11 +73,15 @@ pub(super) fn framing_header(name: &HeaderName) -> Option<&'static str> {
     }
 }
 
+/// `parsed_base`: the target's `base_url` parsed once (`None` where it is not HTTP), so a
+/// route's URL is checked without parsing the host again for every route.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn resolve_route(
     cx: &Ctx,
     r: Spanned<RawRoute>,
     endpoint: &Endpoint,
     display_base: Option<&str>,
+    parsed_base: Option<&reqwest::Url>,
     base: &Timing,
     target_headers: &[Header],
     target: &str,
@@ -100,7 +104,7 @@ pub(super) fn resolve_route(
         Endpoint::Http { base } => {
             let request = format!("{base}{sent_path}");
             let shown = format!("{}{path}", display_base.unwrap_or(base));
-            reqwest::Url::parse(&request).map_err(|e| {
+            url_of(parsed_base, &sent_path, &request).map_err(|e| {
                 cx.err(
                     &r.path,
                     format!(
@@ -143,16 +147,27 @@ pub(super) fn resolve_route(
             })?
         }
     };
-    let timing = cx.timing(
-        &format!("target {target:?}: route {path}: "),
-        &r.timeout,
-        &r.retries,
-        &r.backoff,
-        &r.max_backoff,
-        &r.max_body,
-        &r.follow_redirects,
-        base,
-    )?;
+    // Most routes set no timing key of their own: they take the target's as they are.
+    let own_timing = r.timeout.is_some()
+        || r.retries.is_some()
+        || r.backoff.is_some()
+        || r.max_backoff.is_some()
+        || r.max_body.is_some()
+        || r.follow_redirects.is_some();
+    let timing = if own_timing {
+        cx.timing(
+            &format!("target {target:?}: route {path}: "),
+            &r.timeout,
+            &r.retries,
+            &r.backoff,
+            &r.max_backoff,
+            &r.max_body,
+            &r.follow_redirects,
+            base,
+        )?
+    } else {
+        *base
+    };
     let mut headers = target_headers.to_vec();
     for h in resolve_headers(cx, &r.headers, target)? {
         headers.retain(|o| o.name != h.name);
@@ -180,6 +195,24 @@ pub(super) fn resolve_route(
         expect,
         timing,
     })
+}
+
+/// `url` (`base_url` then `path`) parsed as a URL. Under a base already parsed (a valid
+/// `http(s)` URL without query or fragment) only the path is left to parse: joining the base's
+/// path and `path` onto it parses the same characters as the whole URL would, without the
+/// host. A path that a join would read as a new authority (`//…`, or `/\…` in an `http(s)`
+/// URL) is parsed whole.
+fn url_of(
+    parsed_base: Option<&reqwest::Url>,
+    path: &str,
+    url: &str,
+) -> Result<reqwest::Url, impl std::fmt::Display> {
+    match parsed_base {
+        Some(b) if !path.starts_with("//") && !path.starts_with("/\\") => {
+            b.join(&format!("{}{path}", b.path().trim_end_matches('/')))
+        }
+        _ => reqwest::Url::parse(url),
+    }
 }
 
 pub(super) fn resolve_expect(
@@ -342,6 +375,42 @@ mod tests {
 
     fn route(expect_or_headers: &str) -> String {
         format!("{HEAD}    routes:\n      - path: /ok\n        {expect_or_headers}\n")
+    }
+
+    #[test]
+    fn a_route_url_checked_under_its_parsed_base_is_the_url_parsed_whole() {
+        for base in [
+            "http://127.0.0.1:9",
+            "http://h/api",
+            "https://[::1]:8443/x/y",
+            "http://user@h:1",
+        ] {
+            let parsed = reqwest::Url::parse(base).unwrap();
+            let base = parsed.as_str().trim_end_matches('/').to_string();
+            for path in [
+                "/a",
+                "/a/../../b",
+                "/%zz/%41",
+                "/a?b=c#d",
+                "//evil.example/x",
+                "/\\evil.example/x",
+                "/\u{fc}ber",
+                "/a:b@c",
+                "/[x]",
+                "/",
+                "/./.",
+            ] {
+                let url = format!("{base}{path}");
+                let whole = reqwest::Url::parse(&url).map(|u| u.to_string());
+                let under = super::url_of(Some(&parsed), path, &url).map(|u| u.to_string());
+                assert_eq!(
+                    whole.as_ref().ok(),
+                    under.as_ref().ok(),
+                    "{url}: {whole:?} / {}",
+                    under.as_ref().map_or_else(|e| e.to_string(), String::clone)
+                );
+            }
+        }
     }
 
     #[test]

@@ -616,9 +616,13 @@ pub fn plan(yaml: &str) -> Arc<Plan> {
 
 /// Run a whole check (no state, no recovery configured).
 pub async fn check(yaml: &str) -> RunReport {
-    routewatch::run::check(plan(yaml), Options::default())
-        .await
-        .expect("check runs")
+    routewatch::run::check(
+        plan(yaml),
+        Options::default(),
+        std::future::pending::<&str>(),
+    )
+    .await
+    .expect("check runs")
 }
 
 /// Run a check of a file with exactly one target and one route; return that route.

@@ -343,3 +343,158 @@ fn sigterm_stops_a_run_promptly_and_prints_what_it_had() {
 fn sigint_stops_a_run_too() {
     interrupted_by("INT");
 }
+
+/// A library caller stops a run with its shutdown future: the run ends as interrupted with
+/// what the CLI reports for a SIGTERM (the routes that finished, out of how many), without
+/// waiting for the hung route and without writing the state file.
+#[tokio::test]
+async fn a_run_stopped_by_its_shutdown_future_ends_interrupted_with_what_had_finished() {
+    use routewatch::outcome::Outcome;
+    use routewatch::plan::Class;
+    use routewatch::run::{FinishedRoute, RunError};
+
+    let server = common::Server::start(common::Script::each(|r| {
+        if r.path.starts_with("/hang") {
+            common::Reply::Hang
+        } else {
+            common::ok("ok")
+        }
+    }))
+    .await;
+    let plan = common::plan(&common::file(
+        &server.base_url(),
+        "timeout: 60s\nretries: 0",
+        "- { path: /hang, class: core }\n- { path: /ok, class: core }",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    // The stop comes once the quick route has finished (told by the caller's own observer).
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = Mutex::new(Some(tx));
+    let opts = routewatch::run::Options {
+        state_dir: Some(dir.path().join("st")),
+        observer: Some(std::sync::Arc::new(move |_, r| {
+            if r.path == "/ok"
+                && let Some(tx) = tx.lock().unwrap().take()
+            {
+                let _ = tx.send(());
+            }
+        })),
+        ..Default::default()
+    };
+    let shutdown = async {
+        let _ = rx.await;
+        "test stop"
+    };
+    // Without the stop the hung route would hold the run for its 60 s timeout; the bound is
+    // only there so a broken stop fails instead of hanging the suite.
+    let ended = tokio::time::timeout(
+        Duration::from_secs(50),
+        routewatch::run::check(plan, opts, shutdown),
+    )
+    .await
+    .expect("the shutdown future ends the run");
+    let Err(RunError::Interrupted(stopped)) = ended else {
+        panic!("not interrupted: {ended:?}");
+    };
+    assert_eq!(stopped.signal, "test stop");
+    assert_eq!(stopped.total, 2);
+    assert_eq!(
+        stopped.finished,
+        vec![FinishedRoute {
+            target: "app".into(),
+            path: "/ok".into(),
+            class: Class::Core,
+            outcome: Outcome::Ok,
+        }]
+    );
+    // The lines the CLI prints for it.
+    assert_eq!(stopped.finished[0].to_string(), "app /ok core ok");
+    assert_eq!(
+        RunError::Interrupted(stopped).to_string(),
+        "interrupted by test stop after 1 of 2 routes"
+    );
+    assert!(
+        !dir.path().join("st").join("state.json").exists(),
+        "a stopped run writes no state"
+    );
+}
+
+/// A shutdown that has already happened wins before any traffic.
+#[tokio::test]
+async fn a_run_whose_shutdown_already_resolved_sends_nothing() {
+    let server = common::Server::start(common::Script::always(common::ok("ok"))).await;
+    let plan = common::plan(&common::file(
+        &server.base_url(),
+        "",
+        "- { path: /a }\n- { path: /b }",
+    ));
+    let ended = routewatch::run::check(
+        plan,
+        routewatch::run::Options::default(),
+        std::future::ready("SIGTERM"),
+    )
+    .await;
+    let Err(routewatch::run::RunError::Interrupted(stopped)) = ended else {
+        panic!("not interrupted: {ended:?}");
+    };
+    assert_eq!((stopped.signal.as_str(), stopped.total), ("SIGTERM", 2));
+    assert!(stopped.finished.is_empty(), "{stopped:?}");
+    assert_eq!(server.stats.connection_count(), 0, "no traffic");
+}
+
+/// The file `bench/compare.sh` validates: `targets` targets of `routes` routes each.
+fn fleet_file(dir: &Path, targets: usize, routes: usize) -> PathBuf {
+    let p = dir.join(format!("fleet-{targets}x{routes}.yaml"));
+    let mut text = String::from(
+        "defaults: { timeout: 10s, connect_timeout: 3s, retries: 2, backoff: 500ms, max_backoff: 10s, concurrency: 256, max_body: 64KiB }\ntargets:\n",
+    );
+    for t in 1..=targets {
+        text.push_str(&format!(
+            "  - name: bench{t}\n    base_url: http://127.0.0.1:9\n    routes:\n"
+        ));
+        for i in 1..=routes {
+            text.push_str(&format!(
+                "      - {{ path: /fast/t{t}-{i}, class: core }}\n"
+            ));
+        }
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// CPU time of `routewatch validate` on a file (it must pass).
+fn validate_cpu(file: &Path) -> Duration {
+    let child = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reaped = common::wait_with_rusage(child);
+    assert!(reaped.status.success(), "validate {}", file.display());
+    reaped.cpu
+}
+
+/// `validate` does work in proportion to the file: four times the routes (in one target, or
+/// spread over four times the targets) costs about four times the CPU, never the sixteen a
+/// quadratic step (a duplicate check, a position lookup from the start of the text) would
+/// take. CPU time, not wall time: a busy machine does not add to it. The smallest of three
+/// runs of each size keeps a stray page fault or cache miss from deciding.
+#[test]
+fn validate_costs_cpu_in_proportion_to_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (small, large) in [((1, 2_500), (1, 10_000)), ((500, 5), (2_000, 5))] {
+        let best = |(t, r): (usize, usize)| {
+            let f = fleet_file(dir.path(), t, r);
+            (0..3).map(|_| validate_cpu(&f)).min().unwrap()
+        };
+        let (a, b) = (best(small), best(large));
+        // Linear is 4x (less, with the fixed start-up cost); 6x leaves room for noise and
+        // allocator growth, and a quadratic step shows as 10x or more.
+        assert!(
+            b < a * 6,
+            "{small:?} took {a:?} of CPU, {large:?} took {b:?}: more than 6x for 4x the routes"
+        );
+    }
+}

@@ -196,9 +196,13 @@ async fn secret_headers_never_follow_a_redirect_to_another_origin() {
         (k == "RW_REDIRECT_TOKEN").then(|| TOKEN.to_string())
     })
     .unwrap();
-    let report = routewatch::run::check(Arc::new(plan), routewatch::run::Options::default())
-        .await
-        .unwrap();
+    let report = routewatch::run::check(
+        Arc::new(plan),
+        routewatch::run::Options::default(),
+        std::future::pending::<&str>(),
+    )
+    .await
+    .unwrap();
     for r in &report.targets[0].routes {
         assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
         assert_eq!(r.redirects.len(), 1, "{r:#?}");
@@ -340,9 +344,13 @@ async fn a_body_with_a_secret_never_follows_a_307_to_another_origin() {
         (k == "RW_BODY_TOKEN").then(|| TOKEN.to_string())
     })
     .unwrap();
-    let report = routewatch::run::check(Arc::new(plan), routewatch::run::Options::default())
-        .await
-        .unwrap();
+    let report = routewatch::run::check(
+        Arc::new(plan),
+        routewatch::run::Options::default(),
+        std::future::pending::<&str>(),
+    )
+    .await
+    .unwrap();
     let away = &report.targets[0].routes[0];
     assert_eq!(away.outcome, Outcome::HttpError, "{away:#?}");
     let why = away.error.clone().unwrap_or_default();
