@@ -581,7 +581,9 @@ fn verdict_warning(t: &TargetReport) -> Option<String> {
     let cut = t.routes.iter().filter(|r| not_probed(r)).count();
     match t.verdict {
         Verdict::Unknown if cut > 0 => Some(format!(
-            "{cut} core route(s) not probed: the run's deadline (run_timeout) ended them before a full attempt ({} with 0 attempts); raise run_timeout or concurrency: {}",
+            "{} not probed: the run's deadline (run_timeout) ended {} before a full attempt ({} with 0 attempts); raise run_timeout or concurrency: {}",
+            crate::words::count(cut as u64, "core route", "core routes"),
+            if cut == 1 { "it" } else { "them" },
             t.routes
                 .iter()
                 .filter(|r| not_probed(r) && r.attempts == 0)
