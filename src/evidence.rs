@@ -212,7 +212,11 @@ impl Evidence {
         }
         if let Some(t) = &self.threads {
             let states: Vec<String> = t.states.iter().map(|(s, n)| format!("{n} {s}")).collect();
-            let mut text = format!("{} thread(s) ({})", t.total, states.join(", "));
+            let mut text = format!(
+                "{} ({})",
+                crate::words::count(u64::from(t.total), "thread", "threads"),
+                states.join(", ")
+            );
             if let Some((w, n)) = &t.top_wchan {
                 text.push_str(&format!(", {n} in {w}"));
             }
@@ -1112,7 +1116,7 @@ mod tests {
         };
         assert_eq!(
             deadlock.summary(),
-            "accept queue 129/128 full, 0.0 s CPU in 6.0 s, 12 thread(s) (12 S), 12 in futex_wait_queue"
+            "accept queue 129/128 full, 0.0 s CPU in 6.0 s, 12 threads (12 S), 12 in futex_wait_queue"
         );
         let busy = Evidence {
             cpu_ms: Some(5900),
@@ -1120,7 +1124,7 @@ mod tests {
             threads: Some(summarise_threads(&[('R', "0".into()), ('R', "0".into())])),
             ..Evidence::default()
         };
-        assert_eq!(busy.summary(), "5.9 s CPU in 6.0 s, 2 thread(s) (2 R)");
+        assert_eq!(busy.summary(), "5.9 s CPU in 6.0 s, 2 threads (2 R)");
     }
 
     #[test]

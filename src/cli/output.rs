@@ -61,9 +61,11 @@ pub(crate) fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::Progre
     let total: usize = plan.targets.iter().map(|t| t.routes.len()).sum();
     let pb = indicatif::ProgressBar::new(total as u64);
     pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} probing {pos}/{len} routes [{elapsed}] {wide_bar}",
-        )
+        indicatif::ProgressStyle::with_template(if total == 1 {
+            "{spinner} probing {pos}/{len} route [{elapsed}] {wide_bar}"
+        } else {
+            "{spinner} probing {pos}/{len} routes [{elapsed}] {wide_bar}"
+        })
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     pb.enable_steady_tick(Duration::from_millis(120));

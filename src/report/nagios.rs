@@ -95,9 +95,10 @@ pub fn render(report: &RunReport) -> String {
     for (i, line) in lines.into_iter().enumerate() {
         let line = cut(&line, MAX_LINE);
         if out.len() + line.len() + 1 > budget {
+            let more = total - i;
             out.push_str(&format!(
-                "… and {} more line(s) (see --format json)\n",
-                total - i
+                "… and {more} more {} (see --format json)\n",
+                if more == 1 { "line" } else { "lines" }
             ));
             break;
         }
@@ -218,11 +219,11 @@ fn long_output(report: &RunReport) -> Vec<String> {
     }
     for (t, r, name) in routes(report).filter(|(_, r, _)| r.outcome != Outcome::Ok) {
         let mut line = format!(
-            "{} {name} ({}): {} after {} attempt(s)",
+            "{} {name} ({}): {} after {}",
             t.name,
             r.class.as_str(),
             r.outcome,
-            r.attempts
+            crate::words::count(u64::from(r.attempts), "attempt", "attempts")
         );
         if let Some(code) = r.status_code {
             let _ = write!(line, ", status {code}");
@@ -362,7 +363,7 @@ mod tests {
         assert!(first.contains("routes=5000;;;0") && first.contains("core_failed=5000;;;0"));
         let last = out.lines().last().unwrap();
         assert!(
-            last.starts_with("… and ") && last.ends_with(" more line(s) (see --format json)"),
+            last.starts_with("… and ") && last.ends_with(" more lines (see --format json)"),
             "{last}"
         );
         assert!(out.lines().skip(1).all(|l| l.len() <= MAX_LINE), "{out}");

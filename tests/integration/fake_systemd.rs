@@ -895,14 +895,14 @@ fn a_kill_carries_the_kernel_evidence_into_the_report_and_the_record() {
     assert!(ev["threads"]["total"].as_u64() >= Some(1), "{run}");
     assert!(ev["gather_us"].is_u64(), "{run}");
     assert!(
-        run.reason().contains("thread(s)"),
+        run.reason().contains(" thread"),
         "the reason says what the kernel saw: {run}"
     );
     let rec = &lab.state()["targets"]["api"]["actions"][0];
     assert!(
         rec["evidence"]
             .as_str()
-            .is_some_and(|e| e.contains("thread(s)")),
+            .is_some_and(|e| e.contains(" thread")),
         "{rec}"
     );
 }

@@ -234,7 +234,7 @@ fn unhealthy_is_critical_with_a_long_output_line_per_failing_route() {
     assert_eq!(p.long.len(), 1, "one line for the one failing route: {p:?}");
     assert!(
         p.long[0]
-            .starts_with("web 'one' /down?x=/ (core): http_error after 2 attempt(s), status 503"),
+            .starts_with("web 'one' /down?x=/ (core): http_error after 2 attempts, status 503"),
         "{p:?}"
     );
 }
