@@ -146,3 +146,126 @@ fn max_in_flight_is_checked_where_it_is_written() {
     let plan = routewatch::config::parse(target, "p.yaml", &|_| None).unwrap();
     assert_eq!(plan.max_in_flight, 256, "the documented default");
 }
+
+/// Connections from the client that are open at once, as a keep-alive server sees them: a
+/// connection counts from its accept until the client has closed it. At each accept the open
+/// ones are swept for a close already queued (`recv` with `MSG_PEEK`), so a client that closed
+/// one socket before opening the next is never counted twice.
+#[derive(Default)]
+struct OpenConnections {
+    open: Mutex<Vec<(std::os::fd::RawFd, Arc<std::sync::atomic::AtomicBool>)>>,
+    peak: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+impl OpenConnections {
+    fn accepted(&self, fd: std::os::fd::RawFd) -> Arc<std::sync::atomic::AtomicBool> {
+        let mut open = self.open.lock().unwrap();
+        open.retain(|(fd, gone)| !gone.load(Ordering::SeqCst) && !peer_closed(*fd));
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        open.push((fd, Arc::clone(&gone)));
+        self.peak.fetch_max(open.len(), Ordering::SeqCst);
+        gone
+    }
+}
+
+/// Whether the peer has closed the connection (its FIN is queued), without consuming data.
+fn peer_closed(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte peek into a local buffer on a socket the server still owns (it is
+    // marked gone before its stream is dropped).
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
+}
+
+/// Keep-alive listeners on 127.0.0.1 (port 0), one per target: `200 ok` to every request,
+/// connections kept open until the client closes them.
+async fn keep_alive_listeners(n: usize, seen: &Arc<OpenConnections>) -> Vec<String> {
+    use std::os::fd::AsRawFd;
+    let mut bases = Vec::new();
+    for _ in 0..n {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        let seen = Arc::clone(seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let gone = seen.accepted(stream.as_raw_fd());
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            seen.requests.fetch_add(1, Ordering::SeqCst);
+                            if stream
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                            continue;
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    gone.store(true, Ordering::SeqCst);
+                });
+            }
+        });
+    }
+    bases
+}
+
+/// The budget bounds sockets, not only requests: idle keep-alive connections in the pools
+/// count too, so a server never sees more than `max_in_flight` connections from one run.
+#[tokio::test]
+#[ignore = "open: idle keep-alive sockets in the pools are not counted against max_in_flight yet (issue 13); 50 targets at max_in_flight 8 reach about 50 open connections"]
+async fn open_connections_never_exceed_max_in_flight_across_many_targets() {
+    const BUDGET: usize = 8;
+    const TARGETS: usize = 50;
+    let seen = Arc::new(OpenConnections::default());
+    let bases = keep_alive_listeners(TARGETS, &seen).await;
+    let mut yaml = format!(
+        "max_in_flight: {BUDGET}\ndefaults: {{ retries: 0, timeout: 30s, concurrency: 2 }}\ntargets:\n"
+    );
+    for (t, base) in bases.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - name: t{t}\n    base_url: {base}\n    routes:\n"
+        ));
+        for r in 0..4 {
+            yaml.push_str(&format!("      - path: /t{t}/{r}\n"));
+        }
+    }
+    let plan = common::plan(&yaml);
+    let prober = Arc::new(routewatch::probe::Prober::new(Arc::clone(&plan)).unwrap());
+    let results = prober
+        .probe_all(Instant::now() + Duration::from_secs(120), None)
+        .await;
+    assert!(
+        results
+            .iter()
+            .flatten()
+            .all(|r| r.outcome == routewatch::outcome::Outcome::Ok),
+        "{results:#?}"
+    );
+    assert_eq!(seen.requests.load(Ordering::SeqCst), TARGETS * 4);
+    let peak = seen.peak.load(Ordering::SeqCst);
+    assert!(
+        peak <= BUDGET,
+        "{peak} connections open at once; max_in_flight is {BUDGET}"
+    );
+}
