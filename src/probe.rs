@@ -133,20 +133,17 @@ impl Prober {
         install_crypto_provider();
         let budget = fd_budget();
         let in_flight = in_flight_budget(plan.max_in_flight, budget);
-        // Idle pooled sockets keep their descriptors after a probe's permit is released, and
-        // hyper may open a spare connection while racing a pool checkout. Keep idle sockets
-        // to half the budget across the hosts probed so the state write and D-Bus always find
-        // a free fd. With more hosts than that, no idle socket is kept at all: a socket kept
-        // for each of thousands of hosts would starve the run of descriptors.
-        let mut hosts = std::collections::HashSet::new();
+        // Requests to each host at once, at most: what its pool may keep open.
+        let mut hosts: std::collections::HashMap<&str, usize> = Default::default();
         for t in &plan.targets {
-            hosts.insert(match &t.endpoint {
+            let host = match &t.endpoint {
                 Endpoint::Http { base } => base.as_str(),
                 Endpoint::Unix { socket } => socket.to_str().unwrap_or(""),
                 Endpoint::Tcp { .. } => continue,
-            });
+            };
+            *hosts.entry(host).or_default() += t.concurrency;
         }
-        let idle_cap = (budget / 2 / hosts.len().max(1)).min(in_flight);
+        let idle_cap = idle_per_host(hosts.values().copied(), in_flight, budget);
         let mut shared: std::collections::HashMap<ClientKey, reqwest::Client> = Default::default();
         let targets = plan
             .targets
@@ -483,6 +480,25 @@ fn fd_budget() -> usize {
 /// Pure.
 fn in_flight_budget(max_in_flight: usize, fd_budget: usize) -> usize {
     max_in_flight.min(fd_budget / 2).max(1)
+}
+
+/// Idle keep-alive connections each host's pool may keep. Idle sockets hold descriptors and
+/// count as connections to the server, so they must fit `max_in_flight` with the requests in
+/// flight: when every host's own concurrency (`demand`, requests to it at once) fits the
+/// budget together, each keeps what it can use (never more than half the descriptor budget
+/// across the hosts); when they do not (a fleet of targets), none is kept and each request
+/// has its own connection, so the connections open at once are the requests in flight. Pure.
+pub fn idle_per_host(
+    demand: impl Iterator<Item = usize>,
+    in_flight: usize,
+    fd_budget: usize,
+) -> usize {
+    let demand: Vec<usize> = demand.map(|d| d.min(in_flight)).collect();
+    if demand.iter().sum::<usize>() > in_flight {
+        return 0;
+    }
+    let most = demand.iter().copied().max().unwrap_or(0);
+    most.min(fd_budget / 2 / demand.len().max(1))
 }
 
 /// The order routes are started in: every target's core routes before any auxiliary route,
@@ -1949,6 +1965,22 @@ fn shown(s: &str, max: usize, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_sockets_are_kept_only_where_they_fit_the_budget_with_the_requests() {
+        // One host at concurrency 256 under a budget of 256: its pool keeps what it uses.
+        assert_eq!(idle_per_host([256].into_iter(), 256, 60_000), 256);
+        // A few hosts whose concurrency fits together: each keeps its own.
+        assert_eq!(idle_per_host([8, 8, 4].into_iter(), 256, 60_000), 8);
+        // A fleet (1000 hosts at 8, budget 256): none, so open connections are requests.
+        assert_eq!(idle_per_host(std::iter::repeat_n(8, 1000), 256, 60_000), 0);
+        // 50 hosts at 2 under a budget of 8: none.
+        assert_eq!(idle_per_host(std::iter::repeat_n(2, 50), 8, 60_000), 0);
+        // A host's demand counts up to the budget only; the descriptors bound it too.
+        assert_eq!(idle_per_host([1000].into_iter(), 256, 60_000), 256);
+        assert_eq!(idle_per_host([256].into_iter(), 256, 100), 50);
+        assert_eq!(idle_per_host(std::iter::empty(), 256, 60_000), 0);
+    }
     use crate::plan::{Expect, Reveal};
     use serde_json::json;
 
