@@ -133,12 +133,14 @@ impl Prober {
         install_crypto_provider();
         let budget = fd_budget();
         let in_flight = in_flight_budget(plan.max_in_flight, budget);
-        // Requests to each host at once, at most: what its pool may keep open.
-        let mut hosts: std::collections::HashMap<&str, usize> = Default::default();
+        // Requests to each host (a pool's key: scheme, host and port) at once, at most: what
+        // its pool may keep open.
+        let mut hosts: std::collections::HashMap<String, usize> = Default::default();
         for t in &plan.targets {
             let host = match &t.endpoint {
-                Endpoint::Http { base } => base.as_str(),
-                Endpoint::Unix { socket } => socket.to_str().unwrap_or(""),
+                Endpoint::Http { base } => reqwest::Url::parse(base)
+                    .map_or_else(|_| base.clone(), |u| u.origin().ascii_serialization()),
+                Endpoint::Unix { socket } => socket.display().to_string(),
                 Endpoint::Tcp { .. } => continue,
             };
             *hosts.entry(host).or_default() += t.concurrency;
