@@ -44,6 +44,8 @@ pub(super) struct DropIn {
     /// Where its relative paths are resolved: its own directory.
     pub(super) dir: PathBuf,
     pub(super) targets: Option<Spanned<RawTargets>>,
+    /// As root: the file, or a directory or link on its way, is not root's alone.
+    pub(super) untrusted: bool,
 }
 
 /// What reading the drop-ins found besides their content.
@@ -260,6 +262,7 @@ fn read_one(
     };
     let opened =
         crate::trust::open(path).map_err(|e| err(None, format!("cannot read: {}", words(&e))))?;
+    let distrusted = root && opened.problem.is_some();
     if root && let Some(p) = opened.problem {
         untrusted.push(format!("drop-in {file}: {p}"));
     }
@@ -322,6 +325,7 @@ fn read_one(
             text,
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             targets: raw.targets,
+            untrusted: distrusted,
         },
         used,
     ))
