@@ -36,7 +36,7 @@ pub(super) fn check(
     let cert_file = path_of(cx, cert);
     let key_file = path_of(cx, key);
     let read = |at: &Spanned<String>, path: &Path, what: &str| {
-        std::fs::read(path).map_err(|e| {
+        crate::trust::read_pem(path).map_err(|e| {
             cx.err(
                 at,
                 format!(

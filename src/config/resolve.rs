@@ -676,7 +676,7 @@ pub(super) fn check_ca_file(
         Some(base) if raw.is_relative() => base.join(raw),
         _ => raw.to_path_buf(),
     };
-    let pem = std::fs::read(&path).map_err(|e| {
+    let pem = crate::trust::read_pem(&path).map_err(|e| {
         cx.err(
             ca,
             format!(

@@ -86,3 +86,72 @@ fn an_untrusted_dropin_cannot_send_roots_environment_anywhere() {
         "{stderr}"
     );
 }
+
+/// `validate` on `yaml` (written as `probes.yaml` in `dir`), under an address-space limit so
+/// that reading without bound ends the child instead of the machine, and a kill long after
+/// the milliseconds a correct refusal needs.
+fn validate_bounded(dir: &Path, yaml: &str) -> (Option<i32>, String) {
+    let cfg = dir.join("probes.yaml");
+    write(&cfg, yaml, 0o644);
+    let bin = assert_cmd::cargo::cargo_bin("routewatch");
+    let o = assert_cmd::Command::new("sh")
+        .args(["-c", "ulimit -v 2097152 && exec \"$0\" \"$@\""])
+        .arg(&bin)
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .env_remove("ROUTEWATCH_CONFIG")
+        .env_remove("JOURNAL_STREAM")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A PEM file named by `tls` (`ca_file`, `cert_file`) that is a FIFO, a device or a huge file
+/// (a drop-in's relative `ca.pem` in a directory its app can write, replaced by one): refused
+/// at once, never a read that blocks forever or fills root's memory.
+#[test]
+fn tls_files_that_are_fifos_devices_or_huge_are_refused_without_reading_them() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let fifo = dir.path().join("fifo.pem");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let huge = dir.path().join("huge.pem");
+    // Sparse: no disk used, but a read of the whole would be 64 GiB.
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    for (what, file) in [
+        ("ca_file", "fifo.pem"),
+        ("ca_file", "/dev/zero"),
+        ("ca_file", "huge.pem"),
+        ("cert_file", "fifo.pem"),
+        ("cert_file", "/dev/zero"),
+        ("cert_file", "huge.pem"),
+    ] {
+        let tls = if what == "ca_file" {
+            format!("{{ ca_file: {file} }}")
+        } else {
+            format!("{{ cert_file: {file}, key_file: key.pem }}")
+        };
+        let yaml = format!(
+            "targets:\n  - name: a\n    base_url: https://127.0.0.1:1\n    tls: {tls}\n    routes: [ {{ path: / }} ]\n"
+        );
+        let (code, stderr) = validate_bounded(dir.path(), &yaml);
+        assert_eq!(code, Some(2), "{what} {file}: {stderr}");
+        assert!(
+            stderr.contains(&format!("tls.{what}")),
+            "{what} {file}: {stderr}"
+        );
+    }
+}
