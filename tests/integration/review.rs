@@ -155,3 +155,60 @@ fn tls_files_that_are_fifos_devices_or_huge_are_refused_without_reading_them() {
         );
     }
 }
+
+/// As root, a drop-in others can write may not lend root's private key: with it, whoever
+/// writes the file could make root present that client certificate, with a method, path and
+/// body of their choosing, to any server that trusts it.
+#[test]
+fn an_untrusted_dropin_cannot_use_roots_client_key() {
+    if !rustix::process::geteuid().is_root() {
+        common::skip_outside_ci("the trust checks apply only when running as root");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["routewatch".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let keys = dir.path().join("keys");
+    write(&keys.join("client.pem"), &cert.pem(), 0o644);
+    write(&keys.join("client.key"), &key.serialize_pem(), 0o600);
+    let cfg = dir.path().join("probes.yaml");
+    let app = dir.path().join("app");
+    write(
+        &cfg,
+        &format!("include: [ {}/*.yaml ]\ntargets: []\n", app.display()),
+        0o644,
+    );
+    let dropin = format!(
+        "targets:\n  - name: evil\n    base_url: https://127.0.0.1:1\n    tls: {{ cert_file: {0}/client.pem, key_file: {0}/client.key }}\n    routes: [ {{ path: /admin, method: DELETE }} ]\n",
+        keys.display()
+    );
+    write(&app.join("evil.yaml"), &dropin, 0o644);
+    // Trusted, the same drop-in loads: root wrote it.
+    let o = rw()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = rw()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("evil.yaml") && stderr.contains("tls.key_file"),
+        "{stderr}"
+    );
+}
