@@ -262,8 +262,9 @@ fn read_one(
     };
     let opened =
         crate::trust::open(path).map_err(|e| err(None, format!("cannot read: {}", words(&e))))?;
-    let distrusted = root && opened.problem.is_some();
-    if root && let Some(p) = opened.problem {
+    let problem = opened.problem.filter(|_| root);
+    let distrusted = problem.is_some();
+    if let Some(p) = &problem {
         untrusted.push(format!("drop-in {file}: {p}"));
     }
     let (bytes, over) = crate::trust::read_limited(&opened.file, budget)
@@ -299,8 +300,18 @@ fn read_one(
             include: None,
         }
     } else {
-        serde_saphyr::from_str_with_options(&text, yaml_options())
-            .map_err(|e| yaml_error(&file, &text, &e))?
+        serde_saphyr::from_str_with_options(&text, yaml_options()).map_err(|e| {
+            let e = yaml_error(&file, &text, &e);
+            match &problem {
+                // Whoever can write it may have linked it to a file only root can read: its
+                // text is not quoted (the place still is).
+                Some(p) => ConfigError {
+                    message: format!("not a drop-in of targets (its text is not shown: {p})"),
+                    ..e
+                },
+                None => e,
+            }
+        })?
     };
     let settings = [
         ("user_agent", &raw.user_agent),

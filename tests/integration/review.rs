@@ -212,3 +212,51 @@ fn an_untrusted_dropin_cannot_use_roots_client_key() {
         "{stderr}"
     );
 }
+
+/// As root, a drop-in others can write is read (its targets are probed, recovery is blocked),
+/// but its text is not theirs to see through routewatch: a symlink planted in an included
+/// directory that points at a root-only file (`/etc/shadow`) must not have that file's lines
+/// quoted in an error, on stderr (the journal) or in the Nagios status line.
+#[test]
+fn an_untrusted_dropin_linked_to_a_root_only_file_does_not_echo_it() {
+    if !rustix::process::geteuid().is_root() {
+        common::skip_outside_ci("the trust checks apply only when running as root");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shadow = dir.path().join("shadow");
+    let app = dir.path().join("app");
+    let cfg = dir.path().join("probes.yaml");
+    write(
+        &cfg,
+        &format!("include: [ {}/*.yaml ]\ntargets: []\n", app.display()),
+        0o644,
+    );
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&shadow, app.join("evil.yaml")).unwrap();
+    for content in [
+        "root:$6$SECRETHASH0123:19000:0:99999:7:::\n",
+        "password = \"SECRETHASH0123\"\n",
+        "targets:\n  - SECRETHASH0123\n",
+        "{\"SECRETHASH0123\": 1}\n",
+    ] {
+        write(&shadow, content, 0o600);
+        for args in [
+            &["validate", "--config"][..],
+            &["check", "--format", "nagios", "--no-recover", "--config"][..],
+        ] {
+            let o = rw().args(args).arg(&cfg).output().unwrap();
+            let out = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                out.contains("evil.yaml") && !out.contains("SECRETHASH"),
+                "{args:?} {content:?}: {out}"
+            );
+        }
+    }
+}
