@@ -198,7 +198,13 @@ pub(super) fn resolve(
         targets,
         ping,
         notify,
-        secrets: secrets.take(),
+        // A value many targets share (a fleet's `${TOKEN}`) is one secret to redact.
+        secrets: {
+            let mut s = secrets.take();
+            s.sort();
+            s.dedup();
+            s
+        },
         untrusted: dropins.untrusted,
         warnings: warnings.take().iter().map(ToString::to_string).collect(),
     })

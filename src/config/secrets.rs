@@ -166,6 +166,26 @@ mod tests {
     use crate::plan::Endpoint;
 
     #[test]
+    fn a_value_shared_by_many_targets_is_one_secret() {
+        let mut yaml = String::from("targets:\n");
+        for i in 0..200 {
+            yaml.push_str(&format!(
+                "  - {{ name: t{i}, base_url: http://127.0.0.1:9, routes: [ {{ path: \"/h?k=${{TOK}}\" }} ] }}\n"
+            ));
+        }
+        let plan = parse(&yaml, "p.yaml", &|_| Some("abcdefghij".into())).unwrap();
+        let mut distinct = plan.secrets.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            plan.secrets.len(),
+            distinct.len(),
+            "{:?}",
+            &plan.secrets[..4]
+        );
+    }
+
+    #[test]
     fn a_password_in_a_base_url_is_a_secret_and_leaves_every_url() {
         let plan = parse(
             "targets:\n  - name: a\n    base_url: http://user:s3cr%40t@127.0.0.1:1/api\n    routes: [ { path: /ok } ]\n",
