@@ -64,7 +64,7 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
             }
             continue;
         }
-        match secret_regex(secret) {
+        match cached_secret_regex(secret) {
             Some(re) => ranges.extend(re.find_iter(text).map(|m| m.range())),
             // Too big to compile (a secret of many KiB): as is and case-folded only.
             None => {
@@ -107,6 +107,25 @@ pub fn contains_secret(text: &str, secrets: &[String]) -> bool {
 
 /// A line break a server may put inside a value: raw, JSON-escaped or percent-encoded.
 const BREAK: &str = r"(?:\r?\n|\\r\\n|\\n|%0[dD]%0[aA]|%0[aA])?";
+
+/// [`secret_regex`], compiled once per secret for the process: `redact` runs for every
+/// failed route, and compiling every secret's expression each time made a fleet's failing
+/// run take hours of CPU.
+fn cached_secret_regex(secret: &str) -> Option<regex::Regex> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<String, Option<regex::Regex>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(secret) {
+        return re.clone();
+    }
+    // Compiled outside the lock; two threads may both compile one, once.
+    let re = secret_regex(secret);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(secret.to_string(), re.clone());
+    re
+}
 
 /// One regular expression for every form of `secret` (see [`redact`]); `None` if it would
 /// not compile within the size limit.
@@ -651,6 +670,36 @@ pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CPU time of this thread (not wall time: a busy machine does not add to it).
+    fn thread_cpu() -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    #[test]
+    fn redacting_again_does_not_compile_every_secret_again() {
+        // Fresh secrets (no other test has compiled them), as a fleet's per-target tokens.
+        let nonce = std::process::id();
+        let secrets: Vec<String> = (0..40).map(|i| format!("tok-{nonce}-{i}-Zq9xW2")).collect();
+        let text = format!(
+            "connection refused by http://h/x?k={}: nothing listens",
+            secrets[7]
+        );
+        let t0 = thread_cpu();
+        assert!(redact(&text, &secrets).contains(REDACTED));
+        let first = thread_cpu() - t0;
+        let t1 = thread_cpu();
+        for _ in 0..100 {
+            assert!(redact(&text, &secrets).contains(REDACTED));
+        }
+        let again = thread_cpu() - t1;
+        // Compiling on every call makes the 100 calls cost about 100 first calls.
+        assert!(
+            again < first * 20,
+            "100 more calls took {again:?}, the first {first:?}"
+        );
+    }
 
     fn target(endpoint: Endpoint, use_env_proxy: bool) -> Target {
         Target {

@@ -580,7 +580,7 @@ fn build_client(
         b = b.tls_certs_only(Vec::new());
     }
     if let Some(ca) = &t.tls.ca_file {
-        let pem = std::fs::read(ca)
+        let pem = crate::trust::read_pem(ca)
             .map_err(|e| err(format!("cannot read tls.ca_file {}: {e}", ca.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
             err(format!(
@@ -592,7 +592,7 @@ fn build_client(
     }
     if let Some(client) = &t.tls.client {
         let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))
+            crate::trust::read_pem(p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))
         };
         let mut pem = read(&client.cert_file)?;
         pem.push(b'\n');

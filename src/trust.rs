@@ -228,6 +228,37 @@ pub fn open_regular(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// A PEM file (`tls.ca_file`, `cert_file`, `key_file`) is at most this big: a system's whole
+/// CA bundle is a few hundred KiB.
+pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The content of a small regular file named by the probe file, links followed: opened
+/// without blocking (a FIFO is an error, not a hang), anything but a regular file refused, at
+/// most [`MAX_PEM_BYTES`] read (a bigger one, or `/dev/zero` behind a link, is an error, not
+/// root's memory filled).
+pub fn read_pem(path: &Path) -> std::io::Result<Vec<u8>> {
+    use rustix::fs::OFlags;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is a {}, not a regular file", describe(kind)),
+        ));
+    }
+    let (bytes, over) = read_limited(&file, MAX_PEM_BYTES)?;
+    if over {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("is over {MAX_PEM_BYTES} bytes, too big for a PEM file"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// At most `limit` bytes of `file`, and whether there was more.
 pub fn read_limited(file: &File, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
     let mut buf = Vec::new();

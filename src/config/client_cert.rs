@@ -33,10 +33,16 @@ pub(super) fn check(
             ));
         }
     };
+    if cx.untrusted {
+        return Err(cx.err(
+            key,
+            format!("target {target:?}: tls.key_file is not used from a drop-in that others can write: it would lend root's client certificate to requests they choose; make the file and every directory on its way root's, not writable by group or others"),
+        ));
+    }
     let cert_file = path_of(cx, cert);
     let key_file = path_of(cx, key);
     let read = |at: &Spanned<String>, path: &Path, what: &str| {
-        std::fs::read(path).map_err(|e| {
+        crate::trust::read_pem(path).map_err(|e| {
             cx.err(
                 at,
                 format!(

@@ -44,6 +44,8 @@ pub(super) struct DropIn {
     /// Where its relative paths are resolved: its own directory.
     pub(super) dir: PathBuf,
     pub(super) targets: Option<Spanned<RawTargets>>,
+    /// As root: the file, or a directory or link on its way, is not root's alone.
+    pub(super) untrusted: bool,
 }
 
 /// What reading the drop-ins found besides their content.
@@ -260,7 +262,9 @@ fn read_one(
     };
     let opened =
         crate::trust::open(path).map_err(|e| err(None, format!("cannot read: {}", words(&e))))?;
-    if root && let Some(p) = opened.problem {
+    let problem = opened.problem.filter(|_| root);
+    let distrusted = problem.is_some();
+    if let Some(p) = &problem {
         untrusted.push(format!("drop-in {file}: {p}"));
     }
     let (bytes, over) = crate::trust::read_limited(&opened.file, budget)
@@ -296,8 +300,18 @@ fn read_one(
             include: None,
         }
     } else {
-        serde_saphyr::from_str_with_options(&text, yaml_options())
-            .map_err(|e| yaml_error(&file, &text, &e))?
+        serde_saphyr::from_str_with_options(&text, yaml_options()).map_err(|e| {
+            let e = yaml_error(&file, &text, &e);
+            match &problem {
+                // Whoever can write it may have linked it to a file only root can read: its
+                // text is not quoted (the place still is).
+                Some(p) => ConfigError {
+                    message: format!("not a drop-in of targets (its text is not shown: {p})"),
+                    ..e
+                },
+                None => e,
+            }
+        })?
     };
     let settings = [
         ("user_agent", &raw.user_agent),
@@ -322,6 +336,7 @@ fn read_one(
             text,
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             targets: raw.targets,
+            untrusted: distrusted,
         },
         used,
     ))

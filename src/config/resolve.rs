@@ -40,6 +40,7 @@ pub(super) fn resolve(
         regexes: &regexes,
         lenient,
         warnings: &warnings,
+        untrusted: false,
     };
     let d = raw.defaults.unwrap_or_default();
     // Every value of `defaults` is checked where it is written, even if each target overrides it.
@@ -90,12 +91,12 @@ pub(super) fn resolve(
     let mut places = Vec::with_capacity(dropins.files.len());
     let mut dropin_targets = Vec::with_capacity(dropins.files.len());
     for d in dropins.files {
-        places.push((d.file, d.text, d.dir));
+        places.push((d.file, d.text, d.dir, d.untrusted));
         dropin_targets.push(d.targets.map(|t| t.value.kept).unwrap_or_default());
     }
     let dropin_cxs: Vec<Ctx> = places
         .iter()
-        .map(|(file, text, dir)| Ctx {
+        .map(|(file, text, dir, untrusted)| Ctx {
             file,
             text,
             env,
@@ -104,6 +105,7 @@ pub(super) fn resolve(
             regexes: &regexes,
             lenient,
             warnings: &warnings,
+            untrusted: *untrusted,
         })
         .collect();
     let mut sources: Vec<(&Ctx, Vec<Spanned<RawTarget>>)> = vec![(&cx, raw.targets.value.kept)];
@@ -196,7 +198,13 @@ pub(super) fn resolve(
         targets,
         ping,
         notify,
-        secrets: secrets.take(),
+        // A value many targets share (a fleet's `${TOKEN}`) is one secret to redact.
+        secrets: {
+            let mut s = secrets.take();
+            s.sort();
+            s.dedup();
+            s
+        },
         untrusted: dropins.untrusted,
         warnings: warnings.take().iter().map(ToString::to_string).collect(),
     })
@@ -674,7 +682,7 @@ pub(super) fn check_ca_file(
         Some(base) if raw.is_relative() => base.join(raw),
         _ => raw.to_path_buf(),
     };
-    let pem = std::fs::read(&path).map_err(|e| {
+    let pem = crate::trust::read_pem(&path).map_err(|e| {
         cx.err(
             ca,
             format!(

@@ -122,6 +122,12 @@ pub(super) fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool)
                 format!("invalid variable name {var:?} in ${{…}}; expected letters, digits and _"),
             ));
         }
+        if cx.untrusted {
+            return Err(cx.err(
+                v,
+                format!("${{{var}}} is not expanded in a drop-in that others can write: it would send root's environment wherever they choose; make the file and every directory on its way root's, not writable by group or others"),
+            ));
+        }
         let value = match (cx.env)(var) {
             Some(value) => value,
             None if cx.lenient => {
@@ -158,6 +164,26 @@ mod tests {
     use crate::config::parse;
     use crate::config::testing::*;
     use crate::plan::Endpoint;
+
+    #[test]
+    fn a_value_shared_by_many_targets_is_one_secret() {
+        let mut yaml = String::from("targets:\n");
+        for i in 0..200 {
+            yaml.push_str(&format!(
+                "  - {{ name: t{i}, base_url: http://127.0.0.1:9, routes: [ {{ path: \"/h?k=${{TOK}}\" }} ] }}\n"
+            ));
+        }
+        let plan = parse(&yaml, "p.yaml", &|_| Some("abcdefghij".into())).unwrap();
+        let mut distinct = plan.secrets.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            plan.secrets.len(),
+            distinct.len(),
+            "{:?}",
+            &plan.secrets[..4]
+        );
+    }
 
     #[test]
     fn a_password_in_a_base_url_is_a_secret_and_leaves_every_url() {

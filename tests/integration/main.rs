@@ -23,6 +23,7 @@ mod nagios;
 mod probe_outcomes;
 mod properties;
 mod redirects;
+mod review;
 mod security;
 mod silences;
 mod tls_and_secrets;
