@@ -300,11 +300,11 @@ pub fn service(s: &ServiceFacts, kills: bool) -> Vec<Check> {
 /// The most actions `policy` allows within `interval`: `cooldown` apart, at most
 /// `max_actions` per `window`.
 pub fn most_actions_within(policy: &RecoveryPolicy, interval: Duration) -> u64 {
-    let by_window =
-        u64::from(policy.max_actions) * interval.as_secs().div_ceil(policy.window.as_secs().max(1));
+    let by_window = u64::from(policy.max_actions)
+        .saturating_mul(interval.as_secs().div_ceil(policy.window.as_secs().max(1)));
     match policy.cooldown.as_secs() {
         0 => by_window,
-        c => by_window.min(interval.as_secs() / c + 1),
+        c => by_window.min((interval.as_secs() / c).saturating_add(1)),
     }
 }
 
@@ -356,7 +356,7 @@ pub fn target_unit(
     {
         let most = most_actions_within(policy, limit.interval);
         // The unit's own start, then one per action.
-        let starts = most + 1;
+        let starts = most.saturating_add(1);
         let setting = format!(
             "StartLimitBurst={} within StartLimitIntervalSec={}",
             limit.burst,
@@ -573,6 +573,13 @@ mod tests {
         assert_eq!(most_actions_within(&p, Duration::from_secs(600)), 2);
         assert_eq!(most_actions_within(&p, Duration::from_secs(3000)), 3);
         assert_eq!(most_actions_within(&p, Duration::from_secs(7200)), 6);
+        // StartLimitIntervalSec=infinity and a huge max_actions: no overflow.
+        let huge = RecoveryPolicy {
+            max_actions: u32::MAX,
+            cooldown: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(most_actions_within(&huge, Duration::MAX), u64::MAX);
     }
 
     #[test]

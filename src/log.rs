@@ -95,6 +95,9 @@ pub const MAX_JOURNAL_VALUE: usize = 4096;
 #[derive(Debug)]
 pub struct Journal {
     socket: UnixDatagram,
+    /// A send failed (the journal stopped reading, or went away): every later event goes to
+    /// stderr at once, so a stuck journal costs a run one timeout, not one per event.
+    gave_up: std::sync::atomic::AtomicBool,
 }
 
 impl Journal {
@@ -103,16 +106,31 @@ impl Journal {
         socket.connect(path)?;
         // A journal that stopped reading costs a run at most this per entry, then stderr.
         socket.set_write_timeout(Some(Duration::from_secs(1)))?;
-        Ok(Journal { socket })
+        Ok(Journal {
+            socket,
+            gave_up: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
-    /// Send one entry, whole or not at all.
+    /// Send one entry, whole or not at all; after one failure, never again.
     pub fn send(&self, entry: &[u8]) -> std::io::Result<()> {
-        let sent = self.socket.send(entry)?;
-        if sent != entry.len() {
-            return Err(std::io::Error::other("journal entry cut short"));
+        use std::sync::atomic::Ordering;
+        if self.gave_up.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "the journal failed earlier in this run",
+            ));
         }
-        Ok(())
+        let sent = self.socket.send(entry).and_then(|sent| {
+            if sent == entry.len() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("journal entry cut short"))
+            }
+        });
+        if sent.is_err() {
+            self.gave_up.store(true, Ordering::Relaxed);
+        }
+        sent
     }
 }
 
@@ -267,6 +285,36 @@ macro_rules! log_event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_that_failed_once_is_not_tried_again() {
+        let dir = tempfile_dir();
+        let path = dir.join("journal");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        let journal = Journal::connect(&path).unwrap();
+        journal.send(b"MESSAGE=one\n").unwrap();
+        drop(receiver);
+        assert!(
+            journal.send(b"MESSAGE=two\n").is_err(),
+            "the journal is gone"
+        );
+        // Back again (a new socket at the path): this run has given up on it all the same.
+        std::fs::remove_file(&path).unwrap();
+        let again = UnixDatagram::bind(&path).unwrap();
+        let err = journal.send(b"MESSAGE=three\n").unwrap_err();
+        assert!(err.to_string().contains("failed earlier"), "{err}");
+        again.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(again.recv(&mut buf).is_err(), "nothing was sent to it");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rw-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 
     #[test]
     fn key_value_lines_quote_what_needs_it() {
