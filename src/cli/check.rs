@@ -223,7 +223,26 @@ fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Ended> {
         let e = routewatch::trust::open_error(&e);
         end(Exit::Usage, format!("{}: cannot read: {e}", path.display()))
     })?;
-    let plan = config::load_opened(&file, &path, &env);
+    // As root, a probe file others can write expands no `${VAR}` (unless --insecure-config):
+    // it could send root's environment (tokens from /etc/routewatch/environment) to any
+    // server its writer chooses. Its own trust problem blocks recovery below as well.
+    let untrusted = problem.clone().filter(|_| !args.insecure_config);
+    let refused = std::cell::Cell::new(false);
+    let guarded = |var: &str| {
+        if untrusted.is_some() {
+            refused.set(true);
+            return None;
+        }
+        env(var)
+    };
+    let mut plan = config::load_opened(&file, &path, &guarded);
+    if let (Err(e), Some(why)) = (&mut plan, &untrusted)
+        && refused.get()
+    {
+        e.message = format!(
+            "${{…}} is not expanded in a probe file that others can write ({why}): it would send root's environment wherever they choose; make the file and every directory on its way root's, not writable by group or others (or pass --insecure-config)"
+        );
+    }
     // Every file read counts: a drop-in others can write blocks recovery as the probe file would.
     let mut problems: Vec<String> = problem.into_iter().collect();
     if let Ok(p) = &plan {

@@ -756,3 +756,69 @@ fn a_route_count_far_over_the_limit_is_exact_and_small() {
     );
     assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB");
 }
+
+/// A server that answers `200 ok` and keeps every byte it was sent.
+fn recording_port() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::Write as _;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            if let Ok(n) = s.read(&mut buf) {
+                keep.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_probe_file_others_can_write_sends_none_of_roots_environment() {
+    if skip_unless_root() {
+        return;
+    }
+    const TOKEN: &str = "root-only-token-5d1e";
+    let dir = trusted_dir();
+    let (port, seen) = recording_port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "targets:\n  - name: api\n    base_url: http://127.0.0.1:{port}\n    headers: {{ Authorization: \"Bearer ${{RW_TRUST_TOKEN}}\" }}\n    routes: [{{ path: /health }}]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = |extra: &[&str]| {
+        rw().args(["check", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(extra)
+            .env("RW_TRUST_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("probes.yaml:4:")
+            && stderr.contains("not expanded in a probe file that others can write"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+    // The operator who says so explicitly gets the old behaviour.
+    let o = run(&["--insecure-config"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let sent = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(sent.contains(&format!("Bearer {TOKEN}")), "{sent}");
+}
