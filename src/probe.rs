@@ -1028,6 +1028,12 @@ async fn attempt_http(
         }
     };
     if let Some(c) = hops() {
+        // A chain that ended on another origin ended on another server's certificate: it is
+        // not the target's, and a redirect must not make the target `cert_expiring`.
+        if !c.at_home() {
+            a.leaf = None;
+            a.cert = None;
+        }
         a.redirects = c.hops;
     }
     if let Some(der) = a.leaf.take() {

@@ -703,6 +703,49 @@ fn cert_expiry_is_the_earliest_in_the_presented_chain() {
     );
 }
 
+/// A redirect to another origin ends on another server's certificate: it is not the
+/// target's, so it is neither reported as the target's nor judged by `cert_min_days`.
+#[test]
+fn a_redirect_to_another_origin_never_lends_the_target_its_certificate() {
+    let elsewhere_pki = pki_chain(5, 60);
+    let elsewhere = tls_server(&elsewhere_pki);
+    let home_pki = pki(&["127.0.0.1"]);
+    let to = format!("https://127.0.0.1:{}/landing", elsewhere.port());
+    let home = Srv::start(
+        "127.0.0.1:0",
+        Some(Arc::clone(&home_pki.server)),
+        move |r| match r.path.as_str() {
+            "/away" => resp(302, &[("Location", to.as_str())], ""),
+            _ => resp(200, &[], "home"),
+        },
+    )
+    .expect("bind");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", home_pki.ca_pem, elsewhere_pki.ca_pem),
+    )
+    .unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "{FAST}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{}\n    tls: {{ ca_file: ca.pem }}\n    follow_redirects: 1\n    routes:\n      - {{ path: /away, expect: {{ cert_min_days: 14 }} }}\n      - {{ path: /home, expect: {{ cert_min_days: 14 }} }}\n",
+            home.port()
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let doc = o.json();
+    let away = route(&doc, "api", "/away");
+    assert_eq!(away["outcome"], "ok", "{doc:#}");
+    assert!(elsewhere.connection_count() > 0, "the hop was made");
+    assert!(away["tls_cert"].is_null(), "{doc:#}");
+    // On its own origin the target's certificate is reported as ever.
+    let at_home = route(&doc, "api", "/home");
+    assert_eq!(at_home["outcome"], "ok", "{doc:#}");
+    assert!(at_home["tls_cert"]["subject"].is_string(), "{doc:#}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Secrets
 
