@@ -522,6 +522,8 @@ pub struct Case<'a> {
 struct Job<'p> {
     ti: usize,
     target: &'p crate::plan::Target,
+    /// Values from `${VAR}`: never in a reason (a host name from the environment is one).
+    secrets: &'p [String],
     unit: String,
     policy: RecoveryPolicy,
     started: Instant,
@@ -547,6 +549,7 @@ impl<'p> Job<'p> {
         Job {
             ti,
             target,
+            secrets: &plan.secrets,
             report: RecoveryReport {
                 action: policy.action,
                 decision: Decision::Refuse,
@@ -572,7 +575,7 @@ impl<'p> Job<'p> {
     /// End here with this decision and reason.
     fn stop(&mut self, decision: Decision, reason: impl Into<String>) -> Stopped {
         self.report.decision = decision;
-        self.report.reason = reason.into();
+        self.report.reason = crate::plan::redact(&reason.into(), self.secrets);
         Stopped
     }
 
@@ -657,7 +660,7 @@ impl Recoverer<'_> {
         }
         let failing = failing_core_routes(job.target, case.routes);
         // Where the core routes went, if it can be looked up on this host.
-        let probed = probed_address(job.target);
+        let probed = probed_address(job.target, job.secrets);
         decide_from_the_run(job, case, state, &failing, &probed)?;
         let (systemd, facts) = read_unit(job).await?;
         decide_on_start_limit(&facts, &job.policy, &state.actions, SystemTime::now())
@@ -993,7 +996,8 @@ async fn act(
     record: &mut dyn FnMut(Entry) -> Result<(), String>,
 ) -> Result<(), Stopped> {
     job.report.decision = Decision::Act;
-    job.report.reason = format!("{}: {}", intent.what, intent.why);
+    job.report.reason =
+        crate::plan::redact(&format!("{}: {}", intent.what, intent.why), job.secrets);
     log_event!(
         Level::Warn,
         "recovery_decision",
@@ -1116,8 +1120,11 @@ async fn send_dump(
 
 /// Where a target's routes are probed, when that can be looked up in this host's tables;
 /// otherwise why not.
-fn probed_address(target: &crate::plan::Target) -> Result<crate::evidence::Address, String> {
-    crate::evidence::probed_address(target)
+fn probed_address(
+    target: &crate::plan::Target,
+    secrets: &[String],
+) -> Result<crate::evidence::Address, String> {
+    crate::evidence::probed_address(target).map_err(|why| crate::plan::redact(&why, secrets))
 }
 
 /// Enough time for one attempt of each of these routes (they run concurrently).
@@ -1392,6 +1399,25 @@ mod tests {
             ..TargetState::default()
         };
         assert_eq!(decide_before_systemd(&input(&p, &s, now)), Ok(()));
+    }
+
+    #[test]
+    fn a_host_name_from_the_environment_never_reaches_a_reason() {
+        let yaml = "targets:\n  - name: api\n    base_url: http://${RW_HOST}:8080\n    unit: api.service\n    routes: [ { path: /health } ]\n";
+        let plan = crate::config::parse(yaml, "p.yaml", &|k| {
+            (k == "RW_HOST").then(|| "db-primary.internal".to_string())
+        })
+        .unwrap();
+        let why = probed_address(&plan.targets[0], &plan.secrets).unwrap_err();
+        assert!(why.contains("probed by name"), "{why}");
+        assert!(!why.contains("db-primary"), "{why}");
+        let mut job = Job::new(&plan, 0);
+        let _ = job.refuse(Refusal::NotHung, format!("x {why} db-primary.internal y"));
+        assert!(
+            !job.report.reason.contains("db-primary"),
+            "{}",
+            job.report.reason
+        );
     }
 
     #[test]
