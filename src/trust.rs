@@ -182,15 +182,6 @@ pub struct Opened {
     pub problem: Option<String>,
 }
 
-/// An open's error in plain words: "does not exist" rather than the OS's phrasing.
-pub fn open_error(e: &std::io::Error) -> String {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        "does not exist".into()
-    } else {
-        e.to_string()
-    }
-}
-
 /// Open `path` for reading, judging the path as written and then the opened file itself.
 /// The open never blocks (a FIFO in its place is an error, not a hang) and never follows a
 /// link at the last step: the walk already resolved every link.

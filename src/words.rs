@@ -70,6 +70,15 @@ pub fn explain(outcome: Outcome, detail: &str, place: &str, unix: bool) -> Optio
     Some(words)
 }
 
+/// A file's I/O error in plain words: "does not exist", "permission denied", else the OS's.
+pub fn io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use routewatch::report::{self, Format, nagios};
 use routewatch::{config, push, run, state};
 
 use super::output::{emit, emit_streamed, make_observer, progress_bar, stdout_colour};
-use super::{env, fail, find_config, is_root, runtime};
+use super::{env, fail, find_config, is_root, open_probe_file, runtime};
 use crate::{CheckArgs, Exit, FormatArg};
 
 /// `check`, with the exit code of README "Exit codes", or with `--format nagios` the plugin
@@ -214,35 +214,12 @@ fn load_plan(args: &CheckArgs, root: bool) -> Result<Loaded, Ended> {
         return Ok((config::ad_hoc(&args.url, &args.aux_url), None));
     }
     let path = find_config(args.config.clone()).map_err(|e| end(Exit::Usage, e))?;
-    let opened = if root {
-        routewatch::trust::open(&path).map(|o| (o.file, o.problem))
-    } else {
-        routewatch::trust::open_regular(&path).map(|f| (f, None))
-    };
-    let (file, problem) = opened.map_err(|e| {
-        let e = routewatch::trust::open_error(&e);
-        end(Exit::Usage, format!("{}: cannot read: {e}", path.display()))
-    })?;
+    let (file, problem) = open_probe_file(&path, root).map_err(|e| end(Exit::Usage, e))?;
     // As root, a probe file others can write expands no `${VAR}` (unless --insecure-config):
     // it could send root's environment (tokens from /etc/routewatch/environment) to any
     // server its writer chooses. Its own trust problem blocks recovery below as well.
-    let untrusted = problem.clone().filter(|_| !args.insecure_config);
-    let refused = std::cell::Cell::new(false);
-    let guarded = |var: &str| {
-        if untrusted.is_some() {
-            refused.set(true);
-            return None;
-        }
-        env(var)
-    };
-    let mut plan = config::load_opened(&file, &path, &guarded);
-    if let (Err(e), Some(why)) = (&mut plan, &untrusted)
-        && refused.get()
-    {
-        e.message = format!(
-            "${{…}} is not expanded in a probe file that others can write ({why}): it would send root's environment wherever they choose; make the file and every directory on its way root's, not writable by group or others (or pass --insecure-config)"
-        );
-    }
+    let untrusted = problem.is_some() && !args.insecure_config;
+    let plan = config::load_opened(&file, &path, &env, untrusted);
     // Every file read counts: a drop-in others can write blocks recovery as the probe file would.
     let mut problems: Vec<String> = problem.into_iter().collect();
     if let Ok(p) = &plan {

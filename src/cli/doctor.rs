@@ -91,20 +91,12 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
         }
     };
     let shown = path.display().to_string();
-    let opened = if root {
-        routewatch::trust::open(&path).map(|o| (o.file, o.problem))
-    } else {
-        routewatch::trust::open_regular(&path).map(|f| (f, None))
-    };
-    let (file, problem) = match opened {
+    let (file, problem) = match super::open_probe_file(&path, root) {
         Ok(o) => o,
         Err(e) => {
             checks.push(Check::fail(
                 "probe file",
-                format!(
-                    "{shown}: cannot read: {}",
-                    routewatch::trust::open_error(&e)
-                ),
+                e,
                 "check the path and its permissions",
             ));
             return None;
@@ -117,7 +109,7 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
             Some(String::new())
         })
     };
-    let plan = match routewatch::config::load_opened(&file, &path, &lenient) {
+    let plan = match routewatch::config::load_opened(&file, &path, &lenient, false) {
         Ok(p) => p,
         Err(e) => {
             checks.push(Check::fail(

@@ -111,6 +111,27 @@ pub(crate) fn find_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> 
     Err("no probe file: none given with --config, $ROUTEWATCH_CONFIG is unset, and neither ./probes.yaml nor /etc/routewatch/probes.yaml exists (or use --url URL)".into())
 }
 
+/// The probe file, opened once: as root judged on the path as written and on the opened
+/// file (`Some(reason)` when root should not act on it), otherwise only opened; the error
+/// in plain words.
+pub(crate) fn open_probe_file(
+    path: &Path,
+    root: bool,
+) -> Result<(std::fs::File, Option<String>), String> {
+    let opened = if root {
+        routewatch::trust::open(path).map(|o| (o.file, o.problem))
+    } else {
+        routewatch::trust::open_regular(path).map(|f| (f, None))
+    };
+    opened.map_err(|e| {
+        format!(
+            "{}: cannot read: {}",
+            path.display(),
+            routewatch::words::io_error(&e)
+        )
+    })
+}
+
 /// One thread: a run is waiting on sockets, and on these small machines a second worker
 /// costs more in wake-ups than it gains (2000 local routes: 74 ms vs 100 ms with two).
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

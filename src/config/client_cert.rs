@@ -33,7 +33,7 @@ pub(super) fn check(
             ));
         }
     };
-    if cx.untrusted {
+    if cx.untrusted == Some("drop-in") {
         return Err(cx.err(
             key,
             format!("target {target:?}: tls.key_file is not used from a drop-in that others can write: it would lend root's client certificate to requests they choose; make the file and every directory on its way root's, not writable by group or others"),
@@ -48,7 +48,7 @@ pub(super) fn check(
                 format!(
                     "target {target:?}: tls.{what} {}: {}",
                     path.display(),
-                    io_words(&e)
+                    crate::words::io_error(&e)
                 ),
             )
         })
@@ -106,8 +106,8 @@ fn path_of(cx: &Ctx, at: &Spanned<String>) -> PathBuf {
 /// itself is readable by nobody but its owner.
 fn key_is_roots_alone(path: &Path) -> Result<(), String> {
     crate::trust::check_chain(path)?;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("{}: {}", path.display(), io_words(&e)))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {}", path.display(), crate::words::io_error(&e)))?;
     let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -116,12 +116,4 @@ fn key_is_roots_alone(path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn io_words(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "does not exist".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    }
 }

@@ -31,9 +31,10 @@ pub(super) struct Ctx<'a> {
     pub(super) lenient: bool,
     /// What is allowed but probably wrong, at its position (`validate` prints them).
     pub(super) warnings: &'a std::cell::RefCell<Vec<ConfigError>>,
-    /// As root, a drop-in others can write: its `${VAR}` would hand root's environment to
-    /// whoever writes it (in a URL, a header, a body), so none is expanded.
-    pub(super) untrusted: bool,
+    /// As root, a file others can write (`Some("drop-in")`, `Some("probe file")`): its
+    /// `${VAR}` would hand root's environment to whoever writes it (in a URL, a header, a
+    /// body), so none is expanded.
+    pub(super) untrusted: Option<&'static str>,
 }
 
 /// The patterns compiled so far, shared by the probe file and its drop-ins.

@@ -260,8 +260,8 @@ fn read_one(
         at,
         message,
     };
-    let opened =
-        crate::trust::open(path).map_err(|e| err(None, format!("cannot read: {}", words(&e))))?;
+    let opened = crate::trust::open(path)
+        .map_err(|e| err(None, format!("cannot read: {}", crate::words::io_error(&e))))?;
     let problem = opened.problem.filter(|_| root);
     let distrusted = problem.is_some();
     if let Some(p) = &problem {
@@ -340,14 +340,6 @@ fn read_one(
         },
         used,
     ))
-}
-
-fn words(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "does not exist".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }
 
 #[cfg(test)]

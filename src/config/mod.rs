@@ -97,17 +97,19 @@ fn load_as(
         at: None,
         message: format!("cannot read: {e}"),
     })?;
-    read_opened(&file, path, env, lenient)
+    read_opened(&file, path, env, lenient, false)
 }
 
 /// Read and resolve a probe file from a descriptor already opened (and, as root, judged:
-/// see `trust::open`); `path` names it in errors and anchors relative paths.
+/// see `trust::open`); `path` names it in errors and anchors relative paths. `untrusted`: as
+/// root, the file failed that judgement, so none of its `${VAR}` is expanded.
 pub fn load_opened(
     opened: &std::fs::File,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    untrusted: bool,
 ) -> Result<Plan, ConfigError> {
-    read_opened(opened, path, env, false)
+    read_opened(opened, path, env, false, untrusted)
 }
 
 fn read_opened(
@@ -115,6 +117,7 @@ fn read_opened(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     lenient: bool,
+    untrusted: bool,
 ) -> Result<Plan, ConfigError> {
     let file = path.display().to_string();
     let err = |message: String| ConfigError {
@@ -138,7 +141,15 @@ fn read_opened(
             message: "invalid UTF-8; a probe file must be UTF-8 text".into(),
         }
     })?;
-    parse_in(&text, &file, env, path.parent(), Some(path), lenient)
+    parse_in(
+        &text,
+        &file,
+        env,
+        path.parent(),
+        Some(path),
+        lenient,
+        untrusted,
+    )
 }
 
 /// The 1-based line and column of byte `offset` of `bytes`.
@@ -154,6 +165,14 @@ fn utf8_position(bytes: &[u8], offset: usize) -> (u64, u64) {
     (line, col)
 }
 
+/// How a probe file is read: `lenient` for `validate` (an unset `${VAR}` is a warning),
+/// `untrusted` as root for a file others can write (no `${VAR}` is expanded).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reading {
+    pub lenient: bool,
+    pub untrusted: bool,
+}
+
 /// Parse and resolve probe-file text; `file` names it in errors, relative paths are relative
 /// to the current directory.
 pub fn parse(
@@ -161,7 +180,7 @@ pub fn parse(
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Plan, ConfigError> {
-    parse_in(text, file, env, None, None, false)
+    parse_in(text, file, env, None, None, false, false)
 }
 
 fn parse_in(
@@ -171,6 +190,7 @@ fn parse_in(
     base_dir: Option<&Path>,
     path: Option<&Path>,
     lenient: bool,
+    untrusted: bool,
 ) -> Result<Plan, ConfigError> {
     let blank = text
         .lines()
@@ -198,7 +218,15 @@ fn parse_in(
         MAX_TOTAL_BYTES.saturating_sub(text.len() as u64),
         rustix::process::geteuid().is_root(),
     )?;
-    resolve(raw, file, text, env, base_dir, found, lenient)
+    resolve(
+        raw,
+        file,
+        text,
+        env,
+        base_dir,
+        found,
+        Reading { lenient, untrusted },
+    )
 }
 
 #[cfg(test)]

@@ -26,8 +26,9 @@ pub(super) fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
     base_dir: Option<&Path>,
     dropins: super::dropins::Found,
-    lenient: bool,
+    how: super::Reading,
 ) -> Result<Plan, ConfigError> {
+    let super::Reading { lenient, untrusted } = how;
     let secrets = std::cell::RefCell::default();
     let regexes = super::context::Regexes::default();
     let warnings = std::cell::RefCell::default();
@@ -40,7 +41,7 @@ pub(super) fn resolve(
         regexes: &regexes,
         lenient,
         warnings: &warnings,
-        untrusted: false,
+        untrusted: untrusted.then_some("probe file"),
     };
     let d = raw.defaults.unwrap_or_default();
     // Every value of `defaults` is checked where it is written, even if each target overrides it.
@@ -105,7 +106,7 @@ pub(super) fn resolve(
             regexes: &regexes,
             lenient,
             warnings: &warnings,
-            untrusted: *untrusted,
+            untrusted: untrusted.then_some("drop-in"),
         })
         .collect();
     let mut sources: Vec<(&Ctx, Vec<Spanned<RawTarget>>)> = vec![(&cx, raw.targets.value.kept)];

@@ -122,10 +122,17 @@ pub(super) fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool)
                 format!("invalid variable name {var:?} in ${{…}}; expected letters, digits and _"),
             ));
         }
-        if cx.untrusted {
+        if let Some(kind) = cx.untrusted {
             return Err(cx.err(
                 v,
-                format!("${{{var}}} is not expanded in a drop-in that others can write: it would send root's environment wherever they choose; make the file and every directory on its way root's, not writable by group or others"),
+                format!(
+                    "${{{var}}} is not expanded in a {kind} that others can write: it would send root's environment wherever they choose; make the file and every directory on its way root's, not writable by group or others{}",
+                    if kind == "probe file" {
+                        " (or pass --insecure-config)"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         let value = match (cx.env)(var) {
