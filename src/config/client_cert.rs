@@ -33,10 +33,10 @@ pub(super) fn check(
             ));
         }
     };
-    if cx.untrusted == Some("drop-in") {
+    if let Some(kind) = cx.untrusted {
         return Err(cx.err(
             key,
-            format!("target {target:?}: tls.key_file is not used from a drop-in that others can write: it would lend root's client certificate to requests they choose; make the file and every directory on its way root's, not writable by group or others"),
+            format!("target {target:?}: tls.key_file is not used from a {kind} that others can write: it would lend root's client certificate to requests they choose; make the file and every directory on its way root's, not writable by group or others"),
         ));
     }
     let cert_file = path_of(cx, cert);

@@ -822,3 +822,63 @@ fn a_probe_file_others_can_write_sends_none_of_roots_environment() {
     let sent = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
     assert!(sent.contains(&format!("Bearer {TOKEN}")), "{sent}");
 }
+
+/// As root, a probe file others can write may not lend root's private key either (as a
+/// drop-in may not): whoever writes it could make root present that client certificate with
+/// a request of their choosing. `--insecure-config` is the operator saying the file is theirs.
+#[test]
+fn a_probe_file_others_can_write_cannot_use_roots_client_key() {
+    if skip_unless_root() {
+        return;
+    }
+    let dir = trusted_dir();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["routewatch".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A port that refuses: whatever loads, no request can reach a server.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "targets:\n  - name: api\n    base_url: https://127.0.0.1:{port}\n    tls: {{ cert_file: {}, key_file: {} }}\n    routes: [{{ path: /health }}]\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        rw().args(["check", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--no-recover", "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Root's own file: it loads and probes (the port refuses: exit 1, not a config error).
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = run(&[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("probes.yaml:4:")
+            && stderr.contains("tls.key_file is not used from a probe file that others can write"),
+        "{stderr}"
+    );
+    let o = run(&["--insecure-config"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+}
