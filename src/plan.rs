@@ -450,7 +450,8 @@ pub struct Route {
     pub method: reqwest::Method,
     pub body: Option<String>,
     pub headers: Vec<Header>,
-    pub expect: Expect,
+    /// Shared: routes without `expect:` all hold the one default.
+    pub expect: Arc<Expect>,
     pub timing: Timing,
 }
 
@@ -513,6 +514,13 @@ impl Default for Expect {
 }
 
 impl Expect {
+    /// The expectations of a route that states none (status 200–399), one copy for all.
+    pub fn shared_default() -> Arc<Expect> {
+        static DEFAULT: std::sync::LazyLock<Arc<Expect>> =
+            std::sync::LazyLock::new(|| Arc::new(Expect::default()));
+        Arc::clone(&DEFAULT)
+    }
+
     pub fn status_ok(&self, code: u16) -> bool {
         self.status
             .iter()

@@ -125,8 +125,9 @@ impl ClientKey {
     }
 }
 
-/// Called as each route finishes (progress bar, log lines).
-pub type Observer = Arc<dyn Fn(&Target, &RouteResult) + Send + Sync>;
+/// Called as each route finishes (progress bar, log lines): its target, where it is in the
+/// plan (target index, route index) and its result.
+pub type Observer = Arc<dyn Fn(&Target, (usize, usize), &RouteResult) + Send + Sync>;
 
 impl Prober {
     pub fn new(plan: Arc<Plan>) -> Result<Prober, SetupError> {
@@ -257,7 +258,7 @@ impl Prober {
             .map(|(i, &(ti, ri))| async move {
                 let r = self.probe_route(ti, ri, deadline, fresh).await;
                 if let Some(obs) = observer {
-                    obs(&self.plan.targets[ti], &r);
+                    obs(&self.plan.targets[ti], (ti, ri), &r);
                 }
                 (i, r)
             })

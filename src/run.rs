@@ -158,32 +158,51 @@ pub async fn check<S: std::fmt::Display>(
     shutdown: impl Future<Output = S>,
 ) -> Result<RunReport, RunError> {
     let total = plan.targets.iter().map(|t| t.routes.len()).sum();
-    let finished: Arc<Mutex<Vec<FinishedRoute>>> = Arc::default();
+    let finished: Arc<Mutex<Vec<Done>>> = Arc::default();
     opts.observer = Some(recording(opts.observer.take(), Arc::clone(&finished)));
     tokio::select! {
         biased;
         signal = shutdown => Err(RunError::Interrupted(Interrupted {
             signal: signal.to_string(),
-            finished: std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner())),
+            finished: std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .map(|d| {
+                    let target = &plan.targets[d.target];
+                    let route = &target.routes[d.route];
+                    FinishedRoute {
+                        target: target.name.clone(),
+                        path: route.path.clone(),
+                        class: route.class,
+                        outcome: d.outcome,
+                    }
+                })
+                .collect(),
             total,
         })),
-        r = run_to_the_end(plan, opts) => r,
+        r = run_to_the_end(Arc::clone(&plan), opts) => r,
     }
 }
 
+/// A route that finished, kept small (a fleet file has 20 000): where it is in the plan and
+/// its outcome.
+struct Done {
+    target: usize,
+    route: usize,
+    outcome: Outcome,
+}
+
 /// The caller's observer, and each finished route kept for a report of a stopped run.
-fn recording(inner: Option<Observer>, finished: Arc<Mutex<Vec<FinishedRoute>>>) -> Observer {
-    Arc::new(move |target, r| {
+fn recording(inner: Option<Observer>, finished: Arc<Mutex<Vec<Done>>>) -> Observer {
+    Arc::new(move |target, (ti, ri), r| {
         if let Some(inner) = &inner {
-            inner(target, r);
+            inner(target, (ti, ri), r);
         }
         finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(FinishedRoute {
-                target: target.name.clone(),
-                path: r.path.clone(),
-                class: r.class,
+            .push(Done {
+                target: ti,
+                route: ri,
                 outcome: r.outcome,
             });
     })

@@ -74,7 +74,7 @@ pub(crate) fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::Progre
 
 /// Per finished route: advance the bar, and one log line per failed probe.
 pub(crate) fn make_observer(pb: Option<indicatif::ProgressBar>) -> routewatch::probe::Observer {
-    Arc::new(move |target, r| {
+    Arc::new(move |target, _, r| {
         let line = || {
             if r.outcome.is_pass()
                 && !matches!(

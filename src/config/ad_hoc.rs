@@ -58,7 +58,7 @@ pub fn ad_hoc(core: &[String], auxiliary: &[String]) -> Result<Plan, ConfigError
             method: reqwest::Method::GET,
             body: None,
             headers,
-            expect: Expect::default(),
+            expect: Expect::shared_default(),
             timing: Timing::default(),
         };
         match targets.iter_mut().find(|t| {

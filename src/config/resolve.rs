@@ -423,7 +423,7 @@ pub(super) fn resolve_target(
             method: reqwest::Method::GET,
             body: None,
             headers: Vec::new(),
-            expect: Expect::default(),
+            expect: Expect::shared_default(),
             timing,
         }]
     } else {

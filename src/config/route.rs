@@ -173,16 +173,21 @@ pub(super) fn resolve_route(
         headers.retain(|o| o.name != h.name);
         headers.push(h);
     }
-    let raw_expect = r.expect.map(|e| *e).unwrap_or_default();
-    if let Some(min) = &raw_expect.cert_min_days
-        && !matches!(endpoint, Endpoint::Http { base } if base.starts_with("https:"))
-    {
-        return Err(cx.err(
-            min,
-            format!("target {target:?}: route {path}: expect.cert_min_days needs an https:// base_url (there is no certificate to check)"),
-        ));
-    }
-    let expect = resolve_expect(cx, &at, raw_expect, target)?;
+    let expect = match r.expect {
+        // Most routes say nothing: they share one default (a fleet file has 20 000 routes).
+        None => Expect::shared_default(),
+        Some(raw_expect) => {
+            if let Some(min) = &raw_expect.cert_min_days
+                && !matches!(endpoint, Endpoint::Http { base } if base.starts_with("https:"))
+            {
+                return Err(cx.err(
+                    min,
+                    format!("target {target:?}: route {path}: expect.cert_min_days needs an https:// base_url (there is no certificate to check)"),
+                ));
+            }
+            std::sync::Arc::new(resolve_expect(cx, &at, *raw_expect, target)?)
+        }
+    };
     Ok(Route {
         path,
         url,
@@ -375,6 +380,19 @@ mod tests {
 
     fn route(expect_or_headers: &str) -> String {
         format!("{HEAD}    routes:\n      - path: /ok\n        {expect_or_headers}\n")
+    }
+
+    #[test]
+    fn routes_without_expect_share_one_default_and_the_others_keep_their_own() {
+        let yaml = format!(
+            "{HEAD}    routes:\n      - path: /a\n      - path: /b\n      - {{ path: /c, expect: {{ status: 204 }} }}\n"
+        );
+        let plan = crate::config::parse(&yaml, "p.yaml", &|_| None).expect("valid");
+        let r = &plan.targets[0].routes;
+        assert!(std::sync::Arc::ptr_eq(&r[0].expect, &r[1].expect));
+        assert_eq!(r[0].expect.status, vec![(200, 399)]);
+        assert_eq!(r[2].expect.status, vec![(204, 204)]);
+        assert!(!r[2].expect.status_ok(200));
     }
 
     #[test]

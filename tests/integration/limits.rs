@@ -372,7 +372,7 @@ async fn a_run_stopped_by_its_shutdown_future_ends_interrupted_with_what_had_fin
     let tx = Mutex::new(Some(tx));
     let opts = routewatch::run::Options {
         state_dir: Some(dir.path().join("st")),
-        observer: Some(std::sync::Arc::new(move |_, r| {
+        observer: Some(std::sync::Arc::new(move |_, _, r| {
             if r.path == "/ok"
                 && let Some(tx) = tx.lock().unwrap().take()
             {
