@@ -31,9 +31,9 @@ pub(super) fn resolve_notify(cx: &Ctx, raw: &[RawNotify]) -> Result<Vec<Notifier
             format,
             on,
             headers: super::route::resolve_headers(cx, &n.headers, &format!("notify[{i}]"))?,
-            reminder: cx.positive(&scope, "reminder", &n.reminder)?,
+            reminder: cx.positive(&scope, "reminder", n.reminder.as_ref())?,
             after_runs: cx
-                .count(&scope, "after_runs", &n.after_runs, 1..=10_000)?
+                .count(&scope, "after_runs", n.after_runs.as_ref(), 1..=10_000)?
                 .map_or(1, |c| c as u32),
         });
     }

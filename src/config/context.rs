@@ -76,7 +76,7 @@ impl Ctx<'_> {
         &self,
         scope: &str,
         key: &str,
-        v: &Option<Spanned<Dur>>,
+        v: Option<&Spanned<Dur>>,
     ) -> Result<Option<Duration>, ConfigError> {
         match v {
             Some(d) if d.value.0.is_zero() => Err(self.err(
@@ -96,7 +96,7 @@ impl Ctx<'_> {
         &self,
         scope: &str,
         key: &str,
-        v: &Option<Spanned<Count>>,
+        v: Option<&Spanned<Count>>,
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<Option<u64>, ConfigError> {
         match v {
@@ -119,7 +119,7 @@ impl Ctx<'_> {
         &self,
         scope: &str,
         key: &str,
-        v: &Option<Spanned<Size>>,
+        v: Option<&Spanned<Size>>,
     ) -> Result<Option<usize>, ConfigError> {
         match v {
             Some(s) if s.value.0 == 0 => Err(self.err(
@@ -139,12 +139,12 @@ impl Ctx<'_> {
     pub(super) fn timing(
         &self,
         scope: &str,
-        timeout: &Option<Spanned<Dur>>,
-        retries: &Option<Spanned<Count>>,
-        backoff: &Option<Spanned<Dur>>,
-        max_backoff: &Option<Spanned<Dur>>,
-        max_body: &Option<Spanned<Size>>,
-        follow_redirects: &Option<Spanned<Count>>,
+        timeout: Option<&Spanned<Dur>>,
+        retries: Option<&Spanned<Count>>,
+        backoff: Option<&Spanned<Dur>>,
+        max_backoff: Option<&Spanned<Dur>>,
+        max_body: Option<&Spanned<Size>>,
+        follow_redirects: Option<&Spanned<Count>>,
         base: &Timing,
     ) -> Result<Timing, ConfigError> {
         Ok(Timing {
@@ -154,8 +154,8 @@ impl Ctx<'_> {
             retries: self
                 .count(scope, "retries", retries, 0..=MAX_RETRIES)?
                 .map_or(base.retries, clamp_u32),
-            backoff: backoff.as_ref().map_or(base.backoff, |x| x.value.0),
-            max_backoff: max_backoff.as_ref().map_or(base.max_backoff, |x| x.value.0),
+            backoff: backoff.map_or(base.backoff, |x| x.value.0),
+            max_backoff: max_backoff.map_or(base.max_backoff, |x| x.value.0),
             max_body: self
                 .size(scope, "max_body", max_body)?
                 .unwrap_or(base.max_body),

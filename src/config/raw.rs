@@ -169,6 +169,8 @@ pub(super) enum RawIp {
     V6,
 }
 
+// Keys most routes leave out are boxed: a route as read stays small (a fleet file has 20 000
+// of them in memory at once while it is read).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
@@ -181,30 +183,30 @@ pub(super) struct RawRoute {
     pub(super) class: Class,
     /// HTTP method (default GET).
     #[schemars(with = "Option<String>")]
-    pub(super) method: Option<Spanned<String>>,
+    pub(super) method: Option<Box<Spanned<String>>>,
     /// Request body, e.g. a JSON-RPC health call; `${VAR}` is taken from the environment and
     /// never printed.
     #[schemars(with = "Option<String>")]
-    pub(super) body: Option<Spanned<String>>,
+    pub(super) body: Option<Box<Spanned<String>>>,
     /// Extra request headers for this route.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub(super) headers: BTreeMap<String, Spanned<String>>,
     pub(super) expect: Option<Box<RawExpect>>,
     #[schemars(with = "Option<Dur>")]
-    pub(super) timeout: Option<Spanned<Dur>>,
+    pub(super) timeout: Option<Box<Spanned<Dur>>>,
     #[schemars(with = "Option<Count>")]
-    pub(super) retries: Option<Spanned<Count>>,
+    pub(super) retries: Option<Box<Spanned<Count>>>,
     #[schemars(with = "Option<Dur>")]
-    pub(super) backoff: Option<Spanned<Dur>>,
+    pub(super) backoff: Option<Box<Spanned<Dur>>>,
     #[schemars(with = "Option<Dur>")]
-    pub(super) max_backoff: Option<Spanned<Dur>>,
+    pub(super) max_backoff: Option<Box<Spanned<Dur>>>,
     #[schemars(with = "Option<Size>")]
-    pub(super) max_body: Option<Spanned<Size>>,
+    pub(super) max_body: Option<Box<Spanned<Size>>>,
     /// Redirects (301, 302, 303, 307, 308) to follow, at most (default 0: a 3xx is judged as
     /// it is). Secret headers go to the same origin only.
     #[schemars(with = "Option<Count>")]
-    pub(super) follow_redirects: Option<Spanned<Count>>,
+    pub(super) follow_redirects: Option<Box<Spanned<Count>>>,
 }
 
 pub(super) fn default_class() -> Class {

@@ -48,19 +48,24 @@ pub(super) fn resolve(
     let scope = "defaults: ";
     let base_timing = cx.timing(
         scope,
-        &d.timeout,
-        &d.retries,
-        &d.backoff,
-        &d.max_backoff,
-        &d.max_body,
-        &d.follow_redirects,
+        d.timeout.as_ref(),
+        d.retries.as_ref(),
+        d.backoff.as_ref(),
+        d.max_backoff.as_ref(),
+        d.max_body.as_ref(),
+        d.follow_redirects.as_ref(),
         &Timing::default(),
     )?;
     let base_connect = cx
-        .positive(scope, "connect_timeout", &d.connect_timeout)?
+        .positive(scope, "connect_timeout", d.connect_timeout.as_ref())?
         .unwrap_or(plan::DEFAULT_CONNECT_TIMEOUT);
     let base_concurrency = cx
-        .count(scope, "concurrency", &d.concurrency, 1..=MAX_CONCURRENCY)?
+        .count(
+            scope,
+            "concurrency",
+            d.concurrency.as_ref(),
+            1..=MAX_CONCURRENCY,
+        )?
         .unwrap_or(plan::DEFAULT_CONCURRENCY as u64);
     let base_proxy = d.proxy.unwrap_or(false);
 
@@ -125,7 +130,7 @@ pub(super) fn resolve(
     }
 
     let run_timeout = cx
-        .positive(scope, "run_timeout", &d.run_timeout)?
+        .positive(scope, "run_timeout", d.run_timeout.as_ref())?
         .unwrap_or(plan::DEFAULT_RUN_TIMEOUT);
     let mut targets = Vec::new();
     // Each name and where it was first used (a map: a fleet file has thousands).
@@ -188,7 +193,7 @@ pub(super) fn resolve(
         .count(
             "",
             "max_in_flight",
-            &raw.max_in_flight,
+            raw.max_in_flight.as_ref(),
             1..=MAX_CONCURRENCY * 16,
         )?
         .map_or(plan::DEFAULT_MAX_IN_FLIGHT, super::context::clamp_usize);
@@ -278,19 +283,24 @@ pub(super) fn resolve_target(
     let scope = format!("target {name:?}: ");
     let timing = cx.timing(
         &scope,
-        &t.timeout,
-        &t.retries,
-        &t.backoff,
-        &t.max_backoff,
-        &t.max_body,
-        &t.follow_redirects,
+        t.timeout.as_ref(),
+        t.retries.as_ref(),
+        t.backoff.as_ref(),
+        t.max_backoff.as_ref(),
+        t.max_body.as_ref(),
+        t.follow_redirects.as_ref(),
         base,
     )?;
     let concurrency = cx
-        .count(&scope, "concurrency", &t.concurrency, 1..=MAX_CONCURRENCY)?
+        .count(
+            &scope,
+            "concurrency",
+            t.concurrency.as_ref(),
+            1..=MAX_CONCURRENCY,
+        )?
         .unwrap_or(base_concurrency);
     let connect_timeout = cx
-        .positive(&scope, "connect_timeout", &t.connect_timeout)?
+        .positive(&scope, "connect_timeout", t.connect_timeout.as_ref())?
         .unwrap_or(base_connect);
 
     let mut auth = None;
@@ -604,7 +614,7 @@ pub(super) fn resolve_recovery(
         &raw.max_actions,
         " (use action: none to never act)",
     )?;
-    let verify_timeout = cx.positive("recovery.", "verify_timeout", &raw.verify_timeout)?;
+    let verify_timeout = cx.positive("recovery.", "verify_timeout", raw.verify_timeout.as_ref())?;
     let action = raw.action.unwrap_or(d.action);
     let through = match &raw.through {
         Some(t) => Some(check_unit_name(cx, t)?),
@@ -657,7 +667,7 @@ fn resolve_dump(
         )
     })?;
     let wait = cx
-        .positive("recovery.dump.", "wait", &raw.wait)?
+        .positive("recovery.dump.", "wait", raw.wait.as_ref())?
         .unwrap_or(std::time::Duration::from_secs(5));
     if wait > std::time::Duration::from_secs(60) {
         let at = raw.wait.as_ref().expect("a wait was given");

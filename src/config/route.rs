@@ -157,12 +157,12 @@ pub(super) fn resolve_route(
     let timing = if own_timing {
         cx.timing(
             &format!("target {target:?}: route {path}: "),
-            &r.timeout,
-            &r.retries,
-            &r.backoff,
-            &r.max_backoff,
-            &r.max_body,
-            &r.follow_redirects,
+            r.timeout.as_deref(),
+            r.retries.as_deref(),
+            r.backoff.as_deref(),
+            r.max_backoff.as_deref(),
+            r.max_body.as_deref(),
+            r.follow_redirects.as_deref(),
             base,
         )?
     } else {
