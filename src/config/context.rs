@@ -134,19 +134,22 @@ impl Ctx<'_> {
         }
     }
 
-    /// The timing keys of `defaults`, a target or a route, each checked where it is written.
-    #[allow(clippy::too_many_arguments)]
+    /// The timing keys of `defaults`, a target or a route, each checked where it is written;
+    /// the keys left out are `base`'s.
     pub(super) fn timing(
         &self,
         scope: &str,
-        timeout: Option<&Spanned<Dur>>,
-        retries: Option<&Spanned<Count>>,
-        backoff: Option<&Spanned<Dur>>,
-        max_backoff: Option<&Spanned<Dur>>,
-        max_body: Option<&Spanned<Size>>,
-        follow_redirects: Option<&Spanned<Count>>,
+        keys: TimingKeys,
         base: &Timing,
     ) -> Result<Timing, ConfigError> {
+        let TimingKeys {
+            timeout,
+            retries,
+            backoff,
+            max_backoff,
+            max_body,
+            follow_redirects,
+        } = keys;
         Ok(Timing {
             timeout: self
                 .positive(scope, "timeout", timeout)?
@@ -168,6 +171,28 @@ impl Ctx<'_> {
                 )?
                 .map_or(base.follow_redirects, clamp_u32),
         })
+    }
+}
+
+/// The timing keys of `defaults`, a target or a route as written (`None`: left out).
+pub(super) struct TimingKeys<'a> {
+    pub(super) timeout: Option<&'a Spanned<Dur>>,
+    pub(super) retries: Option<&'a Spanned<Count>>,
+    pub(super) backoff: Option<&'a Spanned<Dur>>,
+    pub(super) max_backoff: Option<&'a Spanned<Dur>>,
+    pub(super) max_body: Option<&'a Spanned<Size>>,
+    pub(super) follow_redirects: Option<&'a Spanned<Count>>,
+}
+
+impl TimingKeys<'_> {
+    /// Whether any key is written.
+    pub(super) fn any(&self) -> bool {
+        self.timeout.is_some()
+            || self.retries.is_some()
+            || self.backoff.is_some()
+            || self.max_backoff.is_some()
+            || self.max_body.is_some()
+            || self.follow_redirects.is_some()
     }
 }
 

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::context::TimingKeys;
 use super::route_count::{RawRoutes, RawTargets};
 use super::scalars::{CertMin, Count, Dur, Size, StatusSpec};
 use crate::plan::{Action, Class};
@@ -208,6 +209,29 @@ pub(super) struct RawRoute {
     #[schemars(with = "Option<Count>")]
     pub(super) follow_redirects: Option<Box<Spanned<Count>>>,
 }
+
+/// `timing_keys()` of a raw struct with the six timing keys: `as_ref` where they are
+/// `Option<Spanned<_>>`, `as_deref` where they are boxed.
+macro_rules! timing_keys {
+    ($raw:ty, $view:ident) => {
+        impl $raw {
+            pub(super) fn timing_keys(&self) -> TimingKeys<'_> {
+                TimingKeys {
+                    timeout: self.timeout.$view(),
+                    retries: self.retries.$view(),
+                    backoff: self.backoff.$view(),
+                    max_backoff: self.max_backoff.$view(),
+                    max_body: self.max_body.$view(),
+                    follow_redirects: self.follow_redirects.$view(),
+                }
+            }
+        }
+    };
+}
+
+timing_keys!(RawDefaults, as_ref);
+timing_keys!(RawTarget, as_ref);
+timing_keys!(RawRoute, as_deref);
 
 pub(super) fn default_class() -> Class {
     Class::Core

@@ -46,16 +46,7 @@ pub(super) fn resolve(
     let d = raw.defaults.unwrap_or_default();
     // Every value of `defaults` is checked where it is written, even if each target overrides it.
     let scope = "defaults: ";
-    let base_timing = cx.timing(
-        scope,
-        d.timeout.as_ref(),
-        d.retries.as_ref(),
-        d.backoff.as_ref(),
-        d.max_backoff.as_ref(),
-        d.max_body.as_ref(),
-        d.follow_redirects.as_ref(),
-        &Timing::default(),
-    )?;
+    let base_timing = cx.timing(scope, d.timing_keys(), &Timing::default())?;
     let base_connect = cx
         .positive(scope, "connect_timeout", d.connect_timeout.as_ref())?
         .unwrap_or(plan::DEFAULT_CONNECT_TIMEOUT);
@@ -281,16 +272,7 @@ pub(super) fn resolve_target(
         ));
     }
     let scope = format!("target {name:?}: ");
-    let timing = cx.timing(
-        &scope,
-        t.timeout.as_ref(),
-        t.retries.as_ref(),
-        t.backoff.as_ref(),
-        t.max_backoff.as_ref(),
-        t.max_body.as_ref(),
-        t.follow_redirects.as_ref(),
-        base,
-    )?;
+    let timing = cx.timing(&scope, t.timing_keys(), base)?;
     let concurrency = cx
         .count(
             &scope,

@@ -148,23 +148,9 @@ pub(super) fn resolve_route(
         }
     };
     // Most routes set no timing key of their own: they take the target's as they are.
-    let own_timing = r.timeout.is_some()
-        || r.retries.is_some()
-        || r.backoff.is_some()
-        || r.max_backoff.is_some()
-        || r.max_body.is_some()
-        || r.follow_redirects.is_some();
-    let timing = if own_timing {
-        cx.timing(
-            &format!("target {target:?}: route {path}: "),
-            r.timeout.as_deref(),
-            r.retries.as_deref(),
-            r.backoff.as_deref(),
-            r.max_backoff.as_deref(),
-            r.max_body.as_deref(),
-            r.follow_redirects.as_deref(),
-            base,
-        )?
+    let keys = r.timing_keys();
+    let timing = if keys.any() {
+        cx.timing(&format!("target {target:?}: route {path}: "), keys, base)?
     } else {
         *base
     };
