@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-/// The server's certificate that expires first among those it presents (its leaf and the
-/// intermediates it sends; the root is the client's own), as reported.
+/// The server's certificate that expires first on the chain it presents (its leaf and the
+/// intermediates that lead from it; the root is the client's own), as reported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CertInfo {
     /// The subject, e.g. `CN=api.example.org` (an intermediate's when it expires first).
@@ -29,13 +29,45 @@ pub fn read(der: &[u8], now: SystemTime) -> Option<CertInfo> {
     Some(info(subject, not_after_unix, now))
 }
 
-/// The certificate of `chain` (DER, leaf first) that expires first, as a [`CertInfo`]; bytes
-/// that are not a certificate are skipped. Pure.
-pub fn earliest(chain: &[Vec<u8>], now: SystemTime) -> Option<CertInfo> {
-    chain
+/// The certificate that expires first on the chain `presented` (DER, leaf first) makes from
+/// its leaf, as a [`CertInfo`]. The chain is followed by name: from the leaf to the
+/// certificate whose subject is its issuer, and so on until one is self-issued or no
+/// presented certificate names the issuer. A certificate the server also sends that issues
+/// nothing on that path (a leftover intermediate of another chain) never counts: clients do
+/// not use it, and its expiry would be a false `cert_expiring`. Names only, no signatures:
+/// which certificate a client trusts is its own business. `None` when the leaf is not a
+/// certificate. Pure.
+pub fn earliest(presented: &[Vec<u8>], now: SystemTime) -> Option<CertInfo> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(presented.first()?).ok()?;
+    let others: Vec<_> = presented[1..]
         .iter()
-        .filter_map(|der| read(der, now))
-        .min_by_key(|c| c.not_after_unix)
+        .filter_map(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, c)| c)
+        })
+        .collect();
+    let mut path = vec![&leaf];
+    let mut used = vec![false; others.len()];
+    while let Some(&current) = path.last() {
+        if current.subject().as_raw() == current.issuer().as_raw() {
+            break;
+        }
+        let issuer = (0..others.len())
+            .find(|&i| !used[i] && others[i].subject().as_raw() == current.issuer().as_raw());
+        let Some(i) = issuer else { break };
+        used[i] = true;
+        path.push(&others[i]);
+    }
+    path.iter()
+        .min_by_key(|c| c.validity().not_after.timestamp())
+        .map(|c| {
+            info(
+                c.subject().to_string(),
+                c.validity().not_after.timestamp(),
+                now,
+            )
+        })
 }
 
 /// A [`CertInfo`] from its parts. Pure.
@@ -113,6 +145,64 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// A CA (`issuer: None`: self-signed) or a leaf named `cn`, valid for `days` from now.
+    fn cert(
+        cn: &str,
+        days: u64,
+        ca: bool,
+        issuer: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
+    ) -> (Vec<u8>, rcgen::Issuer<'static, rcgen::KeyPair>) {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        if ca {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        p.not_before = (SystemTime::now() - Duration::from_secs(DAY)).into();
+        p.not_after = (SystemTime::now() + Duration::from_secs(days * DAY)).into();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = match issuer {
+            Some(i) => p.signed_by(&key, i).unwrap(),
+            None => p.self_signed(&key).unwrap(),
+        }
+        .der()
+        .to_vec();
+        (der, rcgen::Issuer::new(p, key))
+    }
+
+    #[test]
+    fn the_earliest_expiry_is_on_the_path_from_the_leaf_and_strays_do_not_count() {
+        let now = SystemTime::now();
+        let (root, root_ca) = cert("root", 3650, true, None);
+        let (mid, mid_ca) = cert("mid", 60, true, Some(&root_ca));
+        let (leaf, _) = cert("leaf", 90, false, Some(&mid_ca));
+        // A leftover of another chain the server also sends: another root's intermediate,
+        // expiring in 5 days, and that root itself.
+        let (other_root, other_ca) = cert("other root", 5, true, None);
+        let (stray, _) = cert("stray", 5, true, Some(&other_ca));
+        let subject = |chain: &[Vec<u8>]| earliest(chain, now).map(|c| c.subject);
+        assert_eq!(
+            subject(&[leaf.clone(), stray.clone(), mid.clone(), other_root]),
+            Some("CN=mid".to_string())
+        );
+        // On the path, in any order and up to the root: the earliest of them.
+        assert_eq!(
+            subject(&[leaf.clone(), root.clone(), mid.clone()]),
+            Some("CN=mid".to_string())
+        );
+        let (short_mid, short_ca) = cert("short mid", 5, true, Some(&root_ca));
+        let (leaf2, _) = cert("leaf2", 90, false, Some(&short_ca));
+        assert_eq!(
+            subject(&[leaf2, short_mid, stray]),
+            Some("CN=short mid".to_string())
+        );
+        // The leaf alone, or with nothing that issued it.
+        assert_eq!(
+            subject(std::slice::from_ref(&leaf)),
+            Some("CN=leaf".to_string())
+        );
+        assert_eq!(subject(&[b"not a certificate".to_vec(), mid]), None);
     }
 
     #[test]

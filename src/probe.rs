@@ -32,8 +32,8 @@ pub struct RouteResult {
     /// an attempt, or its last attempt had less time than `timeout`. Not evidence of a hang.
     #[serde(skip)]
     pub cut_short: bool,
-    /// The certificate that expires first among those the server of an `https://` route
-    /// presented (leaf and intermediates).
+    /// The certificate that expires first on the chain the server of an `https://` route
+    /// presented (leaf and the intermediates that lead from it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<crate::certs::CertInfo>,
     /// The redirects followed (`follow_redirects`), in order; the outcome is the last answer's.

@@ -278,8 +278,10 @@ fn pki(names: &[&str]) -> Pki {
 
 /// A root CA (the one to trust), an intermediate CA it signed that expires in
 /// `intermediate_days`, and a server certificate for `127.0.0.1` the intermediate signed that
-/// expires in `leaf_days`; the server presents the leaf and the intermediate.
-fn pki_chain(intermediate_days: u64, leaf_days: u64) -> Pki {
+/// expires in `leaf_days`; the server presents the leaf and the intermediate, and with
+/// `stray_days` also a leftover of another chain: a CA certificate of another root that
+/// expires in that many days (it issues nothing the leaf needs).
+fn pki_chain(intermediate_days: u64, leaf_days: u64, stray_days: Option<u64>) -> Pki {
     use std::time::SystemTime;
     const DAY: u64 = 86_400;
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -318,7 +320,20 @@ fn pki_chain(intermediate_days: u64, leaf_days: u64) -> Pki {
     let leaf_key = KeyPair::generate().unwrap();
     let leaf_cert = leaf.signed_by(&leaf_key, &mid).unwrap();
 
-    let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), mid_cert.der().clone()];
+    let mut chain: Vec<CertificateDer<'static>> =
+        vec![leaf_cert.der().clone(), mid_cert.der().clone()];
+    if let Some(days) = stray_days {
+        // Only its key and name are needed: its own certificate is nowhere.
+        let other_root = Issuer::new(
+            ca_params("another root", 3650),
+            KeyPair::generate().unwrap(),
+        );
+        let stray_key = KeyPair::generate().unwrap();
+        let stray = ca_params("a stray intermediate", days)
+            .signed_by(&stray_key, &other_root)
+            .unwrap();
+        chain.insert(1, stray.der().clone());
+    }
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let mut server = rustls::ServerConfig::builder()
         .with_no_client_auth()
@@ -656,25 +671,35 @@ fn tls_ca_file_without_certificates_is_a_config_error() {
     assert_eq!(s.connection_count(), 0, "nothing was probed");
 }
 
-/// The expiry reported (JSON `tls_cert`, the Prometheus gauge) and judged (`cert_min_days`) is
-/// the earliest `notAfter` of the chain the server presents: an intermediate that expires in
-/// 5 days under a leaf good for 60 is what breaks clients first.
-#[test]
-fn cert_expiry_is_the_earliest_in_the_presented_chain() {
-    let p = pki_chain(5, 60);
-    let s = tls_server(&p);
+/// `check --format json` (exit 0: degraded at worst) of target `api` with `routes` (YAML
+/// lines) on a server presenting `p`'s chain, its CA trusted through `tls.ca_file`; the
+/// server and the directory stay up for more runs.
+fn check_chain(p: &Pki, routes: &str) -> (Srv, tempfile::TempDir, Value) {
+    let s = tls_server(p);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
     probe_file(
         dir.path(),
         &format!(
-            "{FAST}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{}\n    tls: {{ ca_file: ca.pem }}\n    routes:\n      - {{ path: /warned, expect: {{ cert_min_days: 14 }} }}\n      - {{ path: /fine, expect: {{ cert_min_days: 3 }} }}\n",
+            "{FAST}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{}\n    tls: {{ ca_file: ca.pem }}\n    routes:\n{routes}",
             s.port()
         ),
     );
     let o = check(dir.path(), &["--format", "json"], &[]);
     assert_eq!(o.code, 0, "degraded, never unhealthy: {}", o.all());
     let doc = o.json();
+    (s, dir, doc)
+}
+
+/// The expiry reported (JSON `tls_cert`, the Prometheus gauge) and judged (`cert_min_days`) is
+/// the earliest `notAfter` of the chain the server presents: an intermediate that expires in
+/// 5 days under a leaf good for 60 is what breaks clients first.
+#[test]
+fn cert_expiry_is_the_earliest_in_the_presented_chain() {
+    let (_server, dir, doc) = check_chain(
+        &pki_chain(5, 60, None),
+        "      - { path: /warned, expect: { cert_min_days: 14 } }\n      - { path: /fine, expect: { cert_min_days: 3 } }\n",
+    );
     let warned = route(&doc, "api", "/warned");
     assert_eq!(warned["outcome"], "cert_expiring", "{doc:#}");
     let e = error_of(warned);
@@ -703,11 +728,28 @@ fn cert_expiry_is_the_earliest_in_the_presented_chain() {
     );
 }
 
+/// A server that also sends a leftover certificate of another chain (an intermediate of
+/// another root, expiring in 2 days): it issues nothing the leaf needs, clients never use
+/// it, and it must not make the route `cert_expiring`.
+#[test]
+fn a_stray_certificate_the_server_also_sends_does_not_count() {
+    let (_server, _dir, doc) = check_chain(
+        &pki_chain(60, 90, Some(2)),
+        "      - { path: /x, expect: { cert_min_days: 14 } }\n",
+    );
+    let r = route(&doc, "api", "/x");
+    assert_eq!(r["outcome"], "ok", "{doc:#}");
+    assert_eq!(
+        r["tls_cert"]["subject"], "CN=routewatch test intermediate",
+        "{doc:#}"
+    );
+}
+
 /// A redirect to another origin ends on another server's certificate: it is not the
 /// target's, so it is neither reported as the target's nor judged by `cert_min_days`.
 #[test]
 fn a_redirect_to_another_origin_never_lends_the_target_its_certificate() {
-    let elsewhere_pki = pki_chain(5, 60);
+    let elsewhere_pki = pki_chain(5, 60, None);
     let elsewhere = tls_server(&elsewhere_pki);
     let home_pki = pki(&["127.0.0.1"]);
     let to = format!("https://127.0.0.1:{}/landing", elsewhere.port());
