@@ -632,6 +632,11 @@ pub mod sock_diag {
 
     /// What sock_diag says of the listener with this inode.
     pub fn listener(table: Table, inode: u64) -> Option<Diag> {
+        listeners(table)?.into_iter().find(|d| d.inode == inode)
+    }
+
+    /// Every listener of the table, in one dump (`None` when sock_diag cannot be asked).
+    pub fn listeners(table: Table) -> Option<Vec<Diag>> {
         let fd = rustix::net::socket(
             AddressFamily::NETLINK,
             SocketType::DGRAM,
@@ -641,19 +646,18 @@ pub mod sock_diag {
         let kernel = netlink::SocketAddrNetlink::new(0, 0);
         rustix::net::sendto(&fd, &request(table), SendFlags::empty(), &kernel).ok()?;
         let mut buf = vec![0u8; 32 * 1024];
+        let mut all = Vec::new();
         // Bounded: a dump of every listener on the host ends in a few datagrams.
         for _ in 0..10_000 {
             let (n, _) =
                 rustix::net::recv(&fd, &mut buf[..], rustix::net::RecvFlags::empty()).ok()?;
             let (found, done) = parse(table, &buf[..n]);
-            if let Some(d) = found.iter().find(|d| d.inode == inode) {
-                return Some(*d);
-            }
+            all.extend(found);
             if done || n == 0 {
-                return None;
+                break;
             }
         }
-        None
+        Some(all)
     }
 }
 
@@ -672,6 +676,29 @@ fn held_by_any(pids: &[u32], inodes: &[u64]) -> Option<bool> {
     complete.then_some(false)
 }
 
+/// The socket inodes the processes hold (those whose descriptors can be read).
+fn sockets_held(pids: &[u32]) -> std::collections::HashSet<u64> {
+    let mut out = std::collections::HashSet::new();
+    for &pid in pids {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        out.extend(entries.flatten().filter_map(|e| socket_inode(&e.path())));
+    }
+    out
+}
+
+/// The inode of the socket a descriptor link names (`socket:[123]`).
+fn socket_inode(fd: &std::path::Path) -> Option<u64> {
+    let target = std::fs::read_link(fd).ok()?;
+    target
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 /// `None` when the process's descriptors cannot be read.
 fn holds_socket(pid: u32, inodes: &[u64]) -> Option<bool> {
     let entries = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
@@ -679,15 +706,11 @@ fn holds_socket(pid: u32, inodes: &[u64]) -> Option<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
         Err(_) => return None,
     };
-    Some(entries.flatten().any(|e| {
-        std::fs::read_link(e.path()).is_ok_and(|t| {
-            t.to_str()
-                .and_then(|s| s.strip_prefix("socket:["))
-                .and_then(|s| s.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| inodes.contains(&n))
-        })
-    }))
+    Some(
+        entries
+            .flatten()
+            .any(|e| socket_inode(&e.path()).is_some_and(|n| inodes.contains(&n))),
+    )
 }
 
 /// Every directory of a cgroup subtree (bounded).
@@ -874,15 +897,23 @@ pub fn listeners_of(control_group: &str) -> Vec<Listener> {
     let Some((pids, ids)) = cgroup_members(control_group) else {
         return Vec::new();
     };
+    // One dump per table and one pass over the unit's descriptors, whatever the number of
+    // listeners on the host (a proxy host may have thousands).
+    let held = sockets_held(&pids);
     let mut out = Vec::new();
     for (file, table, v6) in [("tcp", Table::Tcp4, false), ("tcp6", Table::Tcp6, true)] {
         let text = std::fs::read_to_string(format!("/proc/self/net/{file}")).unwrap_or_default();
+        let diags: std::collections::HashMap<u64, sock_diag::Diag> = sock_diag::listeners(table)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| (d.inode, d))
+            .collect();
         for (addr, l) in parse_all_tcp_listeners(&text, v6) {
-            let diag = sock_diag::listener(table, l.inode);
+            let diag = diags.get(&l.inode).copied();
             let created = diag
                 .and_then(|d| d.cgroup_id)
                 .is_some_and(|c| ids.contains(&c));
-            if created || held_by_any(&pids, &[l.inode]) == Some(true) {
+            if created || held.contains(&l.inode) {
                 out.push(Listener {
                     address: addr.to_string(),
                     queue: diag.map(|d| d.queue).or(l.queue),

@@ -1170,3 +1170,31 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A unit's own listeners (with `recovery.through`), now read with one sock_diag dump per
+/// table and one pass over its processes' descriptors instead of one of each per listener on
+/// the host: every listener this process holds is still found, among hundreds.
+#[test]
+fn a_units_own_listeners_are_all_found_among_hundreds() {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line in /proc/self/cgroup")
+        .to_string();
+    let listeners: Vec<std::net::TcpListener> = (0..300)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let found: std::collections::HashSet<String> = routewatch::evidence::listeners_of(&own)
+        .into_iter()
+        .map(|l| l.address)
+        .collect();
+    for l in &listeners {
+        let addr = l.local_addr().unwrap().to_string();
+        assert!(
+            found.contains(&addr),
+            "{addr} not among {} found",
+            found.len()
+        );
+    }
+}
