@@ -500,6 +500,38 @@ fn fresh_dir(root: &Path, name: &str) -> PathBuf {
     d
 }
 
+/// Write `source` to `dir/file` and run it with python3 as the transient `unit` in the lab
+/// (`Restart=always`, then the `properties`), and wait (10 s at most) until the shell test
+/// `ready` holds in the lab (it listens, its socket exists).
+fn start_python_unit(
+    dir: &Path,
+    file: &str,
+    source: &str,
+    unit: &str,
+    properties: &[&str],
+    ready: &str,
+) {
+    fs::write(dir.join(file), source).unwrap();
+    let script = dir.join(file).display().to_string();
+    let mut args = vec!["systemd-run", "--unit", unit, "-p", "Restart=always"];
+    for p in properties {
+        args.extend(["-p", p]);
+    }
+    args.extend(["python3", script.as_str()]);
+    let started = in_lab(&args);
+    assert_eq!(started.code(), 0, "systemd-run: {}", started.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_lab(&["sh", "-c", ready]).code() != 0 {
+        assert!(Instant::now() < deadline, "{unit} never ready ({ready})");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The shell test that something in the lab listens on TCP `port`.
+fn listens(port: u16) -> String {
+    format!("ss -Hltn 'sport = :{port}' | grep -q .")
+}
+
 // ---------------------------------------------------------------- the shipped unit
 
 /// The service unit as shipped; the test installs it into the lab unchanged.
@@ -1113,31 +1145,14 @@ fn scenario_p_mtls_asyncio_service_is_never_killed(cx: &mut Ctx) {
         "import asyncio, ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{d}/server.pem', '{d}/server.key')\nctx.load_verify_locations('{d}/ca.pem')\nctx.verify_mode = ssl.CERT_REQUIRED\nasync def handle(r, w):\n    await r.read(1024)\n    w.write(b'HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\nconnection: close\\r\\n\\r\\nok')\n    await w.drain()\n    w.close()\nasync def main():\n    srv = await asyncio.start_server(handle, '127.0.0.1', {MTLS_PORT}, ssl=ctx)\n    async with srv:\n        await srv.serve_forever()\nasyncio.run(main())\n",
         d = dir.display()
     );
-    fs::write(dir.join("mtls.py"), server).unwrap();
-    let script = dir.join("mtls.py").display().to_string();
-    let started = in_lab(&[
-        "systemd-run",
-        "--unit",
+    start_python_unit(
+        &dir,
+        "mtls.py",
+        &server,
         MTLS_UNIT,
-        "-p",
-        "Restart=always",
-        "python3",
-        &script,
-    ]);
-    assert_eq!(started.code(), 0, "systemd-run: {}", started.stderr);
-    // Listening?
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while in_lab(&[
-        "sh",
-        "-c",
-        &format!("ss -Hltn 'sport = :{MTLS_PORT}' | grep -q ."),
-    ])
-    .code()
-        != 0
-    {
-        assert!(Instant::now() < deadline, "{MTLS_UNIT} never listened");
-        thread::sleep(Duration::from_millis(50));
-    }
+        &[],
+        &listens(MTLS_PORT),
+    );
     let cfg = dir.join("mtls.yaml");
     fs::write(
         &cfg,
@@ -1176,25 +1191,14 @@ fn scenario_q_unix_socket_deadlock_is_recovered(cx: &mut Ctx) {
         "import os, socket, time\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\nclass H(BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n    def log_message(self, *a):\n        pass\nclass S(HTTPServer):\n    address_family = socket.AF_UNIX\n    request_queue_size = 2\n    def server_bind(self):\n        try:\n            os.unlink(self.server_address)\n        except FileNotFoundError:\n            pass\n        self.socket.bind(self.server_address)\n    def get_request(self):\n        s, _ = self.socket.accept()\n        return s, ('unix', 0)\nsrv = S('{sock}', H)\nif not os.path.exists('{m}'):\n    open('{m}', 'w').close()\n    while True:\n        time.sleep(3600)\nsrv.serve_forever()\n",
         m = marker.display()
     );
-    fs::write(dir.join("unix.py"), server).unwrap();
-    let script = dir.join("unix.py").display().to_string();
-    let started = in_lab(&[
-        "systemd-run",
-        "--unit",
+    start_python_unit(
+        &dir,
+        "unix.py",
+        &server,
         UNIX_UNIT,
-        "-p",
-        "Restart=always",
-        "-p",
-        "RestartSec=200ms",
-        "python3",
-        &script,
-    ]);
-    assert_eq!(started.code(), 0, "systemd-run: {}", started.stderr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while in_lab(&["test", "-S", sock]).code() != 0 {
-        assert!(Instant::now() < deadline, "{UNIX_UNIT} never bound {sock}");
-        thread::sleep(Duration::from_millis(50));
-    }
+        &["RestartSec=200ms"],
+        &format!("test -S {sock}"),
+    );
     // Fill the accept queue (held for 30 s by a process of its own in the lab).
     let flood = format!(
         "import socket, time\nheld = []\nfor _ in range(20):\n    s = socket.socket(socket.AF_UNIX)\n    s.setblocking(False)\n    try:\n        s.connect('{sock}')\n        held.append(s)\n    except BlockingIOError:\n        pass\ntime.sleep(30)\n"
@@ -1253,30 +1257,14 @@ fn scenario_r_through_a_proxy_the_app_is_recovered(cx: &mut Ctx) {
     let proxy = format!(
         "import asyncio\nasync def pipe(r, w):\n    try:\n        while True:\n            b = await r.read(65536)\n            if not b:\n                break\n            w.write(b)\n            await w.drain()\n    except Exception:\n        pass\n    finally:\n        w.close()\nasync def handle(cr, cw):\n    try:\n        ur, uw = await asyncio.open_connection('127.0.0.1', {HANG_PORT})\n    except Exception:\n        cw.close()\n        return\n    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))\nasync def main():\n    srv = await asyncio.start_server(handle, '127.0.0.1', {PROXY_PORT})\n    async with srv:\n        await srv.serve_forever()\nasyncio.run(main())\n"
     );
-    fs::write(dir.join("proxy.py"), proxy).unwrap();
-    let script = dir.join("proxy.py").display().to_string();
-    let started = in_lab(&[
-        "systemd-run",
-        "--unit",
+    start_python_unit(
+        &dir,
+        "proxy.py",
+        &proxy,
         PROXY_UNIT,
-        "-p",
-        "Restart=always",
-        "python3",
-        &script,
-    ]);
-    assert_eq!(started.code(), 0, "systemd-run: {}", started.stderr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while in_lab(&[
-        "sh",
-        "-c",
-        &format!("ss -Hltn 'sport = :{PROXY_PORT}' | grep -q ."),
-    ])
-    .code()
-        != 0
-    {
-        assert!(Instant::now() < deadline, "{PROXY_UNIT} never listened");
-        thread::sleep(Duration::from_millis(50));
-    }
+        &[],
+        &listens(PROXY_PORT),
+    );
     let cfg = dir.join("through.yaml");
     fs::write(
         &cfg,

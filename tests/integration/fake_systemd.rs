@@ -610,17 +610,11 @@ fn kill_refuses_a_pid_outside_the_unit_cgroup() {
 #[test]
 fn kill_refuses_when_main_pid_changes_before_the_signal() {
     let lab = Lab::start();
-    let mut sleeper = Sleeper::spawn();
-    let pid = sleeper.pid();
-    let Some(cgroup) = sleeper.cgroup() else {
-        crate::common::skip_outside_ci(&format!("no unified cgroup line in /proc/{pid}/cgroup"));
-        return;
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
     };
-    lab.fake.update(UNIT, |u| {
-        u.main_pid = pid;
-        u.control_group = cgroup;
-        u.then_main_pid = Some(FAKE_PID_AFTER);
-    });
+    lab.fake
+        .update(UNIT, |u| u.then_main_pid = Some(FAKE_PID_AFTER));
     let run = lab.check(&lab.probe_file(&[("action", "kill")]), &[]);
     run.expect(1, "refuse", "MainPID changed");
     assert!(
@@ -632,16 +626,10 @@ fn kill_refuses_when_main_pid_changes_before_the_signal() {
 #[test]
 fn kill_signals_the_main_process_through_its_pidfd_and_verifies() {
     let lab = Lab::start();
-    let mut sleeper = Sleeper::spawn();
-    let pid = sleeper.pid();
-    let Some(cgroup) = sleeper.cgroup() else {
-        crate::common::skip_outside_ci(&format!("no unified cgroup line in /proc/{pid}/cgroup"));
-        return;
+    let Some(mut sleeper) = sleeper_as_main_pid(&lab) else {
+        need_cgroup_line()
     };
-    lab.fake.update(UNIT, |u| {
-        u.main_pid = pid;
-        u.control_group = cgroup;
-    });
+    let pid = sleeper.pid();
     // Play systemd: when the main process dies, a new one is up and serving.
     let (fake, http) = (lab.fake.clone(), lab.http.clone());
     let watcher = thread::spawn(move || {
