@@ -79,6 +79,34 @@ impl ServerCertVerifier for AnyServer {
     }
 }
 
+/// A handshake with the server at `addr` (SNI `name`) under `config`, as far as it gets
+/// within `budget` or until `enough` says it has seen what it came for; `None` when it could
+/// not start (no connection, a bad name).
+fn handshake(
+    addr: SocketAddr,
+    name: &str,
+    budget: Duration,
+    config: rustls::ClientConfig,
+    enough: impl Fn() -> bool,
+) -> Option<(rustls::ClientConnection, TcpStream)> {
+    let server_name = ServerName::try_from(name.to_string()).ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
+    let deadline = Instant::now() + budget;
+    let mut sock = TcpStream::connect_timeout(&addr, budget).ok()?;
+    while conn.is_handshaking() && !enough() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = sock.set_read_timeout(Some(left));
+        let _ = sock.set_write_timeout(Some(left));
+        if conn.complete_io(&mut sock).is_err() {
+            break;
+        }
+    }
+    Some((conn, sock))
+}
+
 /// Whether the server at `addr` (SNI `name`) asks for a client certificate in its TLS
 /// handshake. `None` when the handshake could not get that far within `budget`.
 pub fn asks_for_client_cert(addr: SocketAddr, name: &str, budget: Duration) -> Option<bool> {
@@ -90,21 +118,7 @@ pub fn asks_for_client_cert(addr: SocketAddr, name: &str, budget: Duration) -> O
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
         .with_client_cert_resolver(recorder.clone());
-    let server_name = ServerName::try_from(name.to_string()).ok()?;
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
-    let deadline = Instant::now() + budget;
-    let mut sock = TcpStream::connect_timeout(&addr, budget).ok()?;
-    while conn.is_handshaking() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let _ = sock.set_read_timeout(Some(left));
-        let _ = sock.set_write_timeout(Some(left));
-        if conn.complete_io(&mut sock).is_err() {
-            break;
-        }
-    }
+    let (conn, _) = handshake(addr, name, budget, config, || false)?;
     // The request comes in the server's first flight (TLS 1.3) or before its ServerHelloDone
     // (TLS 1.2): once asked, the answer stands whatever happened after.
     let asked = recorder.0.load(Ordering::SeqCst);
@@ -176,21 +190,8 @@ pub fn presented_chain(addr: SocketAddr, name: &str, budget: Duration) -> Option
         .with_custom_certificate_verifier(recorder.clone())
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let server_name = ServerName::try_from(name.to_string()).ok()?;
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
-    let deadline = Instant::now() + budget;
-    let mut sock = TcpStream::connect_timeout(&addr, budget).ok()?;
-    while conn.is_handshaking() && recorder.chain.lock().ok()?.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let _ = sock.set_read_timeout(Some(left));
-        let _ = sock.set_write_timeout(Some(left));
-        if conn.complete_io(&mut sock).is_err() {
-            break;
-        }
-    }
+    let seen = || recorder.chain.lock().is_ok_and(|c| !c.is_empty());
+    let (mut conn, mut sock) = handshake(addr, name, budget, config, seen)?;
     conn.send_close_notify();
     let _ = conn.complete_io(&mut sock);
     let chain = std::mem::take(&mut *recorder.chain.lock().ok()?);

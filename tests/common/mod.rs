@@ -608,7 +608,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Parse probe-file text (exercising the real format) into a plan.
 pub fn plan(yaml: &str) -> Arc<Plan> {
-    match routewatch::config::parse(yaml, "test.yaml", &|_| None) {
+    plan_with_env(yaml, &|_| None)
+}
+
+/// [`plan`], with `env` as the environment its `${VAR}` are read from.
+pub fn plan_with_env(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Arc<Plan> {
+    match routewatch::config::parse(yaml, "test.yaml", env) {
         Ok(p) => Arc::new(p),
         Err(e) => panic!("probe file rejected: {e}\n---\n{yaml}"),
     }
@@ -616,13 +621,14 @@ pub fn plan(yaml: &str) -> Arc<Plan> {
 
 /// Run a whole check (no state, no recovery configured).
 pub async fn check(yaml: &str) -> RunReport {
-    routewatch::run::check(
-        plan(yaml),
-        Options::default(),
-        std::future::pending::<&str>(),
-    )
-    .await
-    .expect("check runs")
+    check_plan(plan(yaml)).await
+}
+
+/// Run a whole check of a plan (no state).
+pub async fn check_plan(plan: Arc<Plan>) -> RunReport {
+    routewatch::run::check(plan, Options::default(), std::future::pending::<&str>())
+        .await
+        .expect("check runs")
 }
 
 /// Run a check of a file with exactly one target and one route; return that route.
@@ -736,6 +742,25 @@ pub fn skip_outside_ci(reason: &str) {
         "ROUTEWATCH_CI is set, so this check must run, but: {reason}"
     );
     say_skipped(&format!("skipping: {reason}"));
+}
+
+/// Whether the tests run as root (effective uid 0).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The trust checks (probe file, drop-ins, state directory) apply only as root.
+pub const TRUST_NEEDS_ROOT: &str = "the trust checks apply only when running as root";
+
+/// `true` when not root, after [`skip_outside_ci`] with `reason` (under CI, where the tests
+/// run as root, a failure): the caller returns at once.
+#[track_caller]
+pub fn skip_unless_root(reason: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    skip_outside_ci(reason);
+    true
 }
 
 /// A line on the real stderr, past the test harness's output capture (which would show it

@@ -233,18 +233,6 @@ fn the_number_and_size_of_dropins_are_capped() {
     );
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    common::skip_outside_ci("the trust checks apply only when running as root");
-    true
-}
-
 /// A probe file whose target has a unit, on a port nobody listens on (refused is in `on`).
 fn recoverable(dir: &Path) -> PathBuf {
     let closed = TcpListener::bind("127.0.0.1:0")
@@ -289,7 +277,7 @@ fn recovery_reason(cfg: &Path, state: &Path) -> String {
 
 #[test]
 fn as_root_a_dropin_others_can_write_blocks_recovery_like_the_probe_file() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();

@@ -678,12 +678,7 @@ fn kill_from_another_pid_namespace_is_refused() {
     // The namespace trap: routewatch in its own PID namespace (a container) talking to the
     // host's bus. MainPID is a number in systemd's namespace; here it would name another
     // process (or none).
-    if !is_root() {
-        assert!(
-            std::env::var_os("ROUTEWATCH_CI").is_none(),
-            "CI runs as root"
-        );
-        eprintln!("skipping: a new PID namespace needs root");
+    if crate::common::skip_unless_root("a new PID namespace needs root") {
         return;
     }
     let lab = Lab::start();
@@ -742,12 +737,7 @@ impl Drop for EmptyCgroup {
 
 #[test]
 fn a_probed_port_served_by_another_process_is_refused_naming_it() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("ROUTEWATCH_CI").is_none(),
-            "CI runs as root"
-        );
-        eprintln!("skipping: creating a cgroup needs root");
+    if crate::common::skip_unless_root("creating a cgroup needs root") {
         return;
     }
     let lab = Lab::start();
@@ -782,12 +772,7 @@ fn a_probed_port_served_by_another_process_is_refused_naming_it() {
 
 #[test]
 fn through_a_declared_proxy_the_unit_is_recovered_and_an_inactive_proxy_refuses() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("ROUTEWATCH_CI").is_none(),
-            "CI runs as root"
-        );
-        eprintln!("skipping: creating a cgroup needs root");
+    if crate::common::skip_unless_root("creating a cgroup needs root") {
         return;
     }
     let lab = Lab::start();
@@ -1096,12 +1081,7 @@ fn an_action_dated_in_the_future_is_taken_as_now_and_reported() {
 
 #[test]
 fn a_full_state_disk_refuses_the_kill_run_after_run() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("ROUTEWATCH_CI").is_none(),
-            "CI runs as root"
-        );
-        eprintln!("skipping: mounting a tmpfs needs root");
+    if crate::common::skip_unless_root("mounting a tmpfs needs root") {
         return;
     }
     let lab = Lab::start();
@@ -1146,17 +1126,6 @@ fn a_full_state_disk_refuses_the_kill_run_after_run() {
             "run {n} killed although it could not record it"
         );
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .map(|u| u.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A unit's own listeners (with `recovery.through`), now read with one sock_diag dump per

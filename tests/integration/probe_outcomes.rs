@@ -1936,7 +1936,7 @@ mod probe_checks {
         ))
         .unwrap_err();
         assert!(e.contains("holds no PEM private key"), "{e}");
-        if rustix::process::geteuid().is_root() {
+        if crate::common::is_root() {
             let open = private_file(dir.path(), "open.key", &key_pem, 0o644);
             let e = load(format!(
                 "{{ cert_file: {}, key_file: {} }}",

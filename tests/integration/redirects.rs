@@ -192,17 +192,10 @@ async fn secret_headers_never_follow_a_redirect_to_another_origin() {
         "targets:\n  - name: app\n    base_url: {}\n    retries: 0\n    follow_redirects: 2\n    headers: {{ Authorization: \"Bearer ${{RW_REDIRECT_TOKEN}}\", X-Api-Key: \"${{RW_REDIRECT_TOKEN}}\", Cookie: \"session=1\", X-Plain: visible }}\n    routes: [ {{ path: /away }}, {{ path: /stay }} ]\n",
         home.base_url()
     );
-    let plan = routewatch::config::parse(&yaml, "test.yaml", &|k| {
+    let report = common::check_plan(common::plan_with_env(&yaml, &|k| {
         (k == "RW_REDIRECT_TOKEN").then(|| TOKEN.to_string())
-    })
-    .unwrap();
-    let report = routewatch::run::check(
-        Arc::new(plan),
-        routewatch::run::Options::default(),
-        std::future::pending::<&str>(),
-    )
-    .await
-    .unwrap();
+    }))
+    .await;
     for r in &report.targets[0].routes {
         assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
         assert_eq!(r.redirects.len(), 1, "{r:#?}");
@@ -340,17 +333,10 @@ async fn a_body_with_a_secret_never_follows_a_307_to_another_origin() {
         "targets:\n  - name: app\n    base_url: {}\n    retries: 0\n    follow_redirects: 2\n    routes:\n      - {{ path: /away, method: POST, body: '{{\"token\":\"${{RW_BODY_TOKEN}}\"}}' }}\n      - {{ path: /stay, method: POST, body: '{{\"token\":\"${{RW_BODY_TOKEN}}\"}}' }}\n",
         home.base_url()
     );
-    let plan = routewatch::config::parse(&yaml, "test.yaml", &|k| {
+    let report = common::check_plan(common::plan_with_env(&yaml, &|k| {
         (k == "RW_BODY_TOKEN").then(|| TOKEN.to_string())
-    })
-    .unwrap();
-    let report = routewatch::run::check(
-        Arc::new(plan),
-        routewatch::run::Options::default(),
-        std::future::pending::<&str>(),
-    )
-    .await
-    .unwrap();
+    }))
+    .await;
     let away = &report.targets[0].routes[0];
     assert_eq!(away.outcome, Outcome::HttpError, "{away:#?}");
     let why = away.error.clone().unwrap_or_default();

@@ -43,8 +43,7 @@ fn recording_server() -> (u16, Arc<Mutex<Vec<String>>>) {
 /// recovery, and its variables are not expanded either.
 #[test]
 fn an_untrusted_dropin_cannot_send_roots_environment_anywhere() {
-    if !rustix::process::geteuid().is_root() {
-        common::skip_outside_ci("the trust checks apply only when running as root");
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let (port, seen) = recording_server();
@@ -161,8 +160,7 @@ fn tls_files_that_are_fifos_devices_or_huge_are_refused_without_reading_them() {
 /// body of their choosing, to any server that trusts it.
 #[test]
 fn an_untrusted_dropin_cannot_use_roots_client_key() {
-    if !rustix::process::geteuid().is_root() {
-        common::skip_outside_ci("the trust checks apply only when running as root");
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -219,8 +217,7 @@ fn an_untrusted_dropin_cannot_use_roots_client_key() {
 /// quoted in an error, on stderr (the journal) or in the Nagios status line.
 #[test]
 fn an_untrusted_dropin_linked_to_a_root_only_file_does_not_echo_it() {
-    if !rustix::process::geteuid().is_root() {
-        common::skip_outside_ci("the trust checks apply only when running as root");
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

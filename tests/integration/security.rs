@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, rw};
 
-pub(crate) fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-}
-
 /// A directory whose every ancestor is root's and not writable by others (not /tmp), so the
 /// only trust problem in a test is the one it makes.
 fn trusted_dir() -> tempfile::TempDir {
@@ -73,21 +65,9 @@ fn check_json(cfg: &Path, state: &Path, extra: &[&str]) -> (i32, serde_json::Val
     )
 }
 
-fn skip_unless_root() -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("ROUTEWATCH_CI").is_none(),
-        "CI runs as root"
-    );
-    common::say_skipped("skipping: the trust checks apply only when running as root");
-    true
-}
-
 #[test]
 fn a_world_writable_probe_file_disables_recovery_but_still_probes() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -111,7 +91,7 @@ fn a_world_writable_probe_file_disables_recovery_but_still_probes() {
 
 #[test]
 fn a_probe_file_in_a_world_writable_directory_disables_recovery() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -130,7 +110,7 @@ fn a_probe_file_in_a_world_writable_directory_disables_recovery() {
 
 #[test]
 fn insecure_config_turns_the_trust_check_off_loudly() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -147,7 +127,7 @@ fn insecure_config_turns_the_trust_check_off_loudly() {
 
 #[test]
 fn a_trusted_probe_file_reaches_the_systemd_step() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -197,7 +177,7 @@ fn write_named_probe_file(path: &Path, target: &str, unit: &str) {
 
 #[test]
 fn a_local_user_swapping_the_probe_file_never_steers_recovery() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -264,7 +244,7 @@ fn a_local_user_swapping_the_probe_file_never_steers_recovery() {
 
 #[test]
 fn every_link_and_directory_on_the_path_as_written_is_judged() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -319,7 +299,7 @@ fn every_link_and_directory_on_the_path_as_written_is_judged() {
 
 #[test]
 fn a_state_directory_to_be_created_is_judged_by_its_parent() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -351,7 +331,7 @@ fn a_state_directory_to_be_created_is_judged_by_its_parent() {
 
 #[test]
 fn a_state_directory_of_another_user_still_probes_and_reports() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();
@@ -781,7 +761,7 @@ fn recording_port() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
 
 #[test]
 fn a_probe_file_others_can_write_sends_none_of_roots_environment() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     const TOKEN: &str = "root-only-token-5d1e";
@@ -828,7 +808,7 @@ fn a_probe_file_others_can_write_sends_none_of_roots_environment() {
 /// a request of their choosing. `--insecure-config` is the operator saying the file is theirs.
 #[test]
 fn a_probe_file_others_can_write_cannot_use_roots_client_key() {
-    if skip_unless_root() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
         return;
     }
     let dir = trusted_dir();

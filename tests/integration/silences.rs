@@ -172,8 +172,7 @@ fn status_json_shows_streaks_silences_and_what_was_notified() {
 
 #[test]
 fn as_root_a_state_directory_others_can_write_is_never_written() {
-    if !crate::security::is_root() {
-        crate::common::skip_outside_ci("the trust check applies as root only");
+    if crate::common::skip_unless_root("the trust check applies as root only") {
         return;
     }
     use std::os::unix::fs::PermissionsExt as _;
