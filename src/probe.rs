@@ -1049,7 +1049,7 @@ async fn attempt_http(
         // hyper drops a request, without saying why, when the connection dies before it is
         // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
         // Listen once: bytes that are not HTTP, before any request, are a protocol error.
-        if let Some(first) = speaks_first(target, Duration::from_millis(100)).await {
+        if let Some(first) = speaks_first(target).await {
             return Attempt::fail(
                 Outcome::ProtocolError,
                 format!(
@@ -1191,9 +1191,12 @@ async fn tcp_connects(target: &Target, within: Duration) -> bool {
     )
 }
 
-/// What the server sends on a new connection before any request, within `within`, if that
-/// is something other than HTTP.
-async fn speaks_first(target: &Target, within: Duration) -> Option<String> {
+/// What the server sends on a new connection before any request, if that is something other
+/// than HTTP. It is given as long as a connection may take to open (`connect_timeout`): a
+/// greeting is the server's answer to the connection, and a busy server (or machine) may take
+/// a while to send it. A server that closes at once ends the wait at once.
+async fn speaks_first(target: &Target) -> Option<String> {
+    let within = target.connect_timeout;
     let listen = async {
         let mut conn = raw_connect(target).await?;
         let mut buf = [0u8; 64];
@@ -2165,6 +2168,37 @@ mod tests {
         };
         assert_eq!(check_body(&e, b"v12 ok", &NONE), None);
         assert!(check_body(&e, b"x", &NONE).is_some());
+    }
+
+    /// The greeting of a server that speaks first is listened for as long as a connection may
+    /// take to open, not a fixed moment: on a busy machine the banner may come late (it was
+    /// 100 ms, and an SSH port then read as `empty_reply`, a hung signature).
+    #[tokio::test]
+    async fn a_late_greeting_is_still_heard_and_a_close_ends_the_wait() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            // First connection: greet late. Second: close at once, saying nothing.
+            let (mut c, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await.unwrap();
+            let (c2, _) = listener.accept().await.unwrap();
+            drop(c2);
+            c
+        });
+        let yaml = format!(
+            "targets:\n  - name: t\n    base_url: {base}\n    connect_timeout: 20s\n    routes: [ {{ path: / }} ]\n"
+        );
+        let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
+        let target = &plan.targets[0];
+        let heard = speaks_first(target).await;
+        assert_eq!(heard.as_deref(), Some("SSH-2.0-OpenSSH_9.6\r\n"));
+        // A close is an answer: no greeting, and no waiting out the 20 s (half of it is far
+        // more than a close takes on any machine).
+        let closed = tokio::time::timeout(Duration::from_secs(10), speaks_first(target)).await;
+        assert_eq!(closed, Ok(None));
+        drop(server.await.unwrap());
     }
 
     fn proxied(base: &str) -> Target {
