@@ -541,13 +541,24 @@ struct Sleeper(Child);
 
 impl Sleeper {
     fn spawn() -> Sleeper {
-        Sleeper(
-            Command::new("sleep")
-                .arg("30")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn sleep"),
-        )
+        use std::os::unix::process::CommandExt;
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30").stdin(Stdio::null());
+        // A process started in the background by a non-interactive shell ignores SIGINT and
+        // SIGQUIT, and an ignored signal stays ignored across exec: the sleeper starts with
+        // the default actions whatever the test runner was started from, as a service does.
+        // SAFETY: signal(2) is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            sleep.pre_exec(|| {
+                for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+                    if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        Sleeper(sleep.spawn().expect("spawn sleep"))
     }
 
     fn pid(&self) -> u32 {
