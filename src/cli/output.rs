@@ -93,6 +93,19 @@ pub(crate) fn make_observer(pb: Option<indicatif::ProgressBar>) -> routewatch::p
                             ("attempts", &r.attempts),
                         ],
                     );
+                } else {
+                    // At -vv every route says when it finished: a live view of a long run.
+                    log::emit(
+                        Level::Debug,
+                        "probe_ok",
+                        &[
+                            ("target", &target.name),
+                            ("route", &r.path),
+                            ("class", &r.class.as_str()),
+                            ("attempts", &r.attempts),
+                            ("elapsed_ms", &r.elapsed.as_millis()),
+                        ],
+                    );
                 }
                 return;
             }
