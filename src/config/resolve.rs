@@ -136,11 +136,10 @@ pub(super) fn resolve(
                 .iter()
                 .map(|r| {
                     let own = r
-                        .value
                         .timeout
                         .as_ref()
                         .map(|x| Spanned::new((), x.referenced, x.defined));
-                    (Spanned::new((), r.referenced, r.defined), own)
+                    (Spanned::new((), r.path.referenced, r.path.defined), own)
                 })
                 .collect();
             let mut target = resolve_target(
@@ -402,7 +401,7 @@ pub(super) fn resolve_target(
     let routes = if let Endpoint::Tcp { addr } = &endpoint {
         if let Some(r) = t.routes.kept.first() {
             return Err(cx.err(
-                r,
+                &r.path,
                 format!("target {name:?}: a tcp target has no routes (it is one connect probe)"),
             ));
         }

@@ -78,7 +78,7 @@ pub(super) fn framing_header(name: &HeaderName) -> Option<&'static str> {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn resolve_route(
     cx: &Ctx,
-    r: Spanned<RawRoute>,
+    r: RawRoute,
     endpoint: &Endpoint,
     display_base: Option<&str>,
     parsed_base: Option<&reqwest::Url>,
@@ -86,8 +86,8 @@ pub(super) fn resolve_route(
     target_headers: &[Header],
     target: &str,
 ) -> Result<Route, ConfigError> {
-    let at = Spanned::new((), r.referenced, r.defined);
-    let r = r.value;
+    // A route is placed where its path is written.
+    let at = Spanned::new((), r.path.referenced, r.path.defined);
     // As written: what reports show (a `${VAR}` stays a name).
     let path = r.path.value.trim().to_string();
     let bad_path =
@@ -455,7 +455,14 @@ mod tests {
 
     #[test]
     fn paths_that_could_start_an_authority_or_leave_ascii_are_parsed() {
-        for path in ["//evil.example/x", "/\\evil.example", "/\u{fc}ber", "/a b", "a", ""] {
+        for path in [
+            "//evil.example/x",
+            "/\\evil.example",
+            "/\u{fc}ber",
+            "/a b",
+            "a",
+            "",
+        ] {
             assert!(!super::plainly_valid_path(path), "{path:?}");
         }
         assert!(super::plainly_valid_path("/api/v1/health?x=%zz#f"));
@@ -559,7 +566,7 @@ mod tests {
             .expect_err(bad)
             .to_string();
             assert!(
-                got.starts_with("p.yaml:5:9: target \"a\": ") && got.contains(want),
+                got.starts_with("p.yaml:5:15: target \"a\": ") && got.contains(want),
                 "{bad}: {got}"
             );
         }

@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for RawTargets {
 /// many were written.
 #[derive(Debug, Default)]
 pub(super) struct RawRoutes {
-    pub(super) kept: Vec<Spanned<RawRoute>>,
+    pub(super) kept: Vec<RawRoute>,
     pub(super) count: usize,
 }
 
@@ -119,7 +119,7 @@ impl<'de> Deserialize<'de> for RawRoutes {
                 let mut out = RawRoutes::default();
                 loop {
                     if slots_read() < MAX_ROUTES {
-                        match seq.next_element::<Spanned<RawRoute>>()? {
+                        match seq.next_element::<RawRoute>()? {
                             Some(r) => out.kept.push(r),
                             None => break,
                         }
@@ -213,8 +213,8 @@ mod tests {
     fn a_route_as_read_stays_small() {
         // A file of `MAX_ROUTES` routes holds them all at once while it is read: the keys
         // most routes leave out are boxed (unboxed, a route as read took 768 bytes).
-        let size = std::mem::size_of::<Spanned<RawRoute>>();
-        assert!(size <= 400, "a route as read takes {size} bytes");
+        let size = std::mem::size_of::<RawRoute>();
+        assert!(size <= 240, "a route as read takes {size} bytes");
     }
 
     #[test]
