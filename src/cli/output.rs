@@ -72,7 +72,8 @@ pub(crate) fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::Progre
     Some(pb)
 }
 
-/// Per finished route: advance the bar, and one log line per failed probe.
+/// Per finished route: advance the bar, and one log line: a failed probe at warn, a 429 at
+/// info, any other pass at debug.
 pub(crate) fn make_observer(pb: Option<indicatif::ProgressBar>) -> routewatch::probe::Observer {
     Arc::new(move |target, _, r| {
         let line = || {
@@ -82,31 +83,24 @@ pub(crate) fn make_observer(pb: Option<indicatif::ProgressBar>) -> routewatch::p
                     routewatch::outcome::Outcome::Slow | routewatch::outcome::Outcome::CertExpiring
                 )
             {
-                if r.outcome == routewatch::outcome::Outcome::RateLimited {
-                    log::emit(
-                        Level::Info,
-                        "probe_rate_limited",
-                        &[
-                            ("target", &target.name),
-                            ("route", &r.path),
-                            ("class", &r.class.as_str()),
-                            ("attempts", &r.attempts),
-                        ],
-                    );
+                // 429s at -v; at -vv every route says when it finished (a live view of a
+                // long run).
+                let (level, event) = if r.outcome == routewatch::outcome::Outcome::RateLimited {
+                    (Level::Info, "probe_rate_limited")
                 } else {
-                    // At -vv every route says when it finished: a live view of a long run.
-                    log::emit(
-                        Level::Debug,
-                        "probe_ok",
-                        &[
-                            ("target", &target.name),
-                            ("route", &r.path),
-                            ("class", &r.class.as_str()),
-                            ("attempts", &r.attempts),
-                            ("elapsed_ms", &r.elapsed.as_millis()),
-                        ],
-                    );
-                }
+                    (Level::Debug, "probe_ok")
+                };
+                log::emit(
+                    level,
+                    event,
+                    &[
+                        ("target", &target.name),
+                        ("route", &r.path),
+                        ("class", &r.class.as_str()),
+                        ("attempts", &r.attempts),
+                        ("elapsed_ms", &r.elapsed.as_millis()),
+                    ],
+                );
                 return;
             }
             let elapsed = r.elapsed.as_millis();
