@@ -1049,7 +1049,7 @@ async fn attempt_http(
         // hyper drops a request, without saying why, when the connection dies before it is
         // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
         // Listen once: bytes that are not HTTP, before any request, are a protocol error.
-        if let Some(first) = speaks_first(target).await {
+        if let Some(first) = speaks_first(target, budget.saturating_sub(started.elapsed())).await {
             return Attempt::fail(
                 Outcome::ProtocolError,
                 format!(
@@ -1192,11 +1192,12 @@ async fn tcp_connects(target: &Target, within: Duration) -> bool {
 }
 
 /// What the server sends on a new connection before any request, if that is something other
-/// than HTTP. It is given as long as a connection may take to open (`connect_timeout`): a
-/// greeting is the server's answer to the connection, and a busy server (or machine) may take
-/// a while to send it. A server that closes at once ends the wait at once.
-async fn speaks_first(target: &Target) -> Option<String> {
-    let within = target.connect_timeout;
+/// than HTTP. It is given as long as a connection may take to open (`connect_timeout`), within
+/// what is `left` of the attempt: a greeting is the server's answer to the connection, and a
+/// busy server (or machine) may take a while to send it. A server that closes at once ends
+/// the wait at once.
+async fn speaks_first(target: &Target, left: Duration) -> Option<String> {
+    let within = target.connect_timeout.min(left);
     let listen = async {
         let mut conn = raw_connect(target).await?;
         let mut buf = [0u8; 64];
@@ -2192,11 +2193,13 @@ mod tests {
         );
         let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
         let target = &plan.targets[0];
-        let heard = speaks_first(target).await;
+        let heard = speaks_first(target, Duration::MAX).await;
         assert_eq!(heard.as_deref(), Some("SSH-2.0-OpenSSH_9.6\r\n"));
         // A close is an answer: no greeting, and no waiting out the 20 s (half of it is far
         // more than a close takes on any machine).
-        let closed = tokio::time::timeout(Duration::from_secs(10), speaks_first(target)).await;
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), speaks_first(target, Duration::MAX))
+                .await;
         assert_eq!(closed, Ok(None));
         drop(server.await.unwrap());
     }
