@@ -1199,9 +1199,12 @@ fn scenario_q_unix_socket_deadlock_is_recovered(cx: &mut Ctx) {
         &["RestartSec=200ms"],
         &format!("test -S {sock}"),
     );
-    // Fill the accept queue (held for 30 s by a process of its own in the lab).
+    // Fill the accept queue (held for 30 s by a process of its own in the lab), and say so
+    // in a file once it is full: a busy machine may take a while to start python.
+    let full = dir.join("queue-full");
     let flood = format!(
-        "import socket, time\nheld = []\nfor _ in range(20):\n    s = socket.socket(socket.AF_UNIX)\n    s.setblocking(False)\n    try:\n        s.connect('{sock}')\n        held.append(s)\n    except BlockingIOError:\n        pass\ntime.sleep(30)\n"
+        "import socket, time\nheld = []\nfor _ in range(20):\n    s = socket.socket(socket.AF_UNIX)\n    s.setblocking(False)\n    try:\n        s.connect('{sock}')\n        held.append(s)\n    except BlockingIOError:\n        pass\nopen('{f}', 'w').close()\ntime.sleep(30)\n",
+        f = full.display()
     );
     fs::write(dir.join("flood.py"), flood).unwrap();
     let spawn = format!(
@@ -1209,7 +1212,14 @@ fn scenario_q_unix_socket_deadlock_is_recovered(cx: &mut Ctx) {
         dir.join("flood.py").display()
     );
     assert_eq!(in_lab(&["sh", "-c", &spawn]).code(), 0, "start the flood");
-    thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    while !full.exists() {
+        assert!(
+            started.elapsed() < RUN_DEADLINE,
+            "the flood never filled the queue"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let cfg = dir.join("unix.yaml");
     fs::write(
         &cfg,
