@@ -1054,12 +1054,19 @@ async fn attempt_http(
     if unsent && a.outcome == Outcome::EmptyReply && !target.speaks_tls() {
         // hyper drops a request, without saying why, when the connection dies before it is
         // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
-        // Listen once: bytes that are not HTTP, before any request, are a protocol error.
+        // Listen once: bytes before any request are a protocol error, whatever they are (an
+        // SSH banner, or an HTTP answer such as a 503 sent on accept): a server that talks is
+        // not hung.
         if let Some(first) = speaks_first(target, budget.saturating_sub(started.elapsed())).await {
+            let what = if first.starts_with("HTTP/") {
+                "an HTTP answer"
+            } else {
+                "something that is not HTTP"
+            };
             return Attempt::fail(
                 Outcome::ProtocolError,
                 format!(
-                    "the server sends {} before any request: not HTTP",
+                    "the server sends {what} before any request: {}",
                     shown(&first, 40, secrets)
                 ),
             );
@@ -1197,8 +1204,7 @@ async fn tcp_connects(target: &Target, within: Duration) -> bool {
     )
 }
 
-/// What the server sends on a new connection before any request, if that is something other
-/// than HTTP. It is given as long as a connection may take to open (`connect_timeout`), within
+/// What the server sends on a new connection before any request, if anything. It is given as long as a connection may take to open (`connect_timeout`), within
 /// what is `left` of the attempt: a greeting is the server's answer to the connection, and a
 /// busy server (or machine) may take a while to send it. A server that closes at once ends
 /// the wait at once.
@@ -1208,8 +1214,7 @@ async fn speaks_first(target: &Target, left: Duration) -> Option<String> {
         let mut conn = raw_connect(target).await?;
         let mut buf = [0u8; 64];
         let n = conn.read(&mut buf).await.ok()?;
-        (n > 0 && !buf[..n].starts_with(b"HTTP/"))
-            .then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+        (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
     };
     tokio::time::timeout(within, listen).await.ok().flatten()
 }
@@ -2181,7 +2186,7 @@ mod tests {
     /// take to open, not a fixed moment: on a busy machine the banner may come late (it was
     /// 100 ms, and an SSH port then read as `empty_reply`, a hung signature).
     #[tokio::test]
-    async fn a_late_greeting_is_still_heard_and_a_close_ends_the_wait() {
+    async fn a_late_greeting_or_an_http_answer_is_heard_and_a_close_ends_the_wait() {
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -2192,7 +2197,10 @@ mod tests {
             c.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await.unwrap();
             let (c2, _) = listener.accept().await.unwrap();
             drop(c2);
-            c
+            // Third: an HTTP answer before any request, which is a greeting too.
+            let (mut c3, _) = listener.accept().await.unwrap();
+            c3.write_all(b"HTTP/1.1 503 Busy\r\n\r\n").await.unwrap();
+            (c, c3)
         });
         let yaml = format!(
             "targets:\n  - name: t\n    base_url: {base}\n    connect_timeout: 20s\n    routes: [ {{ path: / }} ]\n"
@@ -2207,6 +2215,8 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(10), speaks_first(target, Duration::MAX))
                 .await;
         assert_eq!(closed, Ok(None));
+        let answered = speaks_first(target, Duration::MAX).await;
+        assert_eq!(answered.as_deref(), Some("HTTP/1.1 503 Busy\r\n\r\n"));
         drop(server.await.unwrap());
     }
 

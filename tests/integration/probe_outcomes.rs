@@ -1084,6 +1084,36 @@ async fn a_server_that_speaks_first_is_protocol_error_every_time() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
+/// An HTTP answer sent on accept, before any request (a proxy at its connection limit
+/// answering 503 at once): the server is alive and talking, never the hung `empty_reply`,
+/// whichever side of the race the request falls on, held open or closed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_answer_sent_before_the_request_is_never_a_hang() {
+    for then in [After::Close, After::Hold] {
+        let srv = Server::start(Script::OnAccept(raw(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            then,
+        )))
+        .await;
+        let prober = std::sync::Arc::new(
+            routewatch::probe::Prober::new(plan(&file(&srv.base_url(), &patient(0), "- path: /")))
+                .unwrap(),
+        );
+        for _ in 0..100 {
+            let r = prober
+                .probe_all(Instant::now() + Duration::from_secs(30), None)
+                .await
+                .remove(0)
+                .remove(0);
+            // Read after the request was written, it is that request's 503.
+            assert!(
+                matches!(r.outcome, Outcome::ProtocolError | Outcome::HttpError),
+                "{then:?}: {r:?}"
+            );
+        }
+    }
+}
+
 /// One rule for strings and numbers, whichever side each comes from, and integers compared
 /// exactly (2^53 + 1 is not 2^53, although both are the same double).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
