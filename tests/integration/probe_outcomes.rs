@@ -997,6 +997,26 @@ async fn backoff_is_not_eaten_by_waiting_for_a_concurrency_permit() {
 }
 
 // ---------------------------------------------------------------------------------------------
+/// One prober for the single route `/` of `base` under `settings`, probed `times` times (its
+/// pool kept between probes), each run given `run` to finish: for races that show once in
+/// hundreds or thousands of probes.
+async fn probe_repeatedly(
+    base: &str,
+    settings: &str,
+    times: usize,
+    run: Duration,
+) -> Vec<routewatch::probe::RouteResult> {
+    let prober = std::sync::Arc::new(
+        routewatch::probe::Prober::new(plan(&file(base, settings, "- path: /"))).unwrap(),
+    );
+    let mut results = Vec::with_capacity(times);
+    for _ in 0..times {
+        let mut r = prober.probe_all(Instant::now() + run, None).await;
+        results.push(r.remove(0).remove(0));
+    }
+    results
+}
+
 // Races the engine must survive (found as bugs; fixed in src/probe.rs).
 
 /// A server that accepts and at once closes (FIN) or aborts (RST) must read as `empty_reply` or
@@ -1012,24 +1032,12 @@ async fn accept_then_close_or_reset_is_never_protocol_error() {
         (Reply::Close, Outcome::EmptyReply),
     ] {
         let srv = Server::start(Script::OnAccept(reply)).await;
-        let prober = std::sync::Arc::new(
-            // A 2s attempt timeout: only the hyper race below, never a busy machine, can make
-            // one of these probes time out.
-            routewatch::probe::Prober::new(plan(&file(
-                &srv.base_url(),
-                "timeout: 2s\nconnect_timeout: 2s\nretries: 0",
-                "- path: /",
-            )))
-            .unwrap(),
-        );
         let mut wrong = std::collections::BTreeMap::<String, usize>::new();
         let mut timeouts = 0;
-        for _ in 0..3000 {
-            let r = prober
-                .probe_all(Instant::now() + Duration::from_secs(2), None)
-                .await
-                .remove(0)
-                .remove(0);
+        // A 2s attempt timeout: only the hyper race below, never a busy machine, can make one
+        // of these probes time out.
+        let settings = "timeout: 2s\nconnect_timeout: 2s\nretries: 0";
+        for r in probe_repeatedly(&srv.base_url(), settings, 3000, Duration::from_secs(2)).await {
             // The request can die before hyper wrote it; then FIN and RST look alike and either
             // hung outcome is right. What must never happen is a non-retried protocol_error.
             // Rarely hyper leaves such a request waiting for its deadline (about 1 in 50,000
@@ -1064,19 +1072,10 @@ async fn a_server_that_speaks_first_is_protocol_error_every_time() {
         After::Hold,
     )))
     .await;
-    let prober = std::sync::Arc::new(
-        routewatch::probe::Prober::new(plan(&file(&srv.base_url(), &patient(0), "- path: /")))
-            .unwrap(),
-    );
     let mut wrong = Vec::new();
-    for _ in 0..300 {
-        // The run's deadline only matters if the banner were missed: long, so a busy machine
-        // never cuts a probe short.
-        let r = prober
-            .probe_all(Instant::now() + Duration::from_secs(30), None)
-            .await
-            .remove(0)
-            .remove(0);
+    // The run's deadline only matters if the banner were missed: long, so a busy machine
+    // never cuts a probe short.
+    for r in probe_repeatedly(&srv.base_url(), &patient(0), 300, LONG).await {
         if r.outcome != Outcome::ProtocolError {
             wrong.push(format!("{}: {}", r.outcome, r.error.unwrap_or_default()));
         }
@@ -1095,16 +1094,7 @@ async fn an_http_answer_sent_before_the_request_is_never_a_hang() {
             then,
         )))
         .await;
-        let prober = std::sync::Arc::new(
-            routewatch::probe::Prober::new(plan(&file(&srv.base_url(), &patient(0), "- path: /")))
-                .unwrap(),
-        );
-        for _ in 0..100 {
-            let r = prober
-                .probe_all(Instant::now() + Duration::from_secs(30), None)
-                .await
-                .remove(0)
-                .remove(0);
+        for r in probe_repeatedly(&srv.base_url(), &patient(0), 100, LONG).await {
             // Read after the request was written, it is that request's 503.
             assert!(
                 matches!(r.outcome, Outcome::ProtocolError | Outcome::HttpError),
