@@ -1204,10 +1204,10 @@ async fn tcp_connects(target: &Target, within: Duration) -> bool {
     )
 }
 
-/// What the server sends on a new connection before any request, if anything. It is given as long as a connection may take to open (`connect_timeout`), within
-/// what is `left` of the attempt: a greeting is the server's answer to the connection, and a
-/// busy server (or machine) may take a while to send it. A server that closes at once ends
-/// the wait at once.
+/// What the server sends on a new connection before any request, if anything. It is given
+/// as long as a connection may take to open (`connect_timeout`), within what is `left` of the
+/// attempt: a greeting is the server's answer to the connection, and a busy server (or
+/// machine) may take a while to send it. A server that closes at once ends the wait at once.
 async fn speaks_first(target: &Target, left: Duration) -> Option<String> {
     let within = target.connect_timeout.min(left);
     let listen = async {
