@@ -777,11 +777,7 @@ fn a_probe_file_others_can_write_sends_none_of_roots_environment() {
     .unwrap();
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
     let run = |extra: &[&str]| {
-        rw().args(["check", "--config"])
-            .arg(&cfg)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(extra)
+        check_in(dir.path(), &cfg, extra)
             .env("RW_TRUST_TOKEN", TOKEN)
             .output()
             .unwrap()
@@ -801,6 +797,17 @@ fn a_probe_file_others_can_write_sends_none_of_roots_environment() {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let sent = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
     assert!(sent.contains(&format!("Bearer {TOKEN}")), "{sent}");
+}
+
+/// `routewatch check` of `cfg` with its state in `dir/state` and `extra` arguments.
+fn check_in(dir: &Path, cfg: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut c = rw();
+    c.args(["check", "--config"])
+        .arg(cfg)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(extra);
+    c
 }
 
 /// As root, a probe file others can write may not lend root's private key either (as a
@@ -838,14 +845,13 @@ fn a_probe_file_others_can_write_cannot_use_roots_client_key() {
     )
     .unwrap();
     let run = |extra: &[&str]| {
-        rw().args(["check", "--config"])
-            .arg(&cfg)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(["--no-recover", "--format", "json"])
-            .args(extra)
-            .output()
-            .unwrap()
+        check_in(
+            dir.path(),
+            &cfg,
+            &[&["--no-recover", "--format", "json"], extra].concat(),
+        )
+        .output()
+        .unwrap()
     };
     // Root's own file: it loads and probes (the port refuses: exit 1, not a config error).
     let o = run(&[]);
