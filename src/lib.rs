@@ -17,6 +17,7 @@ pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod doctor;
+mod early_answer;
 pub mod evidence;
 pub mod expect;
 pub mod log;

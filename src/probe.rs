@@ -391,8 +391,16 @@ impl Prober {
                         )
                     };
                     let proxy = client.proxy.as_deref();
-                    let a = attempt_http(&first, resend, target, route, budget, &self.plan.secrets)
-                        .await;
+                    let a = attempt_http(
+                        &first,
+                        resend,
+                        &self.plan.user_agent,
+                        target,
+                        route,
+                        budget,
+                        &self.plan.secrets,
+                    )
+                    .await;
                     through_proxy(a, proxy)
                 }
                 None => attempt_tcp(target, route, budget).await,
@@ -831,9 +839,70 @@ fn request_url(route: &Route) -> String {
     route.request.clone()
 }
 
+/// The request for `route` at `url` (the route's own, or a redirect's) with `method`: its
+/// headers (those that go to this origin), and its body unless a redirect dropped it.
+fn request_to(
+    c: &reqwest::Client,
+    route: &Route,
+    url: Option<&reqwest::Url>,
+    method: &reqwest::Method,
+    keep_body: bool,
+    at_home: bool,
+) -> reqwest::RequestBuilder {
+    let mut req = match url {
+        Some(u) => c.request(method.clone(), u.clone()),
+        None => c.request(method.clone(), request_url(route)),
+    };
+    // The body is judged as sent: ask for it unencoded (this client decodes nothing), unless
+    // the route asks for an encoding itself.
+    if !route
+        .headers
+        .iter()
+        .any(|h| h.name == reqwest::header::ACCEPT_ENCODING)
+    {
+        req = req.header(reqwest::header::ACCEPT_ENCODING, "identity");
+    }
+    for h in &route.headers {
+        let dropped_with_body = !keep_body && h.name == reqwest::header::CONTENT_TYPE;
+        if crate::redirect::header_goes(h, at_home) && !dropped_with_body {
+            req = req.header(h.name.clone(), h.value.clone());
+        }
+    }
+    if keep_body && let Some(body) = &route.body {
+        req = req.body(body.clone());
+    }
+    req
+}
+
+/// Send `request` once more on a new plain connection whose reads wait for the request (see
+/// [`crate::early_answer`]), for a server that answered before it was asked. Its head was
+/// already sent, so it gets as long as a greeting does in [`speaks_first`] (`connect_timeout`,
+/// within what is `left` of the attempt); the body is judged under the attempt's deadline, as
+/// any body. `None` if it fails or does not come: the first failure then stands (a server that
+/// sent a few bytes and stalls stays `protocol_error`, never a hung outcome).
+async fn ask_early(
+    target: &Target,
+    request: reqwest::RequestBuilder,
+    user_agent: &str,
+    left: Duration,
+) -> Option<reqwest::Response> {
+    let request = request.build().ok()?;
+    let ask = async {
+        let stream = raw_connect(target).await?;
+        crate::early_answer::ask(stream, request, user_agent)
+            .await
+            .ok()
+    };
+    tokio::time::timeout(target.connect_timeout.min(left), ask)
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn attempt_http(
     http: &reqwest::Client,
     resend_on: Option<&(dyn Fn() -> reqwest::Client + Sync)>,
+    user_agent: &str,
     target: &Target,
     route: &Route,
     budget: Duration,
@@ -853,29 +922,7 @@ async fn attempt_http(
         let mut at_home = true;
         loop {
             let build = |c: &reqwest::Client| {
-                let mut req = match &url {
-                    Some(u) => c.request(method.clone(), u.clone()),
-                    None => c.request(method.clone(), request_url(route)),
-                };
-                // The body is judged as sent: ask for it unencoded (this client decodes
-                // nothing), unless the route asks for an encoding itself.
-                if !route
-                    .headers
-                    .iter()
-                    .any(|h| h.name == reqwest::header::ACCEPT_ENCODING)
-                {
-                    req = req.header(reqwest::header::ACCEPT_ENCODING, "identity");
-                }
-                for h in &route.headers {
-                    let dropped_with_body = !keep_body && h.name == reqwest::header::CONTENT_TYPE;
-                    if crate::redirect::header_goes(h, at_home) && !dropped_with_body {
-                        req = req.header(h.name.clone(), h.value.clone());
-                    }
-                }
-                if keep_body && let Some(body) = &route.body {
-                    req = req.body(body.clone());
-                }
-                req
+                request_to(c, route, url.as_ref(), &method, keep_body, at_home)
             };
             let resp = match build(http).send().await {
                 // The request died on its connection before a byte of answer: never written
@@ -893,6 +940,18 @@ async fn attempt_http(
                 {
                     let fresh = resend_on.expect("checked")();
                     build(&fresh).send().await
+                }
+                other => other,
+            };
+            let resp = match resp {
+                // Bytes came before the request was written: the server answers on accept.
+                // Ask it once more as curl does, reading its answer after the request.
+                Err(e) if url == first && answered_unasked(&e) && !target.speaks_tls() => {
+                    let left = budget.saturating_sub(started.elapsed());
+                    match ask_early(target, build(http), user_agent, left).await {
+                        Some(r) => Ok(r),
+                        None => Err(e),
+                    }
                 }
                 other => other,
             };
@@ -1054,11 +1113,22 @@ async fn attempt_http(
     if unsent && a.outcome == Outcome::EmptyReply && !target.speaks_tls() {
         // hyper drops a request, without saying why, when the connection dies before it is
         // sent; a server that speaks first (SSH, SMTP, a database) kills it that way too.
-        // Listen once: bytes before any request are a protocol error, whatever they are (an
-        // SSH banner, or an HTTP answer such as a 503 sent on accept): a server that talks is
-        // not hung.
-        if let Some(first) = speaks_first(target, budget.saturating_sub(started.elapsed())).await {
-            let what = if first.starts_with("HTTP/") {
+        // Listen once: a server that talks is not hung. An HTTP answer sent on accept is read
+        // after a request, as curl reads it; anything else (an SSH banner), or an answer that
+        // does not come again, is a protocol error.
+        if let Some(greeting) = speaks_first(target, budget.saturating_sub(started.elapsed())).await
+        {
+            let http_answer = greeting.starts_with("HTTP/");
+            if http_answer && hops().is_none() {
+                // An answer on accept: read it after a request, as curl does (above, hyper
+                // saw its bytes before the request; here the connection closed first).
+                let request = request_to(http, route, first.as_ref(), &route.method, true, true);
+                let left = budget.saturating_sub(started.elapsed());
+                if let Some(resp) = ask_early(target, request, user_agent, left).await {
+                    return judge_response(resp, route, started, deadline, budget, secrets).await;
+                }
+            }
+            let what = if http_answer {
                 "an HTTP answer"
             } else {
                 "something that is not HTTP"
@@ -1067,7 +1137,7 @@ async fn attempt_http(
                 Outcome::ProtocolError,
                 format!(
                     "the server sends {what} before any request: {}",
-                    shown(&first, 40, secrets)
+                    shown(&greeting, 40, secrets)
                 ),
             );
         }
@@ -1179,18 +1249,22 @@ async fn http_socket_addr(target: &Target) -> Option<std::net::SocketAddr> {
         .find(|a| target.ip.admits(a))
 }
 
+/// A plain connection, TCP or Unix.
+trait RawIo: AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + tokio::io::AsyncWrite + Send + Unpin> RawIo for T {}
+
 /// A plain connection to an HTTP target's socket: TCP to the base URL's host and port (in the
 /// target's address family), or its Unix socket. For the diagnostics below.
-async fn raw_connect(target: &Target) -> Option<std::pin::Pin<Box<dyn AsyncRead + Send>>> {
+async fn raw_connect(target: &Target) -> Option<Box<dyn RawIo>> {
     match &target.endpoint {
         Endpoint::Unix { socket } => {
             let s = tokio::net::UnixStream::connect(socket).await.ok()?;
-            Some(Box::pin(s))
+            Some(Box::new(s))
         }
         Endpoint::Http { .. } => {
             let addr = http_socket_addr(target).await?;
             let s = tokio::net::TcpStream::connect(addr).await.ok()?;
-            Some(Box::pin(s))
+            Some(Box::new(s))
         }
         Endpoint::Tcp { .. } => None,
     }
@@ -1744,6 +1818,28 @@ fn is_unsent(e: &reqwest::Error) -> bool {
     canceled
 }
 
+/// hyper read bytes on a connection with no request in flight: the server spoke first (an
+/// SSH banner, or an HTTP answer sent on accept). hyper has no predicate for it: only its
+/// message says so.
+fn bytes_before_request(h: &hyper::Error) -> bool {
+    h.to_string().starts_with("received unexpected message")
+}
+
+/// The request failed because the server sent bytes before it was written (hyper refuses
+/// them, and nothing of the request went out).
+fn answered_unasked(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(bytes_before_request)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Our own process ran out of file descriptors (EMFILE/ENFILE).
 fn is_fd_exhaustion(e: &reqwest::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
@@ -1882,12 +1978,7 @@ fn classify(e: &reqwest::Error) -> (Outcome, String) {
             break;
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            // hyper has no predicate for "bytes arrived while no request was in flight" (a
-            // server that speaks first, such as SSH): only its message says so.
-            if h.is_parse()
-                || h.is_parse_status()
-                || h.to_string().starts_with("received unexpected message")
-            {
+            if h.is_parse() || h.is_parse_status() || bytes_before_request(h) {
                 outcome = Some(Outcome::ProtocolError);
                 break;
             }
@@ -2218,6 +2309,41 @@ mod tests {
         let answered = speaks_first(target, Duration::MAX).await;
         assert_eq!(answered.as_deref(), Some("HTTP/1.1 503 Busy\r\n\r\n"));
         drop(server.await.unwrap());
+    }
+
+    /// A server that sent part of a head on accept and stalls gets `connect_timeout` for the
+    /// rest when it is asked again (its head was already on its way), not the whole attempt:
+    /// the first failure (`protocol_error`) then stands, never the hung `timeout`.
+    #[tokio::test]
+    async fn an_early_answer_that_stalls_gives_up_after_connect_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut c, _) = listener.accept().await.unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(c);
+        });
+        let yaml = format!(
+            "targets:\n  - name: t\n    base_url: {base}\n    connect_timeout: 1s\n    routes: [ {{ path: / }} ]\n"
+        );
+        let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
+        let target = &plan.targets[0];
+        install_crypto_provider();
+        let client = build_client("routewatch-test", target, 0).unwrap();
+        let route = &target.routes[0];
+        let request = request_to(&client, route, None, &route.method, true, true);
+        let started = Instant::now();
+        let asked = ask_early(target, request, "routewatch-test", Duration::from_secs(60)).await;
+        assert!(asked.is_none(), "{asked:?}");
+        // 1 s expected; the attempt's 60 s would be the bug (30 s is far beyond any machine).
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        server.abort();
     }
 
     fn proxied(base: &str) -> Target {

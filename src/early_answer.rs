@@ -1,0 +1,166 @@
+//! A server that answers before it is asked: a netcat responder or a tiny embedded server
+//! writes its HTTP answer as soon as a connection opens, without waiting for the request.
+//! hyper refuses bytes that arrive before its request ("received unexpected message"), so
+//! such a server reads as `protocol_error` on some probes and `ok` on others, depending on
+//! which side wins the race. curl writes its request and then reads what came: [`ask`] does
+//! the same, once, on a new connection whose reads wait until the request has started to go
+//! out.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connection whose reads wait for its first write: what the server sent before the
+/// request is read after it, as the answer to it.
+pub(crate) struct HeldReads<S> {
+    inner: S,
+    written: bool,
+    reader: Option<Waker>,
+}
+
+impl<S> HeldReads<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        HeldReads {
+            inner,
+            written: false,
+            reader: None,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HeldReads<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.written {
+            // Woken by the first write.
+            self.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeldReads<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) && !self.written {
+            self.written = true;
+            if let Some(reader) = self.reader.take() {
+                reader.wake();
+            }
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Send `request` on `stream` (a new connection to the server that answered early) as the
+/// client would, with `user_agent`, and read the answer after it. The caller bounds the time;
+/// the body is read by whoever judges the response, as for any other.
+pub(crate) async fn ask<S>(
+    stream: S,
+    request: reqwest::Request,
+    user_agent: &str,
+) -> Result<reqwest::Response, BoxError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let url = request.url().clone();
+    let mut req: http::Request<reqwest::Body> = request.try_into()?;
+    // On a connection of its own a request names its path (origin form) and its host in
+    // `Host`, as the client sends it; the client's default User-Agent is added here.
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    *req.uri_mut() = target.parse()?;
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => return Err("the URL has no host".into()),
+    };
+    let headers = req.headers_mut();
+    if !headers.contains_key(http::header::HOST) {
+        headers.insert(http::header::HOST, host.parse()?);
+    }
+    if !headers.contains_key(http::header::USER_AGENT) {
+        headers.insert(http::header::USER_AGENT, user_agent.parse()?);
+    }
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        // As the client: a healthy server's head may carry many headers.
+        .max_headers(1000)
+        .handshake(hyper_util::rt::TokioIo::new(HeldReads::new(stream)))
+        .await?;
+    // The connection is driven while the body is read; it ends when the response is dropped.
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let mut builder = http::Response::builder()
+        .status(parts.status)
+        .version(parts.version);
+    if let Some(h) = builder.headers_mut() {
+        *h = parts.headers;
+    }
+    use reqwest::ResponseBuilderExt;
+    let resp = builder.url(url).body(reqwest::Body::wrap(body))?;
+    Ok(reqwest::Response::from(resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the server sent first is not read until the request has been written; then it is.
+    #[tokio::test]
+    async fn reads_wait_for_the_first_write() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        let mut held = HeldReads::new(ours);
+        let mut buf = [0u8; 64];
+        use futures_util::FutureExt;
+        let early = held.read(&mut buf).now_or_never();
+        assert!(early.is_none(), "read before any write: {early:?}");
+        held.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = held.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"HTTP/1.1 200 OK\r\n");
+        let mut sent = [0u8; 64];
+        let n = theirs.read(&mut sent).await.unwrap();
+        assert_eq!(&sent[..n], b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    /// A reader parked before the write is woken by it (the connection task polls reads first).
+    #[tokio::test]
+    async fn a_parked_read_is_woken_by_the_write() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        theirs.write_all(b"early").await.unwrap();
+        let (mut r, mut w) = tokio::io::split(HeldReads::new(ours));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            let n = r.read(&mut buf).await.unwrap();
+            buf[..n].to_vec()
+        });
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished());
+        w.write_all(b"x").await.unwrap();
+        assert_eq!(reader.await.unwrap(), b"early");
+    }
+}
