@@ -105,8 +105,11 @@ where
         headers.insert(http::header::USER_AGENT, user_agent.parse()?);
     }
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        // As the client: a healthy server's head may carry many headers.
+        // Read heads as the client does (see `build_client`).
         .max_headers(1000)
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .ignore_invalid_headers_in_responses(true)
         .handshake(hyper_util::rt::TokioIo::new(HeldReads::new(stream)))
         .await?;
     // The connection is driven while the body is read; it ends when the response is dropped.

@@ -571,6 +571,11 @@ fn build_client(
         // hyper's default of 100 response headers would call a healthy server `protocol_error`;
         // the head stays bounded by hyper's buffer limit.
         .http1_max_headers(1000)
+        // Heads curl reads, from servers that are sloppy but answering: `Name : value`, a
+        // folded (obsolete multi-line) value, a header line that is not valid (skipped).
+        .http1_allow_spaces_after_header_name_in_responses(true)
+        .http1_allow_obsolete_multiline_headers_in_responses(true)
+        .http1_ignore_invalid_headers_in_responses(true)
         .tcp_nodelay(true)
         // Shared by the targets of the same settings: one host may see the in-flight budget.
         .pool_max_idle_per_host(idle_cap)

@@ -15,7 +15,8 @@ use crate::common;
 /// Body bytes all `/huge` responses have written so far (only one test asks for `/huge`).
 static HUGE_SENT: AtomicU64 = AtomicU64::new(0);
 
-/// Paths of the `/ok*` requests whose response has been written, in order.
+/// Paths of the `/ok*` requests the server has answered (recorded as it starts to write the
+/// answer), in order.
 static ANSWERED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn answered(path: &str) -> bool {
@@ -83,13 +84,15 @@ fn server() -> u16 {
                             }
                             return;
                         }
+                        // Recorded before the answer goes out: once the client has it, the
+                        // record is there, however late this task runs again.
+                        ANSWERED.lock().unwrap().push(path);
                         if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                             .await
                             .is_err()
                         {
                             return;
                         }
-                        ANSWERED.lock().unwrap().push(path);
                     }
                 });
             }

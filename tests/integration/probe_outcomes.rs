@@ -1141,6 +1141,42 @@ async fn an_answer_written_on_accept_is_read_as_the_answer_every_time() {
     }
 }
 
+/// Heads that are sloppy but answer, as some embedded servers and old frameworks send them,
+/// are read as curl reads them (200 for each): a space before a header's colon (its value is
+/// still that header's), a folded multi-line value, and a header line that is not valid
+/// (skipped). Each was `protocol_error`, which a healthy service must never read as.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sloppy_heads_that_curl_reads_are_read() {
+    let cases = [
+        (
+            "space before the colon",
+            "HTTP/1.1 200 OK\r\nX-State : ready\r\nContent-Length: 2\r\n\r\nok",
+        ),
+        (
+            "a folded value",
+            "HTTP/1.1 200 OK\r\nX-State: ready\r\n  and more\r\nContent-Length: 2\r\n\r\nok",
+        ),
+        (
+            "a space in a header name",
+            "HTTP/1.1 200 OK\r\nX-State: ready\r\nPowered By: a toaster\r\nContent-Length: 2\r\n\r\nok",
+        ),
+        (
+            "a control byte in a value",
+            "HTTP/1.1 200 OK\r\nX-State: ready\r\nX-Junk: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+        ),
+    ];
+    for (what, head) in cases {
+        let srv = Server::start(Script::always(raw(head, After::Close))).await;
+        let route = "- path: /\n  expect: { body_contains: ok, header: { X-State: ^ready } }";
+        let r = one_route(&file(&srv.base_url(), &patient(0), route)).await;
+        assert_eq!(
+            (r.outcome, r.status_code),
+            (Outcome::Ok, Some(200)),
+            "{what}: {r:?}"
+        );
+    }
+}
+
 /// One rule for strings and numbers, whichever side each comes from, and integers compared
 /// exactly (2^53 + 1 is not 2^53, although both are the same double).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
