@@ -1408,6 +1408,13 @@ async fn judge_response(
     // `body_contains` found in the first bytes of an endless stream is decided.
     let max = route.timing.max_body;
     let length = resp.content_length();
+    // No length and not chunked: the body runs until the server closes the connection.
+    let to_close = length.is_none()
+        && !resp
+            .headers()
+            .get_all(reqwest::header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| v.as_bytes().to_ascii_lowercase().ends_with(b"chunked"));
     let of = |n: usize| match length {
         Some(total) => format!("{n} of {total} bytes"),
         None => format!("{n} bytes (of unknown length)"),
@@ -1445,6 +1452,10 @@ async fn judge_response(
                 }
             }
             Ok(None) => break,
+            // A body that runs to the close, over TLS, ended by a TCP close without TLS's
+            // close_notify (many servers close that way): that close is its end, as curl
+            // reads it. A body with a length or in chunks is cut short by it, below.
+            Err(e) if to_close && without_close_notify(&e) => break,
             Err(e) => {
                 // The head arrived: the process answered. A body cut short is a broken
                 // response, whether the connection ended with a FIN or a RST (which one the
@@ -1934,6 +1945,12 @@ async fn client_cert_required(
 }
 
 /// The kinds of the I/O errors in a reqwest error's source chain.
+/// The connection ended with a plain TCP close where TLS expects its close_notify first
+/// (rustls reports it as an unexpected end of file; a plain connection never does).
+fn without_close_notify(e: &reqwest::Error) -> bool {
+    io_kinds(e).contains(&std::io::ErrorKind::UnexpectedEof)
+}
+
 fn io_kinds(e: &reqwest::Error) -> Vec<std::io::ErrorKind> {
     let mut kinds = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();

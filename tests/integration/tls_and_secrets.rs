@@ -1815,7 +1815,22 @@ fn closing_tls_server(ask_client_cert: bool) -> (u16, tokio::runtime::Runtime) {
     let config = builder
         .with_single_cert(vec![leaf_cert.der().clone()], key)
         .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    tls_listener(TlsAcceptor::from(Arc::new(config)), |tls| async move {
+        // No close_notify, nothing read: the TCP connection just ends.
+        let (io, _) = tls.into_inner();
+        drop(io);
+    })
+}
+
+type ServerTls = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS listener on 127.0.0.1, on a runtime of its own: each connection whose handshake
+/// completes goes to `conn`. Returns the port, and the runtime (dropping it stops all).
+fn tls_listener<F, Fut>(acceptor: TlsAcceptor, conn: F) -> (u16, tokio::runtime::Runtime)
+where
+    F: Fn(ServerTls) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -1825,14 +1840,13 @@ fn closing_tls_server(ask_client_cert: bool) -> (u16, tokio::runtime::Runtime) {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port();
+    let conn = Arc::new(conn);
     rt.spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+            let (acceptor, conn) = (acceptor.clone(), Arc::clone(&conn));
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(sock).await {
-                    // No close_notify, nothing read: the TCP connection just ends.
-                    let (io, _) = tls.into_inner();
-                    drop(io);
+                    conn(tls).await;
                 }
             });
         }
@@ -1876,4 +1890,72 @@ fn a_server_that_asks_for_a_client_certificate_and_closes_is_tls_not_a_hang() {
     // FIN or RST depending on whether the request had arrived: what it was, never tls.
     let outcome = route(&doc, "plain", "/health")["outcome"].clone();
     assert!(outcome == "empty_reply" || outcome == "reset", "{doc:#}");
+}
+
+/// An HTTPS server that reads one request head, writes `answer` and ends the TCP connection
+/// without TLS's close_notify (as many servers close).
+fn closes_without_notify(p: &Pki, answer: &'static [u8]) -> (u16, tokio::runtime::Runtime) {
+    tls_listener(
+        TlsAcceptor::from(Arc::clone(&p.server)),
+        move |mut tls| async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if tls.write_all(answer).await.is_err() || tls.flush().await.is_err() {
+                return;
+            }
+            // No close_notify: the TCP connection just ends (FIN).
+            let (mut io, _) = tls.into_inner();
+            let _ = io.shutdown().await;
+        },
+    )
+}
+
+/// A body without a length or chunks runs until the server closes; over TLS, a close without
+/// close_notify ends it, as curl reads it (it was `protocol_error`, "body cut"), and the body
+/// checks judge what came. A body with a length, or in chunks, that the same close cuts short
+/// is still cut short.
+#[test]
+fn a_body_that_runs_to_the_close_ends_there_without_close_notify() {
+    let p = pki(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &p.ca_pem).unwrap();
+    let cases: [(&'static [u8], &str); 3] = [
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello, to the close",
+            "ok",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello, cut short",
+            "protocol_error",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            "protocol_error",
+        ),
+    ];
+    for (answer, want) in cases {
+        let (port, _rt) = closes_without_notify(&p, answer);
+        probe_file(
+            dir.path(),
+            &format!(
+                "{FAST}\ntargets:\n  - name: api\n    base_url: https://127.0.0.1:{port}\n    tls: {{ ca_file: {} }}\n    routes: [ {{ path: /plain }}, {{ path: /checked, expect: {{ body_not_contains: error }} }} ]\n",
+                ca.display()
+            ),
+        );
+        let doc = check(dir.path(), &["--format", "json"], &[]).json();
+        // Neither route can be decided before the body's end: both read to it.
+        for path in ["/plain", "/checked"] {
+            let r = route(&doc, "api", path);
+            let shown = String::from_utf8_lossy(answer);
+            assert_eq!(r["outcome"], want, "{shown} {path}: {doc:#}");
+            assert_eq!(r["status_code"], 200, "{doc:#}");
+        }
+    }
 }
