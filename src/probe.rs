@@ -1944,13 +1944,13 @@ async fn client_cert_required(
     (outcome, error)
 }
 
-/// The kinds of the I/O errors in a reqwest error's source chain.
 /// The connection ended with a plain TCP close where TLS expects its close_notify first
 /// (rustls reports it as an unexpected end of file; a plain connection never does).
 fn without_close_notify(e: &reqwest::Error) -> bool {
     io_kinds(e).contains(&std::io::ErrorKind::UnexpectedEof)
 }
 
+/// The kinds of the I/O errors in a reqwest error's source chain.
 fn io_kinds(e: &reqwest::Error) -> Vec<std::io::ErrorKind> {
     let mut kinds = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
