@@ -1408,13 +1408,6 @@ async fn judge_response(
     // `body_contains` found in the first bytes of an endless stream is decided.
     let max = route.timing.max_body;
     let length = resp.content_length();
-    // No length and not chunked: the body runs until the server closes the connection.
-    let to_close = length.is_none()
-        && !resp
-            .headers()
-            .get_all(reqwest::header::TRANSFER_ENCODING)
-            .iter()
-            .any(|v| v.as_bytes().to_ascii_lowercase().ends_with(b"chunked"));
     let of = |n: usize| match length {
         Some(total) => format!("{n} of {total} bytes"),
         None => format!("{n} bytes (of unknown length)"),
@@ -1455,7 +1448,9 @@ async fn judge_response(
             // A body that runs to the close, over TLS, ended by a TCP close without TLS's
             // close_notify (many servers close that way): that close is its end, as curl
             // reads it. A body with a length or in chunks is cut short by it, below.
-            Err(e) if to_close && without_close_notify(&e) => break,
+            Err(e) if length.is_none() && !chunked(resp.headers()) && without_close_notify(&e) => {
+                break;
+            }
             Err(e) => {
                 // The head arrived: the process answered. A body cut short is a broken
                 // response, whether the connection ended with a FIN or a RST (which one the
@@ -1944,6 +1939,15 @@ async fn client_cert_required(
     (outcome, error)
 }
 
+/// The body comes in chunks (`Transfer-Encoding: …, chunked`); without that or a length, it
+/// runs until the server closes the connection.
+fn chunked(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get_all(reqwest::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.as_bytes().to_ascii_lowercase().ends_with(b"chunked"))
+}
+
 /// The connection ended with a plain TCP close where TLS expects its close_notify first
 /// (rustls reports it as an unexpected end of file; a plain connection never does).
 fn without_close_notify(e: &reqwest::Error) -> bool {
@@ -2315,11 +2319,7 @@ mod tests {
             c3.write_all(b"HTTP/1.1 503 Busy\r\n\r\n").await.unwrap();
             (c, c3)
         });
-        let yaml = format!(
-            "targets:\n  - name: t\n    base_url: {base}\n    connect_timeout: 20s\n    routes: [ {{ path: / }} ]\n"
-        );
-        let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
-        let target = &plan.targets[0];
+        let target = &target_at(&base, "connect_timeout: 20s");
         let heard = speaks_first(target, Duration::MAX).await;
         assert_eq!(heard.as_deref(), Some("SSH-2.0-OpenSSH_9.6\r\n"));
         // A close is an answer: no greeting, and no waiting out the 20 s (half of it is far
@@ -2336,7 +2336,7 @@ mod tests {
     /// A server that sent part of a head on accept and stalls gets `connect_timeout` for the
     /// rest when it is asked again (its head was already on its way), not the whole attempt:
     /// the first failure (`protocol_error`) then stands, never the hung `timeout`.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_early_answer_that_stalls_gives_up_after_connect_timeout() {
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -2347,19 +2347,16 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
             drop(c);
         });
-        let yaml = format!(
-            "targets:\n  - name: t\n    base_url: {base}\n    connect_timeout: 1s\n    routes: [ {{ path: / }} ]\n"
-        );
-        let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
-        let target = &plan.targets[0];
+        let target = &target_at(&base, "connect_timeout: 1s");
         install_crypto_provider();
         let client = build_client("routewatch-test", target, 0).unwrap();
         let route = &target.routes[0];
         let request = request_to(&client, route, None, &route.method, true, true);
-        let started = Instant::now();
+        // A paused clock: the waits are counted, not lived, whatever the machine is doing.
+        let started = tokio::time::Instant::now();
         let asked = ask_early(target, request, "routewatch-test", Duration::from_secs(60)).await;
         assert!(asked.is_none(), "{asked:?}");
-        // 1 s expected; the attempt's 60 s would be the bug (30 s is far beyond any machine).
+        // connect_timeout (1 s), not the attempt's 60 s.
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{:?}",
@@ -2368,12 +2365,18 @@ mod tests {
         server.abort();
     }
 
-    fn proxied(base: &str) -> Target {
+    /// A target `t` at `base` with one more target-level key (YAML, e.g. `proxy: true`) and one
+    /// route, `/`.
+    fn target_at(base: &str, key: &str) -> Target {
         let yaml = format!(
-            "targets:\n  - name: t\n    base_url: {base}\n    proxy: true\n    routes: [ {{ path: / }} ]\n"
+            "targets:\n  - name: t\n    base_url: {base}\n    {key}\n    routes: [ {{ path: / }} ]\n"
         );
         let plan = crate::config::parse(&yaml, "t.yaml", &|_| None).unwrap();
         plan.targets[0].clone()
+    }
+
+    fn proxied(base: &str) -> Target {
+        target_at(base, "proxy: true")
     }
 
     #[test]
