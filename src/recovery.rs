@@ -62,6 +62,8 @@ pub enum Refusal {
     UnitNotRunning,
     /// MainPID is 0 or 1.
     NoMainPid,
+    /// The unit runs routewatch itself (its MainPID is this run, or this run is in its cgroup).
+    OwnUnit,
     /// The unit became active within `startup_grace`.
     StartupGrace,
     /// `Restart=` would not bring the unit back after a kill.
@@ -85,7 +87,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every kind, in a stable order (documentation and tests).
-    pub const ALL: [Refusal; 23] = [
+    pub const ALL: [Refusal; 24] = [
         Refusal::NotUnhealthy,
         Refusal::RateLimited,
         Refusal::CutShort,
@@ -100,6 +102,7 @@ impl Refusal {
         Refusal::UnitNotLoaded,
         Refusal::UnitNotRunning,
         Refusal::NoMainPid,
+        Refusal::OwnUnit,
         Refusal::StartupGrace,
         Refusal::NoRestart,
         Refusal::StartLimit,
@@ -127,6 +130,7 @@ impl Refusal {
             Refusal::UnitNotLoaded => "unit_not_loaded",
             Refusal::UnitNotRunning => "unit_not_running",
             Refusal::NoMainPid => "no_main_pid",
+            Refusal::OwnUnit => "own_unit",
             Refusal::StartupGrace => "startup_grace",
             Refusal::NoRestart => "no_restart",
             Refusal::StartLimit => "start_limit",
@@ -372,6 +376,23 @@ pub fn decide_on_listener(
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// Never the unit that runs this very run: its MainPID is this process (`routewatch check`
+/// as a service's `ExecStart=`, under another name or an alias than `routewatch.service`,
+/// which the loader refuses) or its parent (the same behind a `sh -c` wrapper). Signalling
+/// it would end the run mid-action. Pure.
+pub fn decide_not_own(facts: &UnitFacts, own: &[u32]) -> Result<(), Refused> {
+    if own.contains(&facts.main_pid) {
+        return Err(refused(
+            Refusal::OwnUnit,
+            format!(
+                "unit {} runs routewatch itself (MainPID {} is this run or its parent); it is never acted on",
+                facts.unit, facts.main_pid
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The checks on the unit as systemd sees it. Pure.
@@ -915,6 +936,13 @@ async fn read_unit(job: &mut Job<'_>) -> Result<(Systemd, UnitFacts), Stopped> {
     };
     job.report.pid = (facts.main_pid > 0).then_some(facts.main_pid);
     decide_on_unit(&facts, &job.policy, SystemTime::now()).map_err(|r| job.refused(r))?;
+    // The loader refuses `routewatch.service` by name; an alias, or a unit of another name
+    // that runs routewatch, is only seen here.
+    let own = [
+        std::process::id(),
+        rustix::process::getppid().map_or(0, |p| p.as_raw_pid() as u32),
+    ];
+    decide_not_own(&facts, &own).map_err(|r| job.refused(r))?;
     Ok((systemd, facts))
 }
 
@@ -1333,6 +1361,26 @@ mod tests {
             }),
             Refusal::StartupGrace
         );
+    }
+
+    #[test]
+    fn never_the_unit_that_runs_this_run() {
+        let now = SystemTime::now();
+        let f = facts(now);
+        let own = |pids: &[u32]| decide_not_own(&f, pids).map_err(|r| r.kind);
+        assert_eq!(own(&[77, 1]), Ok(()));
+        assert_eq!(
+            own(&[4242, 1]),
+            Err(Refusal::OwnUnit),
+            "MainPID is this run"
+        );
+        assert_eq!(
+            own(&[77, 4242]),
+            Err(Refusal::OwnUnit),
+            "MainPID is its parent"
+        );
+        let why = decide_not_own(&f, &[4242]).unwrap_err().reason;
+        assert!(why.contains("runs routewatch itself"), "{why}");
     }
 
     #[test]

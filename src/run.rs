@@ -294,18 +294,32 @@ async fn open_state(opts: &Options, warnings: &mut Vec<String>) -> Result<Memory
                 set_aside,
                 reason,
             } => {
+                // Without the lock this run writes nothing: the file stays for the run that
+                // holds it to set aside and replace.
+                let (moved, done) = match &set_aside {
+                    Some(p) => (p.display().to_string(), "set aside as"),
+                    None => (
+                        "-".to_string(),
+                        "left in place (another run holds the lock):",
+                    ),
+                };
                 log_event!(
                     Level::Warn,
                     "state_corrupt",
                     "file" = s.path().display(),
-                    "set_aside" = set_aside.display(),
+                    "set_aside" = moved,
                     "reason" = reason
                 );
-                warnings.push(format!(
-                    "state file {} was corrupt ({reason}); set aside as {} and replaced",
-                    s.path().display(),
-                    set_aside.display()
-                ));
+                warnings.push(match set_aside {
+                    Some(_) => format!(
+                        "state file {} was corrupt ({reason}); {done} {moved} and replaced",
+                        s.path().display()
+                    ),
+                    None => format!(
+                        "state file {} is corrupt ({reason}); {done} starting from a fresh state, nothing written",
+                        s.path().display()
+                    ),
+                });
                 state
             }
         },
@@ -442,18 +456,9 @@ async fn recover_all(
         let (name, unit) = (t.name.clone(), t.unit.clone().unwrap_or_default());
         let owned = memory.owned();
         let Memory { store, state, .. } = &mut *memory;
+        let store = store.as_ref().filter(|_| owned);
         let mut record = |entry: Entry| -> Result<(), String> {
-            match entry {
-                Entry::Begin(rec) => state.add_action(&name, rec),
-                Entry::Finish(outcome) => state.finish_action(&name, &unit, outcome),
-            }
-            // Persist at once, synced: a second run must see this action even if we die
-            // verifying; the pending record must be on disk before the signal.
-            match store {
-                Some(s) if owned => s.save(state).map_err(|e| e.to_string()),
-                _ => Err("no state directory to record it in".into()),
-            }
-            .inspect_err(|e| log_event!(Level::Error, "state_write_failed", "error" = e))
+            record_entry(store, state, &name, &unit, entry)
         };
         let report = recoverer.run(case, &target_state, &mut record).await;
         if report.outcome == Some(RecoveryOutcome::Recovered) {
@@ -463,6 +468,35 @@ async fn recover_all(
         count_refusal(&mut memory.state, &t.name, &report);
         t.recovery = Some(report);
     }
+}
+
+/// Apply one of recovery's records to the state and persist it at once, synced: a second run
+/// must see the action even if this one dies verifying, and the pending record must be on
+/// disk before the signal. `store` is `None` when this run may not write (no state
+/// directory, or another run holds the lock). A `Begin` that cannot be written is taken back
+/// out of the state: recovery refuses that action, and it must not be remembered as taken
+/// (a later write would store a `pending` that never happened, then a cooldown for nothing).
+fn record_entry(
+    store: Option<&Store>,
+    state: &mut State,
+    name: &str,
+    unit: &str,
+    entry: Entry,
+) -> Result<(), String> {
+    let begin = matches!(entry, Entry::Begin(_));
+    match entry {
+        Entry::Begin(rec) => state.add_action(name, rec),
+        Entry::Finish(outcome) => state.finish_action(name, unit, outcome),
+    }
+    let saved = match store {
+        Some(s) => s.save(state).map_err(|e| e.to_string()),
+        None => Err("no state directory to record it in".into()),
+    }
+    .inspect_err(|e| log_event!(Level::Error, "state_write_failed", "error" = e));
+    if begin && saved.is_err() {
+        state.target_mut(name).actions.pop();
+    }
+    saved
 }
 
 /// A refusal counts under its kind (`routewatch_recovery_refusals_total`), kept in the state.
@@ -627,6 +661,7 @@ mod tests {
     use super::*;
     use crate::outcome::Outcome;
     use crate::plan::Class;
+    use crate::state::{ActionOutcome, ActionRecord};
 
     fn route(path: &str, class: Class, outcome: Outcome) -> RouteResult {
         RouteResult {
@@ -642,6 +677,53 @@ mod tests {
             tls_cert: None,
             redirects: Vec::new(),
         }
+    }
+
+    /// A pending record that cannot be written is refused and forgotten: the next write (the
+    /// run's final one, after a full disk freed up) must not store an action never taken.
+    /// Once taken, its outcome stays in the state whether or not it could be written at once.
+    #[test]
+    fn an_action_that_cannot_be_recorded_is_not_remembered() {
+        let pending = || ActionRecord {
+            at: 1_700_000_000,
+            unit: "api.service".into(),
+            action: crate::plan::Action::Kill,
+            pid: Some(4242),
+            outcome: ActionOutcome::Pending,
+            evidence: None,
+        };
+        let mut state = State::default();
+        let e = record_entry(
+            None,
+            &mut state,
+            "api",
+            "api.service",
+            Entry::Begin(pending()),
+        );
+        assert!(e.is_err());
+        assert!(!state.holds_actions(), "{:?}", state.targets);
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let e = record_entry(
+            Some(&store),
+            &mut state,
+            "api",
+            "api.service",
+            Entry::Begin(pending()),
+        );
+        assert_eq!(e, Ok(()));
+        let written = |state: &State| state.targets["api"].actions.clone();
+        assert_eq!(written(&state).len(), 1);
+        let e = record_entry(
+            None,
+            &mut state,
+            "api",
+            "api.service",
+            Entry::Finish(ActionOutcome::Recovered),
+        );
+        assert!(e.is_err());
+        assert_eq!(written(&state)[0].outcome, ActionOutcome::Recovered);
     }
 
     fn target(verdict: Verdict, routes: Vec<RouteResult>) -> TargetReport {

@@ -19,6 +19,8 @@ pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "lock";
 /// Actions older than this are forgotten (longer than any sensible `window`).
 const KEEP_ACTIONS: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Action records of a target kept whatever their age (see [`State::record_verdict`]).
+const KEEP_NEWEST_ACTIONS: usize = 32;
 /// A state file this large is not ours (a few hundred bytes per target): set aside.
 const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -188,13 +190,16 @@ impl State {
         let mut notes = Vec::new();
         for (name, t) in &mut self.targets {
             for a in &mut t.actions {
+                // Its time is kept as written: the decisions count a future action as just
+                // taken (the cooldown applies), and once the clock is right again it is
+                // exactly as old as it is. Rewritten to this run's clock, a clock that was
+                // behind for one run would shorten the cooldown for good.
                 if a.at > now {
                     notes.push(format!(
                         "target {name}: an action on {} is dated {}s in the future (clock set back?); taken as now",
                         a.unit,
                         a.at - now
                     ));
-                    a.at = now;
                 }
                 if a.outcome == ActionOutcome::Pending {
                     notes.push(format!(
@@ -249,8 +254,15 @@ impl State {
         };
         t.last_verdict = Some(verdict);
         t.last_run = Some(unix_secs(now));
+        // The newest few stay whatever their age: one run with the clock days ahead must not
+        // erase the history (and the cooldown) the right clock needs again.
         let horizon = unix_secs(now).saturating_sub(KEEP_ACTIONS.as_secs());
-        t.actions.retain(|a| a.at >= horizon);
+        let newest = t.actions.len().saturating_sub(KEEP_NEWEST_ACTIONS);
+        let mut i = 0;
+        t.actions.retain(|a| {
+            i += 1;
+            i > newest || a.at >= horizon
+        });
     }
 }
 
@@ -312,10 +324,11 @@ pub struct Store {
 pub enum Loaded {
     Fresh(State),
     Existing(State),
-    /// The file could not be parsed; it was renamed to `set_aside` and a fresh state is used.
+    /// The file could not be parsed; a fresh state is used. It was renamed to `set_aside`
+    /// (`None`: left in place, since this run does not hold the lock and writes nothing).
     Corrupt {
         state: State,
-        set_aside: PathBuf,
+        set_aside: Option<PathBuf>,
         reason: String,
     },
 }
@@ -360,6 +373,9 @@ impl Store {
                     .map_err(io("cannot create"))?;
                 let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
             }
+        }
+        if rustix::process::geteuid().is_root() {
+            judge_opened_dir(dir)?;
         }
         Ok(Store {
             dir: dir.to_path_buf(),
@@ -476,12 +492,17 @@ impl Store {
         match parsed {
             Ok(s) => Ok(Loaded::Existing(s)),
             Err(reason) => {
-                let set_aside =
-                    set_aside_corrupt(&self.dir, &path).map_err(|source| StateError::Io {
-                        dir: self.dir.clone(),
-                        what: "cannot set aside the corrupt state.json",
-                        source,
-                    })?;
+                // Only the run that holds the lock (and so writes the replacement) moves it.
+                let set_aside = match self.lock {
+                    Some(_) => Some(set_aside_corrupt(&self.dir, &path).map_err(|source| {
+                        StateError::Io {
+                            dir: self.dir.clone(),
+                            what: "cannot set aside the corrupt state.json",
+                            source,
+                        }
+                    })?),
+                    None => None,
+                };
                 Ok(Loaded::Corrupt {
                     state: fresh(),
                     set_aside,
@@ -515,6 +536,46 @@ impl Store {
             source,
         })
     }
+}
+
+/// As root, the directory as it is now, after it was found or created: the trust check
+/// judged the path before, but under a sticky parent (/tmp) another user could have created
+/// the directory, or a link in its place, in between. A link must be root's; the directory
+/// it leads to (opened, then judged by its descriptor) root's and writable by root alone.
+/// Nothing in it is used otherwise; since nobody else can add or replace its entries, they
+/// are then root's own.
+fn judge_opened_dir(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_ = |what: String| StateError::Unsafe {
+        dir: dir.to_path_buf(),
+        what,
+    };
+    let io = |what: &'static str| {
+        move |source| StateError::Io {
+            dir: dir.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    let link = std::fs::symlink_metadata(dir).map_err(io("cannot stat"))?;
+    if link.file_type().is_symlink() {
+        crate::trust::judge_link(dir, link.uid()).map_err(unsafe_)?;
+    }
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
+        .open(dir)
+        .map_err(io("cannot open"))?;
+    let meta = opened.metadata().map_err(io("cannot stat"))?;
+    crate::trust::judge_state_dir(
+        dir,
+        crate::trust::Facts {
+            uid: meta.uid(),
+            mode: meta.mode(),
+            is_dir: meta.is_dir(),
+        },
+    )
+    .map_err(unsafe_)
 }
 
 /// Rename a corrupt state file to `state.json.corrupt-<time>[.<n>]`, never replacing an
@@ -703,10 +764,45 @@ mod tests {
         assert_eq!(names, ["probed", "recent"]);
     }
 
+    /// As root the directory is judged as found or created: one that another user could
+    /// fill (sticky and world-writable, say created by them under /tmp in the meantime) is
+    /// refused. Not as another user: their own directory is theirs to keep.
     #[test]
-    fn an_oversized_state_file_is_set_aside_unread() {
+    fn as_root_a_state_directory_others_can_fill_is_refused_when_opened() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("st")).unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let fine = dir.path().join("fine");
+        if rustix::process::geteuid().is_root() {
+            for d in [&open, &link] {
+                match Store::open(d) {
+                    Err(StateError::Unsafe { what, .. }) => {
+                        assert!(what.contains("even sticky"), "{what}")
+                    }
+                    other => panic!("{} taken: {:?}", d.display(), other.err()),
+                }
+            }
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+            assert!(matches!(
+                Store::open(&theirs),
+                Err(StateError::Unsafe { what, .. }) if what.contains("uid 65534")
+            ));
+        } else {
+            assert!(Store::open(&open).is_ok());
+        }
+        assert!(Store::open(&fine).is_ok(), "created 0700, root's own");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_state_file_is_set_aside_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("st")).unwrap();
+        assert!(store.lock(Duration::ZERO).await.unwrap());
         let f = std::fs::File::create(store.path()).unwrap();
         f.set_len(MAX_STATE_BYTES + 10).unwrap();
         match store.load().unwrap() {
@@ -716,10 +812,10 @@ mod tests {
         assert!(!store.path().exists());
     }
 
-    #[test]
-    fn save_load_round_trip_and_corrupt_file_is_set_aside() {
+    #[tokio::test]
+    async fn save_load_round_trip_and_corrupt_file_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("st")).unwrap();
+        let mut store = Store::open(&dir.path().join("st")).unwrap();
         assert!(matches!(store.load().unwrap(), Loaded::Fresh(_)));
         let mut s = fresh();
         s.record_verdict("api", Verdict::Unhealthy, SystemTime::now());
@@ -729,11 +825,24 @@ mod tests {
             _ => panic!("expected the saved state"),
         }
         std::fs::write(store.path(), b"{\"version\":1,\"targ").unwrap();
+        // A run without the lock writes nothing, so it moves nothing either.
         match store.load().unwrap() {
             Loaded::Corrupt {
                 state, set_aside, ..
             } => {
                 assert!(state.targets.is_empty());
+                assert_eq!(set_aside, None);
+                assert!(store.path().exists(), "left in place");
+            }
+            _ => panic!("expected corrupt"),
+        }
+        assert!(store.lock(Duration::ZERO).await.unwrap());
+        match store.load().unwrap() {
+            Loaded::Corrupt {
+                state, set_aside, ..
+            } => {
+                assert!(state.targets.is_empty());
+                let set_aside = set_aside.expect("moved by the lock holder");
                 assert_eq!(std::fs::read(&set_aside).unwrap(), b"{\"version\":1,\"targ");
                 assert!(!store.path().exists());
             }
@@ -820,7 +929,11 @@ mod tests {
         let a = &s.targets["api"].actions;
         assert_eq!(a[0].outcome, ActionOutcome::Interrupted);
         assert_eq!(a[0].at, t - 5, "its time is kept: it counts for cooldown");
-        assert_eq!(a[1].at, t);
+        assert_eq!(
+            a[1].at,
+            t + 3600,
+            "a future time is kept as written (decisions count it as now)"
+        );
         assert_eq!(s.targets["api"].recoveries_total["not_recovered"], 1);
         // A new action is its own record; finishing it never touches the settled one.
         s.add_action("api", rec(t, ActionOutcome::Pending));
@@ -829,6 +942,53 @@ mod tests {
         assert_eq!(a.len(), 3);
         assert_eq!(a[0].outcome, ActionOutcome::Interrupted);
         assert_eq!(a[2].outcome, ActionOutcome::Recovered);
+    }
+
+    /// A clock set back for one run, then right again: the action is exactly as old as it
+    /// is, so the cooldown holds. A clock days ahead for one run keeps the newest records.
+    #[test]
+    fn one_run_with_a_wrong_clock_never_shortens_the_history() {
+        let real = SystemTime::now();
+        let t = unix_secs(real);
+        let mut s = fresh();
+        s.add_action(
+            "api",
+            ActionRecord {
+                at: t - 60,
+                unit: "api.service".into(),
+                action: Action::Kill,
+                pid: Some(7),
+                outcome: ActionOutcome::Recovered,
+                evidence: None,
+            },
+        );
+        let behind = real - Duration::from_secs(3600);
+        assert_eq!(s.settle(behind).len(), 1, "warned");
+        s.record_verdict("api", Verdict::Unhealthy, behind);
+        assert_eq!(s.targets["api"].actions[0].at, t - 60);
+        let ahead = real + Duration::from_secs(8 * 24 * 3600);
+        s.settle(ahead);
+        s.record_verdict("api", Verdict::Unhealthy, ahead);
+        assert_eq!(
+            s.targets["api"].actions.len(),
+            1,
+            "kept: it is among the newest"
+        );
+        assert_eq!(s.targets["api"].actions[0].at, t - 60);
+        // Beyond the newest few, age still prunes.
+        for n in 0..40 {
+            s.add_action(
+                "api",
+                ActionRecord {
+                    at: t - 30 + n,
+                    ..s.targets["api"].actions[0].clone()
+                },
+            );
+        }
+        s.record_verdict("api", Verdict::Unhealthy, ahead);
+        let kept = &s.targets["api"].actions;
+        assert_eq!(kept.len(), KEEP_NEWEST_ACTIONS);
+        assert_eq!(kept.last().unwrap().at, t + 9, "the newest stay");
     }
 
     #[test]

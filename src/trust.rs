@@ -58,6 +58,39 @@ pub fn judge(path: &Path, f: Facts) -> Result<(), String> {
     Ok(())
 }
 
+/// The state directory itself: root's, and writable by root alone. The sticky exception of
+/// [`judge`] lets a path pass *through* a directory such as /tmp, where nobody can replace
+/// root's entries; but anyone may create new ones there, and the state directory's entries
+/// (`state.json`, `lock`) are read and trusted by name. Pure.
+pub fn judge_state_dir(path: &Path, f: Facts) -> Result<(), String> {
+    judge(path, f)?;
+    if f.mode & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:04o}); the state directory itself must not be, even sticky: anyone could plant its state.json or hold its lock",
+            path.display(),
+            f.mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// The trust verdict on a state directory as root: every directory and link on its path as
+/// written ([`walk`]), and the directory itself when it exists ([`judge_state_dir`]).
+/// `Some(reason)` when root must not use it.
+pub fn state_dir_problem(dir: &Path) -> Option<String> {
+    let w = match walk(dir) {
+        Ok(w) => w,
+        Err(e) => return Some(format!("cannot resolve {}: {e}", dir.display())),
+    };
+    if w.problem.is_some() || !w.exists {
+        return w.problem;
+    }
+    match std::fs::metadata(&w.resolved) {
+        Ok(m) => judge_state_dir(dir, Facts::of(&m)).err(),
+        Err(e) => Some(format!("cannot stat {}: {e}", dir.display())),
+    }
+}
+
 /// A symlink's mode means nothing; only who owns it (in a sticky directory anyone may plant
 /// one). Pure.
 pub fn judge_link(path: &Path, uid: u32) -> Result<(), String> {
@@ -282,6 +315,28 @@ pub fn describe(kind: std::fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_directory_itself_is_never_taken_sticky() {
+        let p = Path::new("/var/tmp/rw-state");
+        let f = |uid, mode| Facts {
+            uid,
+            mode,
+            is_dir: true,
+        };
+        assert_eq!(judge_state_dir(p, f(0, 0o040700)), Ok(()));
+        assert_eq!(judge_state_dir(p, f(0, 0o040755)), Ok(()));
+        // Fine to pass through (`judge`), not to keep state in: anyone may create its entries.
+        assert_eq!(judge(p, f(0, 0o041777)), Ok(()));
+        let e = judge_state_dir(p, f(0, 0o041777)).unwrap_err();
+        assert!(e.contains("mode 1777") && e.contains("even sticky"), "{e}");
+        assert!(judge_state_dir(p, f(0, 0o041770)).is_err());
+        assert!(
+            judge_state_dir(p, f(65534, 0o040700))
+                .unwrap_err()
+                .contains("uid 65534")
+        );
+    }
 
     #[test]
     fn ownership_and_mode_table() {

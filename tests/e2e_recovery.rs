@@ -1088,8 +1088,9 @@ fn scenario_o_full_state_disk_kills_nothing(cx: &mut Ctx) {
     let state = dir.join("state");
     fs::create_dir_all(&state).unwrap();
     let st = state.display().to_string();
-    let fill =
-        format!("mount -t tmpfs -o size=256k tmpfs {st} && head -c 1M /dev/zero > {st}/fill; true");
+    let fill = format!(
+        "mount -t tmpfs -o size=256k,mode=0700 tmpfs {st} && head -c 1M /dev/zero > {st}/fill; true"
+    );
     assert_eq!(in_lab(&["sh", "-c", &fill]).code(), 0, "mount a full tmpfs");
     let before = facts(HANG_UNIT);
     make_hung(HANG_PORT);

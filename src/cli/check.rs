@@ -375,10 +375,7 @@ pub(crate) fn untrusted(
     if let Some(e) = config_problem {
         problems.push(format!("probe file: {e}"));
     }
-    let state_problem = state_dir.and_then(|d| match routewatch::trust::walk(d) {
-        Ok(w) => w.problem,
-        Err(e) => Some(format!("cannot resolve {}: {e}", d.display())),
-    });
+    let state_problem = state_dir.and_then(routewatch::trust::state_dir_problem);
     if let Some(e) = &state_problem {
         problems.push(format!("state directory: {e}"));
     }

@@ -103,10 +103,22 @@ pub(crate) fn find_config(explicit: Option<PathBuf>) -> Result<PathBuf, String> 
     if let Some(p) = env("ROUTEWATCH_CONFIG").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    for p in ["probes.yaml", "/etc/routewatch/probes.yaml"] {
-        if Path::new(p).exists() {
-            return Ok(PathBuf::from(p));
+    if Path::new("probes.yaml").exists() {
+        // As root, a `probes.yaml` that happens to be in the current directory (a shared
+        // directory, someone else's checkout) is not taken in place of the system's unless
+        // it passes the trust check: whoever planted it would choose what root probes.
+        if rustix::process::geteuid().is_root()
+            && let Some(why) = routewatch::trust::open(Path::new("probes.yaml"))
+                .map_or_else(|e| Some(e.to_string()), |o| o.problem)
+        {
+            return Err(format!(
+                "./probes.yaml is not taken as root's probe file: {why}; name it with --config to read it anyway (recovery stays off), or run from another directory to use /etc/routewatch/probes.yaml"
+            ));
         }
+        return Ok(PathBuf::from("probes.yaml"));
+    }
+    if Path::new("/etc/routewatch/probes.yaml").exists() {
+        return Ok(PathBuf::from("/etc/routewatch/probes.yaml"));
     }
     Err("no probe file: none given with --config, $ROUTEWATCH_CONFIG is unset, and neither ./probes.yaml nor /etc/routewatch/probes.yaml exists (or use --url URL)".into())
 }
@@ -118,11 +130,8 @@ pub(crate) fn open_probe_file(
     path: &Path,
     root: bool,
 ) -> Result<(std::fs::File, Option<String>), String> {
-    let opened = if root {
-        routewatch::trust::open(path).map(|o| (o.file, o.problem))
-    } else {
-        routewatch::trust::open_regular(path).map(|f| (f, None))
-    };
+    // Links are followed either way (the path as written is what root's trust check judges).
+    let opened = routewatch::trust::open(path).map(|o| (o.file, o.problem.filter(|_| root)));
     opened.map_err(|e| {
         format!(
             "{}: cannot read: {}",

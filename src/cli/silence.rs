@@ -27,20 +27,16 @@ pub(crate) fn silence(args: SilenceArgs) -> Exit {
     // As root, a state directory others control is neither read nor written, as `check`
     // treats it: a silence written there could be forged, and root writing there is what
     // they want.
-    if is_root() {
-        let problem = match routewatch::trust::walk(&dir) {
-            Ok(w) => w.problem,
-            Err(e) => Some(format!("cannot resolve {}: {e}", dir.display())),
-        };
-        if let Some(why) = problem {
-            return fail(
-                Exit::CouldNotRun,
-                format!(
-                    "state directory {} not used ({why}); `check` ignores it too: fix its ownership/mode",
-                    dir.display()
-                ),
-            );
-        }
+    if is_root()
+        && let Some(why) = routewatch::trust::state_dir_problem(&dir)
+    {
+        return fail(
+            Exit::CouldNotRun,
+            format!(
+                "state directory {} not used ({why}); `check` ignores it too: fix its ownership/mode",
+                dir.display()
+            ),
+        );
     }
     let now = SystemTime::now();
     let change: Option<Change> = match (&args.target, &args.clear, args.list) {

@@ -83,6 +83,16 @@ pub(crate) fn status(state_dir: Option<PathBuf>, as_json: bool) -> Exit {
         Err(e) => return fail(Exit::CouldNotRun, e),
     };
     let path = dir.join(state::STATE_FILE);
+    // As root, say so when `check` would not use this directory: what it holds may have been
+    // written by someone else, and no run reads or updates it.
+    if is_root()
+        && let Some(why) = routewatch::trust::state_dir_problem(&dir)
+    {
+        eprintln!(
+            "routewatch: warning: state directory {} is not used by check ({why}); what it shows may not be routewatch's",
+            dir.display()
+        );
+    }
     // The same reader as `check`: never through a symlink, never more than its size limit,
     // and an error quotes no content of the file.
     let st = match state::read_file(&path) {

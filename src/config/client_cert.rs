@@ -34,7 +34,7 @@ pub(super) fn check(
         }
     };
     if let Some(kind) = cx.untrusted {
-        return Err(cx.err(
+        return Err(cx.refuse(
             key,
             format!("target {target:?}: tls.key_file is not used from a {kind} that others can write: it would lend root's client certificate to requests they choose; make the file and every directory on its way root's, not writable by group or others"),
         ));

@@ -37,12 +37,42 @@ pub(super) struct Ctx<'a> {
     pub(super) untrusted: Option<&'static str>,
 }
 
+/// The message of an error in a file others can write (as root): where, not what.
+pub(super) fn withheld(kind: &str) -> String {
+    format!(
+        "not a valid {kind} here (its text is not shown: the {kind} fails the trust check, and whoever can write it may have linked it to a file only root can read); run `routewatch validate` on it as its owner to see why"
+    )
+}
+
 /// The patterns compiled so far, shared by the probe file and its drop-ins.
 pub(super) type Regexes =
     std::cell::RefCell<(std::collections::HashMap<String, Arc<Regex>>, usize)>;
 
+/// How to get the file trusted, for a refusal in it: a drop-in must be fixed, the probe file
+/// may also be vouched for with `--insecure-config`.
+pub(super) fn insecure_hint(kind: &str) -> &'static str {
+    if kind == "probe file" {
+        " (or pass --insecure-config)"
+    } else {
+        ""
+    }
+}
+
 impl Ctx<'_> {
+    /// An error at `at`. In a file others can write (as root) its words are not shown, only
+    /// its place: whoever can write the file, or a directory or link on its way, may have
+    /// pointed it at a file only root can read, and an error quoting a value would print that
+    /// file's content to them. Its owner sees the whole message with `routewatch validate`.
     pub(super) fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        match self.untrusted {
+            Some(kind) => self.refuse(at, withheld(kind)),
+            None => self.refuse(at, message),
+        }
+    }
+
+    /// An error at `at` shown whatever the file: the refusals of what a file others can write
+    /// may not do, which quote nothing but checked names.
+    pub(super) fn refuse<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         let l = at.referenced;
         ConfigError {
             file: self.file.into(),

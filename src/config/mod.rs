@@ -75,29 +75,12 @@ pub fn schema() -> serde_json::Value {
 
 /// Read and resolve a probe file. `env` looks up `${VAR}` references.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
-    load_as(path, env, false)
-}
-
-/// [`load`] for `validate`, which sends nothing and needs no secrets: an unset `${VAR}` is a
-/// warning in [`Plan::warnings`] (at its position), expanded to nothing.
-pub fn load_lenient(
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Plan, ConfigError> {
-    load_as(path, env, true)
-}
-
-fn load_as(
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-    lenient: bool,
-) -> Result<Plan, ConfigError> {
-    let file = crate::trust::open_regular(path).map_err(|e| ConfigError {
+    let opened = crate::trust::open(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         at: None,
         message: format!("cannot read: {e}"),
     })?;
-    read_opened(&file, path, env, lenient, false)
+    read_opened(&opened.file, path, env, false, false)
 }
 
 /// Read and resolve a probe file from a descriptor already opened (and, as root, judged:
@@ -110,6 +93,17 @@ pub fn load_opened(
     untrusted: bool,
 ) -> Result<Plan, ConfigError> {
     read_opened(opened, path, env, false, untrusted)
+}
+
+/// [`load_opened`] for `validate`, which sends nothing and needs no secrets: an unset `${VAR}`
+/// is a warning in [`Plan::warnings`] (at its position), expanded to nothing.
+pub fn load_opened_lenient(
+    opened: &std::fs::File,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    untrusted: bool,
+) -> Result<Plan, ConfigError> {
+    read_opened(opened, path, env, true, untrusted)
 }
 
 fn read_opened(
@@ -203,8 +197,18 @@ fn parse_in(
         });
     }
     ROUTE_SLOTS.with(|c| c.set(0));
-    let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options())
-        .map_err(|e| yaml_error(file, text, &e))?;
+    let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+        let e = yaml_error(file, text, &e);
+        if untrusted {
+            // As `Ctx::err` does for the values: the place, never the text.
+            ConfigError {
+                message: context::withheld("probe file"),
+                ..e
+            }
+        } else {
+            e
+        }
+    })?;
     // Drop-ins: the `include:` list and, for a probe file read from disk, `<name>.d/*.yaml`.
     let here = base_dir
         .filter(|d| !d.as_os_str().is_empty())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use serde_saphyr::Spanned;
 
-use super::context::{Ctx, MAX_CONCURRENCY, clamp_u32};
+use super::context::{Ctx, MAX_CONCURRENCY, clamp_u32, insecure_hint};
 use super::raw::{RawFile, RawIp, RawRecovery, RawTarget};
 use super::route::{resolve_headers, resolve_route};
 use super::scalars::Count;
@@ -492,6 +492,15 @@ pub(super) fn parse_base_url(
         let path = path.strip_prefix("//").unwrap_or(path);
         if !path.starts_with('/') {
             return Err(cx.err(url, format!("target {name:?}: invalid unix socket {shown:?}; expected an absolute path, e.g. unix:/run/app/rpc.sock")));
+        }
+        if let Some(kind) = cx.untrusted {
+            return Err(cx.refuse(
+                url,
+                format!(
+                    "target {name:?}: a Unix socket is not probed from a {kind} that others can write: root may open sockets they cannot (a container engine's, an admin RPC), and they would choose what root sends there; make the file and every directory on its way root's, not writable by group or others{}",
+                    insecure_hint(kind)
+                ),
+            ));
         }
         return Ok((
             Endpoint::Unix {

@@ -123,15 +123,11 @@ pub(super) fn expand_env(cx: &Ctx, v: &Spanned<String>) -> Result<(String, bool)
             ));
         }
         if let Some(kind) = cx.untrusted {
-            return Err(cx.err(
+            return Err(cx.refuse(
                 v,
                 format!(
                     "${{{var}}} is not expanded in a {kind} that others can write: it would send root's environment wherever they choose; make the file and every directory on its way root's, not writable by group or others{}",
-                    if kind == "probe file" {
-                        " (or pass --insecure-config)"
-                    } else {
-                        ""
-                    }
+                    super::context::insecure_hint(kind)
                 ),
             ));
         }

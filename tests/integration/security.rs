@@ -868,3 +868,273 @@ fn a_probe_file_others_can_write_cannot_use_roots_client_key() {
     let o = run(&["--insecure-config"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
 }
+
+/// `routewatch VERB --config CFG`: its exit code and stderr.
+fn on(verb: &str, cfg: &Path) -> (Option<i32>, String) {
+    let o = rw().args([verb, "--config"]).arg(cfg).output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A Unix socket that records whether anyone connected.
+fn recording_socket(dir: &Path) -> (PathBuf, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let path = dir.join("admin.sock");
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (path, seen)
+}
+
+/// As root, a file others can write may not point root at a Unix socket: root can open
+/// sockets they cannot (a container engine's, an admin RPC), and the request (method, headers,
+/// body) would be theirs. A drop-in always, the probe file unless `--insecure-config`.
+#[test]
+fn a_file_others_can_write_cannot_send_root_to_a_unix_socket() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
+        return;
+    }
+    let dir = trusted_dir();
+    let (sock, seen) = recording_socket(dir.path());
+    let target = format!(
+        "  - name: app\n    base_url: unix:{}\n    routes: [ {{ path: /containers/create, method: POST, body: x }} ]\n",
+        sock.display()
+    );
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(&cfg, "targets: []\n").unwrap();
+    let dropin = dir.path().join("probes.d/50-app.yaml");
+    std::fs::create_dir(dir.path().join("probes.d")).unwrap();
+    std::fs::write(&dropin, format!("targets:\n{target}")).unwrap();
+    std::fs::set_permissions(&dropin, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for extra in [&[][..], &["--insecure-config"][..]] {
+        let o = check_in(dir.path(), &cfg, extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("50-app.yaml:3:")
+                && stderr
+                    .contains("a Unix socket is not probed from a drop-in that others can write"),
+            "{stderr}"
+        );
+    }
+    // The probe file itself, others can write: refused, unless the operator vouches for it.
+    std::fs::remove_file(&dropin).unwrap();
+    std::fs::write(&cfg, format!("targets:\n{target}")).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = check_in(dir.path(), &cfg, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("probes.yaml:3:")
+            && stderr
+                .contains("a Unix socket is not probed from a probe file that others can write")
+            && stderr.contains("--insecure-config"),
+        "{stderr}"
+    );
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "never connected"
+    );
+    let o = check_in(dir.path(), &cfg, &["--insecure-config"])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        seen.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "vouched for: probed"
+    );
+}
+
+/// As root, an error in a file others can write names the place, never the text: whoever can
+/// write it (or a link or directory on its way) may have pointed it at a file only root can
+/// read. `validate` follows the same rule, and follows links like `check`.
+#[test]
+fn an_error_in_a_file_others_can_write_never_quotes_it() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
+        return;
+    }
+    const SECRET: &str = "root-only-hash-8c2f";
+    let dir = trusted_dir();
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, format!("root:{SECRET}:19000:0:99999:7:::\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Another user's directory, holding their link to root's file.
+    let theirs = dir.path().join("home");
+    std::fs::create_dir(&theirs).unwrap();
+    rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+    let link = theirs.join("probes.yaml");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    for verb in ["check", "validate"] {
+        let (code, stderr) = on(verb, &link);
+        assert_eq!(code, Some(2), "{verb}: {stderr}");
+        assert!(
+            stderr.contains("probes.yaml:1:") && stderr.contains("its text is not shown"),
+            "{verb}: {stderr}"
+        );
+        assert!(!stderr.contains(SECRET), "{verb}: {stderr}");
+    }
+    // A value refused after parsing (an invalid unit), in a drop-in others can write.
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(&cfg, "targets: []\n").unwrap();
+    let dropin = dir.path().join("probes.d/50-app.yaml");
+    std::fs::create_dir(dir.path().join("probes.d")).unwrap();
+    std::fs::write(
+        &dropin,
+        format!("targets:\n  - {{ name: app, base_url: http://127.0.0.1:9, unit: \"{SECRET} x.service\", routes: [ {{ path: / }} ] }}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&dropin, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, stderr) = on("validate", &cfg);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("50-app.yaml:2:") && stderr.contains("its text is not shown"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    // Root's own drop-in: the whole message, as before.
+    std::fs::set_permissions(&dropin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = on("validate", &cfg);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("invalid unit"), "{stderr}");
+}
+
+/// `validate` reads a probe file through a link as `check` does, and as root warns that
+/// `check` would refuse recovery when the file fails the trust check.
+#[test]
+fn validate_follows_links_and_says_what_check_would_refuse() {
+    let dir = trusted_dir();
+    let real = dir.path().join("real.yaml");
+    std::fs::write(
+        &real,
+        "targets:\n  - { name: app, base_url: http://127.0.0.1:9, routes: [ { path: / } ] }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = dir.path().join("probes.yaml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let o = rw()
+        .args(["validate", "--config"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(": ok (1 target"),
+        "{o:?}"
+    );
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
+        return;
+    }
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, stderr) = on("validate", &link);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("check would refuse recovery") && stderr.contains("mode 0666"),
+        "{stderr}"
+    );
+}
+
+/// As root, a `probes.yaml` that merely sits in the current directory is not taken in place
+/// of the system's unless it passes the trust check.
+#[test]
+fn as_root_a_probe_file_planted_in_the_current_directory_is_not_taken() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
+        return;
+    }
+    let dir = trusted_dir();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = shared.join("probes.yaml");
+    std::fs::write(
+        &planted,
+        "targets:\n  - { name: planted, base_url: http://127.0.0.1:9, routes: [ { path: / } ] }\n",
+    )
+    .unwrap();
+    rustix::fs::chown(&planted, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+    for verb in ["validate", "check"] {
+        let o = rw()
+            .arg(verb)
+            .current_dir(&shared)
+            .env_remove("ROUTEWATCH_CONFIG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{verb}: {stderr}");
+        assert!(
+            stderr.contains("./probes.yaml is not taken as root's probe file")
+                && stderr.contains("uid 65534"),
+            "{verb}: {stderr}"
+        );
+    }
+    // Root's own file there is taken as before.
+    rustix::fs::chown(&planted, Some(rustix::fs::Uid::from_raw(0)), None).unwrap();
+    let o = rw()
+        .arg("validate")
+        .current_dir(&shared)
+        .env_remove("ROUTEWATCH_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+}
+
+/// As root, a sticky world-writable directory is fine on the way to the state directory,
+/// never as the state directory itself: anyone may create its entries there. A `state.json`
+/// planted by another user (a silence "by admin" until 2100, a long streak) is neither read
+/// nor kept, and recovery says why; `status` warns.
+#[test]
+fn as_root_a_sticky_world_writable_state_directory_is_not_used() {
+    if common::skip_unless_root(common::TRUST_NEEDS_ROOT) {
+        return;
+    }
+    let dir = trusted_dir();
+    let cfg = write_probe_file(dir.path(), hung_port());
+    let state = dir.path().join("shared-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let forged = r#"{"version":1,"targets":{"api":{"consecutive_unhealthy":42,"silence":{"since":1,"until":4102444800,"by":"admin","reason":"forged"}}}}"#;
+    std::fs::write(state.join("state.json"), forged).unwrap();
+    rustix::fs::chown(
+        state.join("state.json"),
+        Some(rustix::fs::Uid::from_raw(65534)),
+        None,
+    )
+    .unwrap();
+    let (code, doc, stderr) = check_json(&cfg, &state, &["--dry-run"]);
+    assert_eq!(code, 1, "{stderr}");
+    let reason = doc["targets"][0]["recovery"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("recovery disabled") && reason.contains("even sticky"),
+        "{reason}"
+    );
+    assert!(
+        !doc.to_string().contains("forged"),
+        "the planted silence is not read: {doc}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("state.json")).unwrap(),
+        forged,
+        "nor written over"
+    );
+    let o = rw()
+        .args(["status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("is not used by check") && stderr.contains("even sticky"),
+        "{stderr}"
+    );
+}
