@@ -287,6 +287,8 @@ impl Prober {
         // The last attempt that had its full time: a retry the run's deadline cut short does
         // not undo what it showed.
         let mut last_full: Option<Attempt> = None;
+        // Time of our own diagnostics, left out of the route's reported time.
+        let diagnosing = std::cell::Cell::new(Duration::ZERO);
         let result = |a: Attempt,
                       attempts: u32,
                       worst_other: Option<(Attempt, u32)>,
@@ -319,7 +321,7 @@ impl Prober {
                 outcome: a.outcome,
                 status_code: a.status,
                 attempts,
-                elapsed: start.elapsed(),
+                elapsed: start.elapsed().saturating_sub(diagnosing.get()),
                 // Anything the server echoed back of a secret never leaves.
                 error: a.error.map(|e| self.plan.redact(&e)),
                 cut_short: a.cut_short,
@@ -420,6 +422,7 @@ impl Prober {
                 }
             }
             drop(permits);
+            diagnosing.set(diagnosing.get() + a.diagnosing);
             a.cut_short = budget < route.timing.timeout
                 && matches!(a.outcome, Outcome::Timeout | Outcome::ConnectTimeout);
             if a.cut_short {
@@ -439,7 +442,7 @@ impl Prober {
                 outcome: a.outcome,
                 status: a.status,
                 retry_after: a.retry_after,
-                elapsed: started.elapsed(),
+                elapsed: started.elapsed().saturating_sub(a.diagnosing),
             };
             if !a.cut_short {
                 last_full = Some(a.clone());
@@ -773,6 +776,9 @@ struct Attempt {
     redirects: Vec<crate::redirect::Hop>,
     /// The server's leaf certificate (DER), to find its chain after the attempt.
     leaf: Option<Vec<u8>>,
+    /// Time spent after the answer on a diagnostic of our own (the certificate chain's extra
+    /// handshake): not the server's latency, so not in the route's reported time.
+    diagnosing: Duration,
 }
 
 impl Attempt {
@@ -787,6 +793,7 @@ impl Attempt {
             cert: None,
             redirects: Vec::new(),
             leaf: None,
+            diagnosing: Duration::ZERO,
         }
     }
 
@@ -801,6 +808,7 @@ impl Attempt {
             cert: None,
             redirects: Vec::new(),
             leaf: None,
+            diagnosing: Duration::ZERO,
         }
     }
 }
@@ -1110,9 +1118,11 @@ async fn attempt_http(
     if let Some(der) = a.leaf.take() {
         // Outside the attempt's deadline: the body has been judged; only the certificate's
         // expiry is left to judge, on the whole chain.
+        let diagnosis = Instant::now();
         if let Some(chain) = chain_cert(target, der).await {
             a.cert = Some(chain);
         }
+        a.diagnosing += diagnosis.elapsed();
         a = cert_expiry(a, &route.expect);
     }
     if unsent && a.outcome == Outcome::EmptyReply && !target.speaks_tls() {

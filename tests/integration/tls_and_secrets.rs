@@ -1561,6 +1561,64 @@ fn slow_relay(to: u16, delay: Duration) -> u16 {
     port
 }
 
+/// A TCP relay to `to` that passes its first connection on at once and holds every later one
+/// without passing a byte: the probe's own connection answers, the certificate-chain
+/// handshake that follows it stalls.
+fn relay_that_stalls_after_the_first(to: u16) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, c) in l.incoming().enumerate() {
+            let Ok(c) = c else { continue };
+            if n > 0 {
+                held.push(c);
+                continue;
+            }
+            let s = std::net::TcpStream::connect(("127.0.0.1", to)).unwrap();
+            let (mut c2, mut s2) = (c.try_clone().unwrap(), s.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+            });
+            std::thread::spawn(move || {
+                let (mut s, mut c) = (s, c);
+                let _ = std::io::copy(&mut s, &mut c);
+            });
+        }
+    });
+    port
+}
+
+/// The route's time is the server's: the extra handshake that reads the certificate chain
+/// after the answer (here stalled until its 2 s bound) is not in it, nor in `max_latency`.
+#[test]
+fn the_certificate_chain_handshake_is_not_in_the_routes_time() {
+    let p = pki(&["localhost", "127.0.0.1"]);
+    let s = tls_server(&p);
+    let relay = relay_that_stalls_after_the_first(s.port());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &p.ca_pem).unwrap();
+    probe_file(
+        dir.path(),
+        &format!(
+            "defaults: {{ timeout: 10s, connect_timeout: 2s, retries: 0 }}\ntargets:\n  - name: api\n    base_url: https://localhost:{relay}\n    tls: {{ ca_file: ca.pem }}\n    routes: [ {{ path: /health }} ]\n"
+        ),
+    );
+    let o = check(dir.path(), &["--format", "json"], &[]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let doc = o.json();
+    let r = route(&doc, "api", "/health");
+    assert_eq!(r["outcome"], "ok", "{doc:#}");
+    assert!(
+        doc["elapsed_ms"].as_u64().unwrap() >= 2000,
+        "the chain handshake did stall the run: {doc:#}"
+    );
+    assert!(
+        r["elapsed_ms"].as_u64().unwrap() < 2000,
+        "the stalled diagnostic handshake is not the server's time: {doc:#}"
+    );
+}
+
 #[test]
 fn a_tls_handshake_slower_than_connect_timeout_but_within_the_route_timeout_is_ok() {
     // connect_timeout is for TCP; a loaded server's slow handshake is not a dead port, and
