@@ -5,14 +5,78 @@
 //! which side wins the race. curl writes its request and then reads what came: [`ask`] does
 //! the same, once, on a new connection whose reads wait until the request has started to go
 //! out.
+//!
+//! The same connection tells one more thing hyper does not: whether a server that closed or
+//! reset the connection before a complete head had begun an answer ([`Recorded`]).
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a connection read: how many bytes, and the first [`Recorded::KEPT`] of them.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    pub count: usize,
+    pub first: Vec<u8>,
+}
+
+/// A connection that records what it reads.
+pub(crate) struct Recorded<S> {
+    inner: S,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl<S> Recorded<S> {
+    /// Enough of a head to show where it was cut.
+    pub(crate) const KEPT: usize = 64;
+
+    pub(crate) fn new(inner: S, seen: Arc<Mutex<Seen>>) -> Self {
+        Recorded { inner, seen }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = &buf.filled()[before..];
+        if !new.is_empty()
+            && let Ok(mut seen) = self.seen.lock()
+        {
+            seen.count += new.len();
+            let room = Self::KEPT.saturating_sub(seen.first.len());
+            seen.first.extend_from_slice(&new[..new.len().min(room)]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// A connection whose reads wait for its first write: what the server sent before the
 /// request is read after it, as the answer to it.
@@ -151,6 +215,23 @@ mod tests {
     }
 
     /// A reader parked before the write is woken by it (the connection task polls reads first).
+    #[tokio::test]
+    async fn a_recorded_connection_counts_what_it_reads_and_keeps_its_start() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut rec = Recorded::new(ours, seen.clone());
+        let long = vec![b'x'; 100];
+        theirs.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        theirs.write_all(&long).await.unwrap();
+        drop(theirs);
+        let mut all = Vec::new();
+        rec.read_to_end(&mut all).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.count, 17 + 100);
+        assert_eq!(seen.first.len(), Recorded::<()>::KEPT);
+        assert!(seen.first.starts_with(b"HTTP/1.1 200 OK\r\nxx"));
+    }
+
     #[tokio::test]
     async fn a_parked_read_is_woken_by_the_write() {
         let (ours, mut theirs) = tokio::io::duplex(1024);

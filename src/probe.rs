@@ -912,6 +912,34 @@ async fn ask_early(
         .flatten()
 }
 
+/// After a connection closed or reset before a complete head: ask once more on a new
+/// connection of our own and see whether the server begins an answer before it cuts it. The
+/// start of what it sent, when it sent something and still no complete head came; `None`
+/// when it sent nothing (the failure stands as it was), answered in full this time, or
+/// nothing came within `connect_timeout` (or what is `left`).
+async fn cut_head(
+    target: &Target,
+    request: reqwest::RequestBuilder,
+    user_agent: &str,
+    left: Duration,
+) -> Option<String> {
+    let request = request.build().ok()?;
+    let seen = Arc::new(std::sync::Mutex::new(crate::early_answer::Seen::default()));
+    let recorded = seen.clone();
+    let ask = async move {
+        let stream = raw_connect(target).await?;
+        let stream = crate::early_answer::Recorded::new(stream, recorded);
+        Some(crate::early_answer::ask(stream, request, user_agent).await)
+    };
+    match tokio::time::timeout(target.connect_timeout.min(left), ask).await {
+        Ok(Some(Err(_))) => {
+            let seen = seen.lock().ok()?;
+            (seen.count > 0).then(|| String::from_utf8_lossy(&seen.first).into_owned())
+        }
+        _ => None,
+    }
+}
+
 async fn attempt_http(
     http: &reqwest::Client,
     resend_on: Option<&(dyn Fn() -> reqwest::Client + Sync)>,
@@ -1153,6 +1181,31 @@ async fn attempt_http(
                 format!(
                     "the server sends {what} before any request: {}",
                     shown(&greeting, 40, secrets)
+                ),
+            );
+        }
+    }
+    if matches!(a.outcome, Outcome::EmptyReply | Outcome::Reset)
+        && !target.speaks_tls()
+        && !target.use_env_proxy
+        && hops().is_none()
+    {
+        // hyper reports a close (or a reset) in the middle of a head as it reports one before
+        // any byte. A server that began its answer is alive and answering: a broken answer,
+        // not the hung signature. Ask once more on a connection of our own, which counts.
+        let request = request_to(http, route, first.as_ref(), &route.method, true, true);
+        let left = budget.saturating_sub(started.elapsed());
+        if let Some(start) = cut_head(target, request, user_agent, left).await {
+            let how = if a.outcome == Outcome::Reset {
+                "reset"
+            } else {
+                "closed"
+            };
+            return Attempt::fail(
+                Outcome::ProtocolError,
+                format!(
+                    "the server began an answer ({}) and {how} the connection before its head was complete",
+                    shown(&start, 40, secrets)
                 ),
             );
         }
