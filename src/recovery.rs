@@ -62,7 +62,7 @@ pub enum Refusal {
     UnitNotRunning,
     /// MainPID is 0 or 1.
     NoMainPid,
-    /// The unit runs routewatch itself (its MainPID is this run, or this run is in its cgroup).
+    /// The unit runs routewatch itself (its MainPID is this run or its parent).
     OwnUnit,
     /// The unit became active within `startup_grace`.
     StartupGrace,

@@ -40,7 +40,7 @@ pub(super) struct Ctx<'a> {
 /// The message of an error in a file others can write (as root): where, not what.
 pub(super) fn withheld(kind: &str) -> String {
     format!(
-        "not a valid {kind} here (its text is not shown: the {kind} fails the trust check, and whoever can write it may have linked it to a file only root can read); run `routewatch validate` on it as its owner to see why"
+        "not a valid {kind} here (its text is not shown: the {kind} fails the trust check, and whoever can write it may have linked it to a file only root can read); `routewatch validate` run by a user other than root shows why, as does fixing its ownership and mode"
     )
 }
 
@@ -62,7 +62,8 @@ impl Ctx<'_> {
     /// An error at `at`. In a file others can write (as root) its words are not shown, only
     /// its place: whoever can write the file, or a directory or link on its way, may have
     /// pointed it at a file only root can read, and an error quoting a value would print that
-    /// file's content to them. Its owner sees the whole message with `routewatch validate`.
+    /// file's content to them. A user other than root sees the whole message with
+    /// `routewatch validate`.
     pub(super) fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         match self.untrusted {
             Some(kind) => self.refuse(at, withheld(kind)),
