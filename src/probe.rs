@@ -912,31 +912,43 @@ async fn ask_early(
         .flatten()
 }
 
-/// After a connection closed or reset before a complete head: ask once more on a new
-/// connection of our own and see whether the server begins an answer before it cuts it. The
-/// start of what it sent, when it sent something and still no complete head came; `None`
-/// when it sent nothing (the failure stands as it was), answered in full this time, or
-/// nothing came within `connect_timeout` (or what is `left`).
-async fn cut_head(
+/// How the one re-send of a request that died on its connection ended (see `attempt_http`).
+enum Resent {
+    Answered(reqwest::Response),
+    /// The server began an answer (its first bytes) and closed or reset the connection before
+    /// its head was complete.
+    CutHead(String),
+    /// Nothing came: the first failure stands.
+    Nothing,
+    /// No new connection to its address: ask as before, for the failure to say why.
+    NoConnection,
+}
+
+/// Send the request once more on a new connection of our own that records what it reads, to
+/// the target's own address: hyper reports a close (or a reset) in the middle of a head as it
+/// reports one before any byte, and only the bytes tell a server that began its answer from
+/// one that never did.
+async fn resend_counted(
     target: &Target,
     request: reqwest::RequestBuilder,
     user_agent: &str,
-    left: Duration,
-) -> Option<String> {
-    let request = request.build().ok()?;
-    let seen = Arc::new(std::sync::Mutex::new(crate::early_answer::Seen::default()));
-    let recorded = seen.clone();
-    let ask = async move {
-        let stream = raw_connect(target).await?;
-        let stream = crate::early_answer::Recorded::new(stream, recorded);
-        Some(crate::early_answer::ask(stream, request, user_agent).await)
+) -> Resent {
+    let Ok(request) = request.build() else {
+        return Resent::Nothing;
     };
-    match tokio::time::timeout(target.connect_timeout.min(left), ask).await {
-        Ok(Some(Err(_))) => {
-            let seen = seen.lock().ok()?;
-            (seen.count > 0).then(|| String::from_utf8_lossy(&seen.first).into_owned())
-        }
-        _ => None,
+    let seen = Arc::new(std::sync::Mutex::new(crate::early_answer::Seen::default()));
+    let Some(stream) = raw_connect(target).await else {
+        return Resent::NoConnection;
+    };
+    let stream = crate::early_answer::Recorded::new(stream, seen.clone());
+    match crate::early_answer::ask(stream, request, user_agent).await {
+        Ok(r) => Resent::Answered(r),
+        Err(_) => match seen.lock() {
+            Ok(seen) if seen.count > 0 => {
+                Resent::CutHead(String::from_utf8_lossy(&seen.first).into_owned())
+            }
+            _ => Resent::Nothing,
+        },
     }
 }
 
@@ -979,8 +991,34 @@ async fn attempt_http(
                             Outcome::Reset | Outcome::EmptyReply
                         ) =>
                 {
-                    let fresh = resend_on.expect("checked")();
-                    build(&fresh).send().await
+                    if url == first && !target.speaks_tls() && !target.use_env_proxy {
+                        // On a connection of our own that counts what it reads: a server that
+                        // began its head before it cut the connection is alive and answering
+                        // (a broken answer, `protocol_error`), not the hung signature.
+                        match resend_counted(target, build(http), user_agent).await {
+                            Resent::Answered(r) => Ok(r),
+                            Resent::CutHead(start) => {
+                                let how = match classify_for(target, &e).0 {
+                                    Outcome::Reset => "reset",
+                                    _ => "closed",
+                                };
+                                let a = Attempt::fail(
+                                    Outcome::ProtocolError,
+                                    format!(
+                                        "the server began an answer ({}) and {how} the connection before its head was complete",
+                                        shown(&start, 40, secrets)
+                                    ),
+                                );
+                                return Err((a, false));
+                            }
+                            Resent::Nothing => Err(e),
+                            Resent::NoConnection => {
+                                build(&resend_on.expect("checked")()).send().await
+                            }
+                        }
+                    } else {
+                        build(&resend_on.expect("checked")()).send().await
+                    }
                 }
                 other => other,
             };
@@ -1181,31 +1219,6 @@ async fn attempt_http(
                 format!(
                     "the server sends {what} before any request: {}",
                     shown(&greeting, 40, secrets)
-                ),
-            );
-        }
-    }
-    if matches!(a.outcome, Outcome::EmptyReply | Outcome::Reset)
-        && !target.speaks_tls()
-        && !target.use_env_proxy
-        && hops().is_none()
-    {
-        // hyper reports a close (or a reset) in the middle of a head as it reports one before
-        // any byte. A server that began its answer is alive and answering: a broken answer,
-        // not the hung signature. Ask once more on a connection of our own, which counts.
-        let request = request_to(http, route, first.as_ref(), &route.method, true, true);
-        let left = budget.saturating_sub(started.elapsed());
-        if let Some(start) = cut_head(target, request, user_agent, left).await {
-            let how = if a.outcome == Outcome::Reset {
-                "reset"
-            } else {
-                "closed"
-            };
-            return Attempt::fail(
-                Outcome::ProtocolError,
-                format!(
-                    "the server began an answer ({}) and {how} the connection before its head was complete",
-                    shown(&start, 40, secrets)
                 ),
             );
         }
