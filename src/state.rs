@@ -540,10 +540,11 @@ impl Store {
 
 /// As root, the directory as it is now, after it was found or created: the trust check
 /// judged the path before, but under a sticky parent (/tmp) another user could have created
-/// the directory, or a link in its place, in between. A link must be root's; the directory
-/// it leads to (opened, then judged by its descriptor) root's and writable by root alone.
-/// Nothing in it is used otherwise; since nobody else can add or replace its entries, they
-/// are then root's own.
+/// the directory, a missing parent of it, or a link in its place, in between. Every
+/// directory and link on the path is judged again (root's, not writable by others), and the
+/// directory it leads to (opened, then judged by its descriptor) must be root's and writable
+/// by root alone. Nothing in it is used otherwise; since nobody else can then add, rename or
+/// replace anything on the way, what is in it is root's own.
 fn judge_opened_dir(dir: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::MetadataExt;
     let unsafe_ = |what: String| StateError::Unsafe {
@@ -557,9 +558,10 @@ fn judge_opened_dir(dir: &Path) -> Result<(), StateError> {
             source,
         }
     };
-    let link = std::fs::symlink_metadata(dir).map_err(io("cannot stat"))?;
-    if link.file_type().is_symlink() {
-        crate::trust::judge_link(dir, link.uid()).map_err(unsafe_)?;
+    // The whole path again: a missing parent another user created in between (mkdir -p takes
+    // it as found) is theirs, and so would be what is below it.
+    if let Some(why) = crate::trust::state_dir_problem(dir) {
+        return Err(unsafe_(why));
     }
     let opened = OpenOptions::new()
         .read(true)
@@ -790,6 +792,13 @@ mod tests {
             rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
             assert!(matches!(
                 Store::open(&theirs),
+                Err(StateError::Unsafe { what, .. }) if what.contains("uid 65534")
+            ));
+            // A missing parent someone else created first: the directory made in it is
+            // root's, but whoever owns the parent could swap it for one of theirs.
+            let below = theirs.join("state");
+            assert!(matches!(
+                Store::open(&below),
                 Err(StateError::Unsafe { what, .. }) if what.contains("uid 65534")
             ));
         } else {

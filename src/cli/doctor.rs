@@ -109,7 +109,9 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
             Some(String::new())
         })
     };
-    let plan = match routewatch::config::load_opened(&file, &path, &lenient, false) {
+    // As root, a file that fails the trust check is read as `check` reads it: no `${VAR}` of
+    // root's environment, and its errors give their place, not its text.
+    let plan = match routewatch::config::load_opened(&file, &path, &lenient, problem.is_some()) {
         Ok(p) => p,
         Err(e) => {
             checks.push(Check::fail(
@@ -169,11 +171,7 @@ fn state_dir(explicit: Option<&Path>, root: bool) -> Check {
     };
     let shown = dir.display().to_string();
     if root {
-        let problem = match routewatch::trust::walk(&dir) {
-            Ok(w) => w.problem,
-            Err(e) => Some(format!("cannot resolve it: {e}")),
-        };
-        if let Some(why) = problem {
+        if let Some(why) = routewatch::trust::state_dir_problem(&dir) {
             return Check::fail(
                 NAME,
                 format!(

@@ -221,6 +221,7 @@ fn parse_in(
         path.and_then(dropin_dir).as_deref(),
         MAX_TOTAL_BYTES.saturating_sub(text.len() as u64),
         rustix::process::geteuid().is_root(),
+        untrusted,
     )?;
     resolve(
         raw,
@@ -236,6 +237,18 @@ fn parse_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_that_is_the_unit_itself_is_an_error_at_through() {
+        let e = parse(
+            "targets:\n  - name: api\n    base_url: http://127.0.0.1:1\n    unit: api.service\n    recovery:\n      through: api.service\n    routes: [ { path: / } ]\n",
+            "p.yaml",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert_eq!(e.at, Some((6, 16)), "{e}");
+        assert!(e.message.contains("the unit itself"), "{e}");
+    }
 
     #[test]
     fn an_empty_or_comment_only_file_says_so() {

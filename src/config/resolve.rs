@@ -340,17 +340,17 @@ pub(super) fn resolve_target(
                     ),
                 ));
             }
+            let through_at = r.value.through.clone();
             let policy = resolve_recovery(cx, *r)?;
-            if let (Some(proxy), Some(unit)) = (&policy.through, &unit)
+            if let (Some(proxy), Some(unit), Some(at)) = (&policy.through, &unit, &through_at)
                 && proxy == unit
             {
-                return Err(ConfigError {
-                    file: cx.file.to_string(),
-                    at: None,
-                    message: format!(
+                return Err(cx.err(
+                    at,
+                    format!(
                         "target {name:?}: recovery.through names {unit}, the unit itself; it names the proxy in front of it"
                     ),
-                });
+                ));
             }
             Some(policy)
         }

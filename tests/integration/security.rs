@@ -982,6 +982,40 @@ fn an_error_in_a_file_others_can_write_never_quotes_it() {
         );
         assert!(!stderr.contains(SECRET), "{verb}: {stderr}");
     }
+    // `doctor` reads it as `check` does.
+    let o = rw()
+        .args(["doctor", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--config")
+        .arg(&link)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(all.contains("its text is not shown"), "doctor: {all}");
+    assert!(!all.contains(SECRET), "doctor: {all}");
+    // Nor can such a file have root read another of root's files for it through `include:`.
+    let theirs_cfg = theirs.join("inc.yaml");
+    std::fs::write(
+        &theirs_cfg,
+        format!("include: [ {} ]\ntargets: []\n", secret.display()),
+    )
+    .unwrap();
+    rustix::fs::chown(&theirs_cfg, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+    for verb in ["check", "validate"] {
+        let (code, stderr) = on(verb, &theirs_cfg);
+        assert_eq!(code, Some(2), "{verb}: {stderr}");
+        assert!(
+            stderr.contains("inc.yaml:1:")
+                && stderr
+                    .contains("include: is not followed from a probe file that others can write"),
+            "{verb}: {stderr}"
+        );
+        assert!(!stderr.contains(SECRET), "{verb}: {stderr}");
+    }
     // A value refused after parsing (an invalid unit), in a drop-in others can write.
     let cfg = dir.path().join("probes.yaml");
     std::fs::write(&cfg, "targets: []\n").unwrap();
@@ -1136,5 +1170,17 @@ fn as_root_a_sticky_world_writable_state_directory_is_not_used() {
     assert!(
         stderr.contains("is not used by check") && stderr.contains("even sticky"),
         "{stderr}"
+    );
+    let o = rw()
+        .args(["doctor", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        all.contains("even sticky") && all.contains("would neither read nor write it"),
+        "doctor: {all}"
     );
 }
