@@ -127,7 +127,6 @@ pub(super) fn gather(
     dropin_dir: Option<&Path>,
     mut budget: u64,
     root: bool,
-    untrusted: bool,
 ) -> Result<Found, ConfigError> {
     let at = |s: &Spanned<String>, message: String| ConfigError {
         file: main_file.to_string(),
@@ -136,14 +135,6 @@ pub(super) fn gather(
     };
     let mut paths: Vec<PathBuf> = Vec::new();
     for inc in includes {
-        if untrusted {
-            // Its writer would choose which of root's files are read (and whose errors
-            // would then be quoted as root's own), and which directories root lists.
-            return Err(at(
-                inc,
-                "include: is not followed from a probe file that others can write: they would choose which of root's files are read; make the file and every directory on its way root's, not writable by group or others (or pass --insecure-config)".into(),
-            ));
-        }
         let raw = inc.value.trim();
         if raw.is_empty() {
             return Err(at(

@@ -209,6 +209,16 @@ fn parse_in(
             e
         }
     })?;
+    // A probe file others can write may not include: its writer would choose which of root's
+    // files are read (their errors then quoted as root's own), and which directories it lists.
+    if let (true, Some(inc)) = (untrusted, raw.include.first()) {
+        let l = inc.referenced;
+        return Err(ConfigError {
+            file: file.to_string(),
+            at: (l.line() > 0).then(|| (l.line(), l.column())),
+            message: "include: is not followed from a probe file that others can write: they would choose which of root's files are read; make the file and every directory on its way root's, not writable by group or others (or pass --insecure-config)".into(),
+        });
+    }
     // Drop-ins: the `include:` list and, for a probe file read from disk, `<name>.d/*.yaml`.
     let here = base_dir
         .filter(|d| !d.as_os_str().is_empty())
@@ -221,7 +231,6 @@ fn parse_in(
         path.and_then(dropin_dir).as_deref(),
         MAX_TOTAL_BYTES.saturating_sub(text.len() as u64),
         rustix::process::geteuid().is_root(),
-        untrusted,
     )?;
     resolve(
         raw,
