@@ -170,16 +170,14 @@ fn state_dir(explicit: Option<&Path>, root: bool) -> Check {
         Err(e) => return Check::fail(NAME, e, "pass --state-dir, or set STATE_DIRECTORY"),
     };
     let shown = dir.display().to_string();
-    if root {
-        if let Some(why) = routewatch::trust::state_dir_problem(&dir) {
-            return Check::fail(
-                NAME,
-                format!(
-                    "{shown}: {why}: `check` would neither read nor write it (no cooldown, no history)"
-                ),
-                format!("chown root: {shown} && chmod 0700 {shown}"),
-            );
-        }
+    if root && let Some(why) = routewatch::trust::state_dir_problem(&dir) {
+        return Check::fail(
+            NAME,
+            format!(
+                "{shown}: {why}: `check` would neither read nor write it (no cooldown, no history)"
+            ),
+            format!("chown root: {shown} && chmod 0700 {shown}"),
+        );
     }
     use rustix::fs::{Access, access};
     let (probe, what) = if dir.is_dir() {
