@@ -80,6 +80,34 @@ pub async fn push(url: reqwest::Url, user_agent: &str, metrics: String) -> Resul
     }
 }
 
+/// What of the push URL's credentials must never be printed, in any form a gateway may echo
+/// back in an error answer: the password as written and decoded, and the `Basic` token the
+/// client derives from the userinfo.
+pub fn url_secrets(url: &reqwest::Url) -> Vec<String> {
+    use base64::Engine;
+    let Some(password) = url.password() else {
+        return Vec::new();
+    };
+    let decode = |s: &str| {
+        String::from_utf8_lossy(&percent_encoding::percent_decode_str(s).collect::<Vec<u8>>())
+            .into_owned()
+    };
+    let (user, decoded) = (decode(url.username()), decode(password));
+    let token = |p: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{p}").as_bytes())
+    };
+    let mut out = vec![
+        password.to_string(),
+        token(password),
+        token(&decoded),
+        decoded,
+    ];
+    out.retain(|s| !s.is_empty());
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The URL as printed: without a password (`https://user:secret@…`).
 fn shown(url: &reqwest::Url) -> String {
     let mut u = url.clone();

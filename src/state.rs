@@ -530,10 +530,12 @@ impl Store {
                 ),
             });
         }
-        write_file(&self.path(), &data, state.holds_actions()).map_err(|source| StateError::Io {
-            dir: self.dir.clone(),
-            what: "cannot write state.json",
-            source,
+        write_file(&self.path(), &data, state.holds_actions(), false).map_err(|source| {
+            StateError::Io {
+                dir: self.dir.clone(),
+                what: "cannot write state.json",
+                source,
+            }
         })
     }
 }
@@ -647,8 +649,44 @@ pub fn read_file(path: &Path) -> std::io::Result<Option<Result<State, String>>> 
 
 /// Replace `path` with `data` so a reader sees the old or the new file, never half of one.
 /// An existing symlink at `path` is refused, not followed.
+/// It is a report for others to read (a Prometheus textfile collector, CI): mode 0644 whatever
+/// the umask (the shipped unit's is 0077, for the state). Temp files a killed run left for
+/// the same path (`.NAME.tmp-PID-*` of a PID that no longer runs) are removed first.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    write_file(path, data, true)
+    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+        remove_dead_temps(replaceable(path)?, name);
+    }
+    write_file(path, data, true, true)
+}
+
+/// Remove `dir/.NAME.tmp-PID-*` left by a run that was killed between writing and renaming:
+/// only regular files of ours, and only of a PID that no longer runs (a run writing the same
+/// path right now keeps its own).
+fn remove_dead_temps(dir: &Path, name: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dead = !Path::new(&format!("/proc/{pid}")).exists();
+        let ours = e
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == me);
+        if dead && ours {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Whether [`write_atomic`] can replace `path`: its directory exists, and `path` is missing
@@ -686,8 +724,9 @@ pub fn replaceable(path: &Path) -> std::io::Result<&Path> {
     }
 }
 
-/// [`write_atomic`], with the fsyncs (file, then directory) only when `durable`.
-fn write_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+/// [`write_atomic`], with the fsyncs (file, then directory) only when `durable`, and mode 0644
+/// whatever the umask when `readable`.
+fn write_file(path: &Path, data: &[u8], durable: bool, readable: bool) -> std::io::Result<()> {
     let dir = replaceable(path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(
@@ -702,6 +741,9 @@ fn write_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
             .mode(0o644)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&tmp)?;
+        if readable {
+            f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
@@ -857,6 +899,29 @@ mod tests {
             }
             _ => panic!("expected corrupt"),
         }
+    }
+
+    /// A report is for others to read, and what a killed run left for the same path is
+    /// cleared; a temp file of a run still writing it is not.
+    #[test]
+    fn a_report_is_readable_and_a_killed_runs_temp_file_is_removed() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("routewatch.prom");
+        let dead = dir.path().join(".routewatch.prom.tmp-999999999-1");
+        let alive = dir
+            .path()
+            .join(format!(".routewatch.prom.tmp-{}-2", std::process::id()));
+        let other = dir.path().join(".other.prom.tmp-999999999-3");
+        for f in [&dead, &alive, &other] {
+            std::fs::write(f, b"half").unwrap();
+        }
+        // (Under a umask of 0077 too: the process-wide umask is not changed in a threaded
+        // test; `tests/integration/ecosystem.rs` runs the binary under one.)
+        write_atomic(&out, b"x 1\n").unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().mode() & 0o777, 0o644);
+        assert!(!dead.exists(), "a dead run's temp file is removed");
+        assert!(alive.exists() && other.exists(), "nothing else is");
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn check_steps(args: CheckArgs) -> Result<Done, Ended> {
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
-    let report = match result {
+    let mut report = match result {
         Ok(r) => r,
         Err(e) => {
             // Abandon whatever is still in flight (a hung socket); nothing is signalled after
@@ -164,11 +164,18 @@ fn check_steps(args: CheckArgs) -> Result<Done, Ended> {
         }
     };
     let emitted = emit_report(&args, &report);
+    // A report that could not be written ends the run in exit 4: the ping and the push say
+    // that, never the success of a run whose report is lost.
+    let mut summary = report.summary.line.clone();
+    if let Err(e) = &emitted {
+        report.exit_code = Exit::CouldNotRun as u8;
+        summary = format!("{summary}; the report could not be written: {e}");
+    }
     // The push, the ping and the notifications come after the report is out: a slow or
     // stopped receiver costs the report nothing and never changes the exit code.
     let mut outgoing = report.notifications.clone();
     if let Some(p) = &ping {
-        outgoing.push(p.finish(report.exit_code, &report.summary.line));
+        outgoing.push(p.finish(report.exit_code, &summary));
     }
     let push = push_url.map(|url| (url, report::prometheus(&report)));
     rt.block_on(send_bounded(
@@ -310,10 +317,17 @@ async fn send_bounded(
 ) {
     let pushing = push.is_some();
     let push = async {
-        if let Some((url, metrics)) = push
-            && let Err(e) = push::push(url, user_agent, metrics).await
-        {
-            log::emit(Level::Warn, "push_failed", &[("error", &e)]);
+        if let Some((url, metrics)) = push {
+            // A gateway's error answer may echo the credentials it was sent.
+            let hidden: Vec<String> = secrets
+                .iter()
+                .cloned()
+                .chain(push::url_secrets(&url))
+                .collect();
+            if let Err(e) = push::push(url, user_agent, metrics).await {
+                let e = routewatch::plan::redact(&e, &hidden);
+                log::emit(Level::Warn, "push_failed", &[("error", &e)]);
+            }
         }
     };
     let send = async {

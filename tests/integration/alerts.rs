@@ -202,6 +202,49 @@ fn ping_sends_start_then_the_exit_code_with_the_summary_line() {
     }
 }
 
+/// A report that cannot be written (a full disk) ends the run in exit 4: the ping says 4, not
+/// the probes' 0, for a dead-man's switch must not hear "fine" from a run whose report is lost.
+#[test]
+fn a_report_that_cannot_be_written_is_pinged_as_exit_4() {
+    if crate::common::skip_unless_root("mounting a tmpfs needs root") {
+        return;
+    }
+    let svc = service();
+    let (hc, rx) = receiver(Answer::Status(200));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = probe_file(dir.path(), svc, "/ok", "");
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    // A private mount namespace with a small tmpfs, filled, where the report goes.
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs -o size=64k,mode=0755 tmpfs \"$1\" || exit 97; \
+             head -c 1M /dev/zero > \"$1/fill\" 2>/dev/null; shift; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(&full)
+        .arg(env!("CARGO_BIN_EXE_routewatch"))
+        .args(["check", "--format", "json", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--output")
+        .arg(full.join("report.json"))
+        .args(["--ping", &format!("http://127.0.0.1:{hc}/k")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    let got = take(&rx, 2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].path, "/k/4", "{got:?}");
+    assert!(
+        got[1].body.contains("the report could not be written"),
+        "{:?}",
+        got[1].body
+    );
+}
+
 #[test]
 fn a_failed_ping_is_a_warning_that_shows_no_key_and_keeps_the_exit_code() {
     let svc = service();

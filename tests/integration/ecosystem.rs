@@ -342,6 +342,39 @@ fn push_puts_the_metrics_to_the_gateway_group_and_keeps_the_exit_code() {
     assert_eq!(fams["routewatch_route_up"].as_array().unwrap().len(), 4);
 }
 
+/// The Prometheus textfile is for node_exporter to read: mode 0644 even under the shipped
+/// unit's `UMask=0077` (which keeps the state private).
+#[test]
+fn a_report_written_under_umask_0077_is_readable_by_others() {
+    let port = server();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mixed_probe_file(dir.path(), port);
+    let out = dir.path().join("routewatch.prom");
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 077; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_routewatch"))
+        .args(["check", "--format", "prometheus", "--config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "{mode:o}");
+    let state = std::fs::metadata(dir.path().join("st/state.json")).unwrap();
+    assert_eq!(
+        state.permissions().mode() & 0o077,
+        0,
+        "the state stays private"
+    );
+}
+
 #[test]
 fn a_failed_push_is_a_warning_not_a_different_exit_code() {
     let port = server();
@@ -380,6 +413,32 @@ fn a_failed_push_is_a_warning_not_a_different_exit_code() {
     assert!(
         !stderr.contains("hunter2"),
         "the password stays out of every output: {stderr}"
+    );
+    // A gateway whose error answer echoes the credentials it was sent: not printed either.
+    let (echo, _requests) = gateway(
+        401,
+        "denied user:hunter2 (Authorization: Basic dXNlcjpodW50ZXIy)\n",
+    );
+    let o = rw()
+        .args(["check", "--config"])
+        .arg(&p)
+        .arg("--state-dir")
+        .arg(dir.path().join("st"))
+        .arg("--push")
+        .arg(format!(
+            "http://user:hunter2@127.0.0.1:{echo}/metrics/job/rw"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("event=push_failed") && stderr.contains("HTTP 401"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2") && !stderr.contains("dXNlcjpodW50ZXIy"),
+        "an echoed password or token is redacted: {stderr}"
     );
 
     let bad = rw()
