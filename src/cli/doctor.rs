@@ -111,6 +111,21 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
     };
     // As root, a file that fails the trust check is read as `check` reads it: no `${VAR}` of
     // root's environment, and its errors give their place, not its text.
+    let trusted = |problem: Option<String>| match (root, problem) {
+        (false, _) => Check::skipped(
+            "probe file trusted",
+            "not root: `check` applies the trust check as root only",
+        ),
+        (true, None) => Check::ok(
+            "probe file trusted",
+            "no one but root can change it, or any directory or link on its path",
+        ),
+        (true, Some(why)) => Check::fail(
+            "probe file trusted",
+            format!("{why}: `check` would probe and report but never recover"),
+            format!("chown root: {shown} && chmod go-w {shown} (and each directory above it)"),
+        ),
+    };
     let plan = match routewatch::config::load_opened(&file, &path, &lenient, problem.is_some()) {
         Ok(p) => p,
         Err(e) => {
@@ -119,6 +134,10 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
                 e.to_string(),
                 format!("routewatch validate --config {shown}"),
             ));
+            // Why it was read as `check` reads a file others can write, when it was.
+            if problem.is_some() {
+                checks.push(trusted(problem));
+            }
             return None;
         }
     };
@@ -144,21 +163,7 @@ fn probe_file(explicit: Option<PathBuf>, root: bool, checks: &mut Vec<Check>) ->
         .flatten()
         .chain(plan.untrusted.iter().cloned())
         .reduce(|a, b| format!("{a}; {b}"));
-    checks.push(match (root, problem) {
-        (false, _) => Check::skipped(
-            "probe file trusted",
-            "not root: `check` applies the trust check as root only",
-        ),
-        (true, None) => Check::ok(
-            "probe file trusted",
-            "no one but root can change it, or any directory or link on its path",
-        ),
-        (true, Some(why)) => Check::fail(
-            "probe file trusted",
-            format!("{why}: `check` would probe and report but never recover"),
-            format!("chown root: {shown} && chmod go-w {shown} (and each directory above it)"),
-        ),
-    });
+    checks.push(trusted(problem));
     Some(plan)
 }
 

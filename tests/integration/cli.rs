@@ -641,6 +641,23 @@ fn doctor_lists_every_check_with_its_fix_and_fails_on_a_broken_one() {
         trusted["fix"].as_str().unwrap().contains("chmod go-w"),
         "{doc}"
     );
+    // It is read as `check` reads a file others can write: its `${VAR}` is refused, not
+    // expanded from root's environment.
+    let file = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "probe file")
+        .unwrap()
+        .clone();
+    assert_eq!(file["status"], "fail", "{doc}");
+    assert!(
+        file["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not expanded in a probe file that others can write"),
+        "{doc}"
+    );
 
     // Text: one line per check, the fix under a failing one, a count at the end.
     let o = run(rw()
