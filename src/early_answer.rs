@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(&sent[..n], b"GET / HTTP/1.1\r\n\r\n");
     }
 
-    /// A reader parked before the write is woken by it (the connection task polls reads first).
+    /// A recorded connection counts every byte it reads and keeps the first few.
     #[tokio::test]
     async fn a_recorded_connection_counts_what_it_reads_and_keeps_its_start() {
         let (ours, mut theirs) = tokio::io::duplex(4096);
@@ -232,6 +232,7 @@ mod tests {
         assert!(seen.first.starts_with(b"HTTP/1.1 200 OK\r\nxx"));
     }
 
+    /// A reader parked before the write is woken by it (the connection task polls reads first).
     #[tokio::test]
     async fn a_parked_read_is_woken_by_the_write() {
         let (ours, mut theirs) = tokio::io::duplex(1024);

@@ -1002,12 +1002,18 @@ async fn attempt_http(
                                     Outcome::Reset => "reset",
                                     _ => "closed",
                                 };
+                                let shown = shown(&start, 40, secrets);
                                 let a = Attempt::fail(
                                     Outcome::ProtocolError,
-                                    format!(
-                                        "the server began an answer ({}) and {how} the connection before its head was complete",
-                                        shown(&start, 40, secrets)
-                                    ),
+                                    if start.starts_with("HTTP/") {
+                                        format!(
+                                            "the server began an answer ({shown}) and {how} the connection before its head was complete"
+                                        )
+                                    } else {
+                                        format!(
+                                            "the server sent something that is not HTTP ({shown}) and {how} the connection"
+                                        )
+                                    },
                                 );
                                 return Err((a, false));
                             }

@@ -289,6 +289,24 @@ async fn an_answer_cut_mid_head_is_protocol_error_not_a_hang() {
         );
         within_half_of_long(&r);
     }
+    // Nothing on the first connection, then bytes that are not HTTP on the re-send (a port
+    // that another program took over): said so, not "began an answer".
+    let first = std::sync::Mutex::new(None);
+    let srv = Server::start(Script::each(move |r| {
+        if *first.lock().unwrap().get_or_insert(r.conn) == r.conn {
+            Reply::Close
+        } else {
+            raw("SSH-2.0-OpenSSH_9.2\r\n", After::Close)
+        }
+    }))
+    .await;
+    let r = one_route(&file(&srv.base_url(), &patient(0), "- path: /")).await;
+    assert_eq!(r.outcome, Outcome::ProtocolError, "{r:?}");
+    let e = r.error.clone().unwrap_or_default();
+    assert!(
+        e.contains("sent something that is not HTTP (\"SSH-2.0-OpenSSH_9.2"),
+        "{e}"
+    );
     // Nothing at all before the close stays the hung signature, retried.
     let srv = Server::start(Script::always(raw("", After::Close))).await;
     let r = one_route(&file(&srv.base_url(), &patient(1), "- path: /")).await;
