@@ -542,44 +542,19 @@ impl Store {
 
 /// As root, the directory as it is now, after it was found or created: the trust check
 /// judged the path before, but under a sticky parent (/tmp) another user could have created
-/// the directory, a missing parent of it, or a link in its place, in between. Every
-/// directory and link on the path is judged again (root's, not writable by others), and the
-/// directory it leads to (opened, then judged by its descriptor) must be root's and writable
-/// by root alone. Nothing in it is used otherwise; since nobody else can then add, rename or
-/// replace anything on the way, what is in it is root's own.
+/// the directory, a missing parent of it, or a link in its place, in between (`mkdir -p`
+/// takes what it finds). The whole path is judged again ([`crate::trust::state_dir_problem`]:
+/// every directory and link root's and not writable by others, the directory itself writable
+/// by root alone). Once it passes, nobody else can add, rename or replace anything on the
+/// way, so what is in it is root's own.
 fn judge_opened_dir(dir: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::MetadataExt;
-    let unsafe_ = |what: String| StateError::Unsafe {
-        dir: dir.to_path_buf(),
-        what,
-    };
-    let io = |what: &'static str| {
-        move |source| StateError::Io {
+    match crate::trust::state_dir_problem(dir) {
+        Some(what) => Err(StateError::Unsafe {
             dir: dir.to_path_buf(),
             what,
-            source,
-        }
-    };
-    // The whole path again: a missing parent another user created in between (mkdir -p takes
-    // it as found) is theirs, and so would be what is below it.
-    if let Some(why) = crate::trust::state_dir_problem(dir) {
-        return Err(unsafe_(why));
+        }),
+        None => Ok(()),
     }
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32)
-        .open(dir)
-        .map_err(io("cannot open"))?;
-    let meta = opened.metadata().map_err(io("cannot stat"))?;
-    crate::trust::judge_state_dir(
-        dir,
-        crate::trust::Facts {
-            uid: meta.uid(),
-            mode: meta.mode(),
-            is_dir: meta.is_dir(),
-        },
-    )
-    .map_err(unsafe_)
 }
 
 /// Rename a corrupt state file to `state.json.corrupt-<time>[.<n>]`, never replacing an

@@ -1609,12 +1609,14 @@ fn the_certificate_chain_handshake_is_not_in_the_routes_time() {
     let doc = o.json();
     let r = route(&doc, "api", "/health");
     assert_eq!(r["outcome"], "ok", "{doc:#}");
-    assert!(
-        doc["elapsed_ms"].as_u64().unwrap() >= 2000,
-        "the chain handshake did stall the run: {doc:#}"
+    // The run holds the route and the stalled handshake (its 2 s bound), the route only its
+    // own time: however slow the machine, they differ by the stall.
+    let (run, own) = (
+        doc["elapsed_ms"].as_u64().unwrap(),
+        r["elapsed_ms"].as_u64().unwrap(),
     );
     assert!(
-        r["elapsed_ms"].as_u64().unwrap() < 2000,
+        run >= own + 1900,
         "the stalled diagnostic handshake is not the server's time: {doc:#}"
     );
 }
