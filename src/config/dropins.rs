@@ -13,7 +13,7 @@ use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
 use super::ConfigError;
-use super::diagnostics::{yaml_error, yaml_options};
+use super::diagnostics::yaml_error;
 use super::route_count::RawTargets;
 
 /// At most this many drop-in files besides the probe file.
@@ -300,7 +300,7 @@ fn read_one(
             include: None,
         }
     } else {
-        serde_saphyr::from_str_with_options(&text, yaml_options()).map_err(|e| {
+        super::plain::from_str(&text).map_err(|e| {
             let e = yaml_error(&file, &text, &e);
             match &problem {
                 // Whoever can write it may have linked it to a file only root can read: its

@@ -22,6 +22,7 @@ mod context;
 mod diagnostics;
 mod dropins;
 mod patterns;
+mod plain;
 mod raw;
 mod resolve;
 mod route;
@@ -30,7 +31,7 @@ mod scalars;
 mod secrets;
 mod shape;
 
-use diagnostics::{yaml_error, yaml_options};
+use diagnostics::yaml_error;
 use raw::RawFile;
 use resolve::resolve;
 use route_count::ROUTE_SLOTS;
@@ -197,7 +198,7 @@ fn parse_in(
         });
     }
     ROUTE_SLOTS.with(|c| c.set(0));
-    let raw: RawFile = serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+    let raw: RawFile = plain::from_str(text).map_err(|e| {
         let e = yaml_error(file, text, &e);
         if untrusted {
             // As `Ctx::err` does for the values: the place, never the text.
