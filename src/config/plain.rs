@@ -98,7 +98,7 @@ type Result<T> = std::result::Result<T, GiveUp>;
 /// here).
 struct Events<'a> {
     parser: Parser<'a, StrInput<'a>>,
-    peeked: Option<(Event<'a>, Span)>,
+    peeked: Option<(Event<'a>, At)>,
     events: usize,
     nodes: usize,
     scalar_bytes: usize,
@@ -127,7 +127,7 @@ impl<'a> Events<'a> {
         }
     }
 
-    fn peek(&mut self) -> Result<&(Event<'a>, Span)> {
+    fn peek(&mut self) -> Result<&(Event<'a>, At)> {
         if self.peeked.is_none() {
             let next = self.pull()?;
             self.peeked = Some(next);
@@ -135,19 +135,21 @@ impl<'a> Events<'a> {
         self.peeked.as_ref().ok_or(GiveUp)
     }
 
-    fn next(&mut self) -> Result<(Event<'a>, Span)> {
+    fn next(&mut self) -> Result<(Event<'a>, At)> {
         match self.peeked.take() {
             Some(next) => Ok(next),
             None => self.pull(),
         }
     }
 
-    fn expect(&mut self, want: impl Fn(&Event<'a>) -> bool) -> Result<Span> {
-        let (event, span) = self.next()?;
-        if want(&event) { Ok(span) } else { Err(GiveUp) }
+    fn expect(&mut self, want: impl Fn(&Event<'a>) -> bool) -> Result<()> {
+        let (event, _) = self.next()?;
+        if want(&event) { Ok(()) } else { Err(GiveUp) }
     }
 
-    fn pull(&mut self) -> Result<(Event<'a>, Span)> {
+    /// The parser's next event, and where it starts (the parser's `Span` is five times the
+    /// size, and events move: only what `Spanned` needs is kept).
+    fn pull(&mut self) -> Result<(Event<'a>, At)> {
         let (event, span) = match self.parser.next_event() {
             Some(Ok(next)) => next,
             _ => return Err(GiveUp),
@@ -177,7 +179,7 @@ impl<'a> Events<'a> {
         if self.nodes > MAX_NODES / 2 || self.scalar_bytes > MAX_SCALAR_BYTES / 2 {
             return Err(GiveUp);
         }
-        Ok((event, span))
+        Ok((event, At::of(&span)))
     }
 
     /// The next event, which must be a scalar: its text and style.
@@ -314,7 +316,7 @@ impl<'a> Deserializer<'a> for De<'_, 'a> {
         visitor: V,
     ) -> Result<V::Value> {
         if name == "__yaml_spanned" {
-            let at = At::of(&self.ev.peek()?.1);
+            let at = self.ev.peek()?.1;
             visitor.visit_newtype_struct(SpannedDe { ev: self.ev, at })
         } else if name.starts_with("__yaml") {
             Err(GiveUp)
