@@ -66,9 +66,78 @@ fn same_as_full<'a, T: de::Deserialize<'a> + fmt::Debug>(plain: &T, text: &'a st
     }
 }
 
+/// Files from this size on are parsed on a thread of their own while this one reads the
+/// events: the parser is most of the work, and a fleet-sized file is read in two-thirds of
+/// the time. Smaller ones are not worth a thread.
+const PIPELINED_FROM: usize = 128 * 1024;
+
+/// Events handed from the parser's thread at a time, and batches in flight: a bounded queue.
+const BATCH: usize = 512;
+const BATCHES_AHEAD: usize = 4;
+
 /// Read `text` as a `T` if it is plain YAML; `None` to have the full deserializer read it.
 pub(super) fn read<'a, T: de::Deserialize<'a>>(text: &'a str) -> Option<T> {
-    let mut ev = Events::new(text);
+    if text.len() < PIPELINED_FROM {
+        return read_from(Events::new(Source::Parser(Box::new(parser(text)))));
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+        let spawned = std::thread::Builder::new()
+            .name("yaml-parser".into())
+            .spawn_scoped(scope, move || produce(parser(text), &tx));
+        let source = match spawned {
+            Ok(_) => Source::Piped {
+                rx,
+                batch: Vec::new().into_iter(),
+            },
+            // No thread to be had (a process limit): the same parse, on this one.
+            Err(_) => Source::Parser(Box::new(parser(text))),
+        };
+        // Returning drops the receiver, which stops the parser's thread at its next batch
+        // if this side gave up early; the scope waits for it.
+        read_from(Events::new(source))
+    })
+}
+
+/// The parser as the full reader configures it (`serde_saphyr`'s `parser_options`), so both
+/// see the same events with the same positions.
+fn parser(text: &str) -> Parser<'_, StrInput<'_>> {
+    let budget = serde_saphyr::Budget::default();
+    let mut options = granit_parser::Options::default();
+    options.simple_key_max_lookahead = budget.simple_key_max_lookahead;
+    options.flow_nesting_limit = budget.flow_nesting_limit;
+    options.block_nesting_limit = options.block_nesting_limit.max(MAX_DEPTH + 1);
+    options.emit_comments = false;
+    options.strict_indentation = false;
+    options.bom_inside_document_as_content = false;
+    Parser::with_options(StrInput::new(text), options)
+}
+
+/// The parser's thread: events in batches until the end, an error (the batch simply stops:
+/// the reader gives up there), or the reader hanging up.
+fn produce<'a>(
+    mut parser: Parser<'a, StrInput<'a>>,
+    tx: &std::sync::mpsc::SyncSender<Vec<(Event<'a>, At)>>,
+) {
+    loop {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut more = true;
+        while batch.len() < BATCH {
+            match parser.next_event() {
+                Some(Ok((event, span))) => batch.push((event, At::of(&span))),
+                _ => {
+                    more = false;
+                    break;
+                }
+            }
+        }
+        if tx.send(batch).is_err() || !more {
+            return;
+        }
+    }
+}
+
+fn read_from<'a, T: de::Deserialize<'a>>(mut ev: Events<'a>) -> Option<T> {
     ev.expect(|e| matches!(e, Event::StreamStart)).ok()?;
     ev.expect(|e| matches!(e, Event::DocumentStart(..))).ok()?;
     let value = T::deserialize(De { ev: &mut ev }).ok()?;
@@ -97,11 +166,42 @@ impl de::Error for GiveUp {
 
 type Result<T> = std::result::Result<T, GiveUp>;
 
+/// Where events come from: the parser itself, or the parser's thread.
+enum Source<'a> {
+    /// Boxed: the parser is some 3 KB, the queue's end a few words.
+    Parser(Box<Parser<'a, StrInput<'a>>>),
+    Piped {
+        rx: std::sync::mpsc::Receiver<Vec<(Event<'a>, At)>>,
+        batch: std::vec::IntoIter<(Event<'a>, At)>,
+    },
+}
+
+impl<'a> Source<'a> {
+    /// The next event and where it starts; `None` at the end or at an error.
+    fn next(&mut self) -> Option<(Event<'a>, At)> {
+        match self {
+            Source::Parser(parser) => match parser.next_event() {
+                Some(Ok((event, span))) => Some((event, At::of(&span))),
+                _ => None,
+            },
+            Source::Piped { rx, batch } => loop {
+                if let Some(next) = batch.next() {
+                    return Some(next);
+                }
+                *batch = rx.recv().ok()?.into_iter();
+                if batch.len() == 0 {
+                    return None;
+                }
+            },
+        }
+    }
+}
+
 /// The parser's events, one looked ahead, each vetted: no anchor, alias or tag, and every
 /// count well inside the full reader's budget (so that nothing it would refuse is accepted
 /// here).
 struct Events<'a> {
-    parser: Parser<'a, StrInput<'a>>,
+    source: Source<'a>,
     peeked: Option<(Event<'a>, At)>,
     events: usize,
     nodes: usize,
@@ -110,19 +210,9 @@ struct Events<'a> {
 }
 
 impl<'a> Events<'a> {
-    fn new(text: &'a str) -> Self {
-        // The parser as the full reader configures it (`serde_saphyr`'s `parser_options`), so
-        // both see the same events with the same positions.
-        let budget = serde_saphyr::Budget::default();
-        let mut options = granit_parser::Options::default();
-        options.simple_key_max_lookahead = budget.simple_key_max_lookahead;
-        options.flow_nesting_limit = budget.flow_nesting_limit;
-        options.block_nesting_limit = options.block_nesting_limit.max(MAX_DEPTH + 1);
-        options.emit_comments = false;
-        options.strict_indentation = false;
-        options.bom_inside_document_as_content = false;
+    fn new(source: Source<'a>) -> Self {
         Events {
-            parser: Parser::with_options(StrInput::new(text), options),
+            source,
             peeked: None,
             events: 0,
             nodes: 0,
@@ -156,13 +246,10 @@ impl<'a> Events<'a> {
         Ok(())
     }
 
-    /// The parser's next event into `peeked`, and where it starts (the parser's `Span` is
-    /// five times the size: only what `Spanned` needs is kept).
+    /// The next event into `peeked`, with where it starts (the parser's `Span` is five times
+    /// the size: only what `Spanned` needs is kept).
     fn pull(&mut self) -> Result<()> {
-        let (event, span) = match self.parser.next_event() {
-            Some(Ok(next)) => next,
-            _ => return Err(GiveUp),
-        };
+        let (event, at) = self.source.next().ok_or(GiveUp)?;
         // Half the full reader's limits: a file anywhere near one is its to judge.
         self.events += 1;
         if self.events > MAX_EVENTS / 2 {
@@ -188,7 +275,7 @@ impl<'a> Events<'a> {
         if self.nodes > MAX_NODES / 2 || self.scalar_bytes > MAX_SCALAR_BYTES / 2 {
             return Err(GiveUp);
         }
-        self.peeked = Some((event, At::of(&span)));
+        self.peeked = Some((event, at));
         Ok(())
     }
 
@@ -1033,5 +1120,55 @@ mod tests {
             taken > cases / 10,
             "the plain reader took only {taken} of {cases} files"
         );
+    }
+
+    /// A file of fleet size, `routes` routes of assorted shapes.
+    fn large(routes: usize) -> String {
+        let mut text = String::from("defaults: { timeout: 10s, retries: 2 }\ntargets:\n");
+        for t in 0..routes / 100 {
+            text.push_str(&format!(
+                "  - name: t{t}\n    base_url: http://127.0.0.1:{}\n    headers: {{ X-T: '{t}' }}\n    routes:\n",
+                1000 + t
+            ));
+            for r in 0..100 {
+                text.push_str(&match r % 4 {
+                    0 => format!("      - {{ path: /r{r}, class: core }}\n"),
+                    1 => format!("      - path: \"/r{r}\"\n        class: auxiliary\n"),
+                    2 => format!("      - {{ path: /r{r}, expect: {{ status: [200, 204], json: {{ n: {r} }} }} }}\n"),
+                    _ => format!("      - path: /r{r}\n        method: POST\n        body: |\n          {{\"id\": {r}}}\n"),
+                });
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn a_large_file_is_parsed_on_a_second_thread_and_read_the_same() {
+        let text = large(4_000);
+        assert!(text.len() > PIPELINED_FROM, "{} bytes", text.len());
+        assert!(agree(&text), "the plain reader gave up on the large file");
+        // The same events on one thread, read the same way.
+        ROUTE_SLOTS.with(|c| c.set(0));
+        let direct: RawFile =
+            read_from(Events::new(Source::Parser(Box::new(parser(&text))))).unwrap();
+        ROUTE_SLOTS.with(|c| c.set(0));
+        let piped: RawFile = read(&text).unwrap();
+        assert_eq!(format!("{direct:?}"), format!("{piped:?}"));
+    }
+
+    #[test]
+    fn a_large_file_given_up_early_or_late_stops_the_parsers_thread() {
+        let text = large(4_000);
+        // An alias in the first lines: given up at once, the parser's thread is stopped
+        // (`read` returns only once it has ended), and the full reader has the last word.
+        let early = text.replacen("targets:\n", "x: &a 1\ntargets:\n", 1);
+        assert!(read::<RawFile>(&early).is_none());
+        // A YAML error in the last line: the parser's thread ends at the error.
+        let late = format!("{text}  - name: [\n");
+        assert!(read::<RawFile>(&late).is_none());
+        // An unknown key at the end, found by the reader after the parser has finished.
+        let unknown = format!("{text}colour: red\n");
+        assert!(read::<RawFile>(&unknown).is_none());
+        assert!(serde_saphyr::from_str_with_options::<RawFile>(&unknown, yaml_options()).is_err());
     }
 }
