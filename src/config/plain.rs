@@ -20,6 +20,7 @@ use serde::de::{
 };
 use serde::forward_to_deserialize_any;
 
+use super::MAX_ROUTES;
 use super::diagnostics::{MAX_DEPTH, MAX_EVENTS, MAX_NODES, MAX_SCALAR_BYTES, yaml_options};
 use super::route_count::{ROUTE_SLOTS, slots_read};
 
@@ -252,6 +253,11 @@ impl<'a> Events<'a> {
     /// The next event into `peeked`, with where it starts (the parser's `Span` is five times
     /// the size: only what `Spanned` needs is kept).
     fn pull(&mut self) -> Result<()> {
+        // A file past the route limit is an error whatever else it holds, and the full
+        // reader counts the routes past it without holding them: it is the one to read on.
+        if slots_read() > MAX_ROUTES {
+            return Err(GiveUp);
+        }
         let (event, at) = self.source.next().ok_or(GiveUp)?;
         // The full reader counts events and nodes as here (each event; each scalar and
         // collection): a file near its limits is its to judge.
@@ -1197,5 +1203,20 @@ mod tests {
         ROUTE_SLOTS.with(|c| c.set(0));
         let raw: RawFile = read(&file(super::super::MAX_ROUTES)).expect("read plainly");
         assert_eq!(raw.targets.value.slots, super::super::MAX_ROUTES);
+    }
+
+    /// Past the route limit (here with the routes of files read before), the full reader
+    /// reads on: the file is an error anyway, and reading it twice would double its cost.
+    #[test]
+    fn a_file_past_the_route_limit_is_left_to_the_full_reader() {
+        let text = "targets:\n  - name: a\n    base_url: http://127.0.0.1:1\n    routes: [ { path: /a }, { path: /b } ]\n";
+        ROUTE_SLOTS.with(|c| c.set(super::super::MAX_ROUTES - 1));
+        assert!(read::<RawFile>(text).is_none());
+        ROUTE_SLOTS.with(|c| c.set(super::super::MAX_ROUTES - 1));
+        let raw: RawFile = from_str(text).unwrap();
+        assert_eq!(raw.targets.value.slots, super::super::MAX_ROUTES + 1);
+        // One route short of the limit, the plain reader takes it.
+        ROUTE_SLOTS.with(|c| c.set(super::super::MAX_ROUTES - 2));
+        assert!(read::<RawFile>(text).is_some());
     }
 }
