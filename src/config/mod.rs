@@ -1,14 +1,15 @@
 //! The probe file: serde structs that mirror `probes.yaml` (unknown keys rejected), and one
 //! function, [`resolve`](resolve::resolve), that turns them into a validated [`Plan`]. This
-//! folder is the only place that names the YAML crate.
+//! folder is the only place that names the YAML crates (the parser and the deserializer).
 //!
 //! Every error reads `file:line:column: what was wrong, the bad value, what is accepted`.
 //!
 //! The folder follows the data: [`raw`] (the file as written, with [`route_count`] keeping a
 //! huge file's routes counted, not held) and [`scalars`] (durations, sizes, counts, statuses)
-//! are read by serde; [`diagnostics`] and [`shape`] turn the YAML crate's errors into ours;
-//! [`resolve`], [`route`], [`context`], [`patterns`] and [`secrets`] turn the raw file into a
-//! [`Plan`]; [`ad_hoc`] builds one from `--url` instead.
+//! are read by serde, through [`plain`] (plain YAML straight from the parser's events) or else
+//! the full YAML deserializer; [`diagnostics`] and [`shape`] turn the YAML crate's errors
+//! into ours; [`resolve`], [`route`], [`context`], [`patterns`] and [`secrets`] turn the raw
+//! file into a [`Plan`]; [`ad_hoc`] builds one from `--url` instead.
 
 use std::fmt;
 use std::path::Path;
