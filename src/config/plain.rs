@@ -127,9 +127,9 @@ fn produce<'a>(
         let mut batch = Vec::with_capacity(BATCH);
         let mut more = true;
         while batch.len() < BATCH {
-            match parser.next_event() {
-                Some(Ok((event, span))) => batch.push((event, At::of(&span))),
-                _ => {
+            match next_event(&mut parser) {
+                Some(next) => batch.push(next),
+                None => {
                     more = false;
                     break;
                 }
@@ -138,6 +138,14 @@ fn produce<'a>(
         if tx.send(batch).is_err() || !more {
             return;
         }
+    }
+}
+
+/// The parser's next event and where it starts; `None` at the end or at an error.
+fn next_event<'a>(parser: &mut Parser<'a, StrInput<'a>>) -> Option<(Event<'a>, At)> {
+    match parser.next_event() {
+        Some(Ok((event, span))) => Some((event, At::of(&span))),
+        _ => None,
     }
 }
 
@@ -184,10 +192,7 @@ impl<'a> Source<'a> {
     /// The next event and where it starts; `None` at the end or at an error.
     fn next(&mut self) -> Option<(Event<'a>, At)> {
         match self {
-            Source::Parser(parser) => match parser.next_event() {
-                Some(Ok((event, span))) => Some((event, At::of(&span))),
-                _ => None,
-            },
+            Source::Parser(parser) => next_event(parser),
             Source::Piped { rx, batch } => loop {
                 if let Some(next) = batch.next() {
                     return Some(next);
@@ -253,11 +258,6 @@ impl<'a> Events<'a> {
     /// The next event into `peeked`, with where it starts (the parser's `Span` is five times
     /// the size: only what `Spanned` needs is kept).
     fn pull(&mut self) -> Result<()> {
-        // A file past the route limit is an error whatever else it holds, and the full
-        // reader counts the routes past it without holding them: it is the one to read on.
-        if slots_read() > MAX_ROUTES {
-            return Err(GiveUp);
-        }
         let (event, at) = self.source.next().ok_or(GiveUp)?;
         // The full reader counts events and nodes as here (each event; each scalar and
         // collection): a file near its limits is its to judge.
@@ -558,6 +558,12 @@ impl<'a> SeqAccess<'a> for &mut Seq<'_, 'a> {
     fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         if self.done {
             return Ok(None);
+        }
+        // A file past the route limit is an error whatever else it holds, and the full
+        // reader counts the routes past it without holding them: it is the one to read on.
+        // (Routes are list elements: checked here, not at every event.)
+        if slots_read() > MAX_ROUTES {
+            return Err(GiveUp);
         }
         if matches!(self.ev.peek()?.0, Event::SequenceEnd) {
             self.ev.skip()?;
